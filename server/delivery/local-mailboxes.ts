@@ -1,0 +1,79 @@
+/**
+ * Which mailbox of a local domain a recipient's local part names.
+ *
+ * The same function answers at RCPT time (a refusal becomes 550 5.1.1) and at
+ * delivery, so a recipient accepted by the listener is delivered to the mailbox
+ * the listener checked. The mailbox name becomes a directory name under the
+ * Maildir root, which is why the accepted syntax is deliberately narrow and the
+ * result is asserted safe before it is returned.
+ */
+import type { DomainConfig } from '../config/schema';
+
+export type MailboxResolution = { mailbox: string } | { reason: string };
+
+/** Mailboxes every domain has, listed or not (RFC 5321 section 4.5.1 requires postmaster; abuse per RFC 2142). */
+export const ROLE_MAILBOXES: readonly string[] = ['postmaster', 'abuse'];
+
+/**
+ * A plain dot-atom local part: letters, digits, '.', '_' and '-', starting with a
+ * letter or digit, at most 64 characters (the RFC 5321 local-part limit), no
+ * empty dot-separated atoms ("a..b", "a."), as RFC 5321 forbids them unquoted.
+ */
+const PLAIN_NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/i;
+
+export function isPlainMailboxName(name: string): boolean {
+  return PLAIN_NAME.test(name) && !name.includes('..') && !name.endsWith('.');
+}
+
+/**
+ * Last line of defence before a name is joined to a path: throws unless the name
+ * is a single, ordinary path component. Callers validate first; reaching the
+ * throw means a bug, not bad input.
+ */
+export function assertSafePathComponent(name: string, what: string): void {
+  if (name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\\') || name.includes('\0')) {
+    throw new Error(`unsafe ${what} name for a directory: ${JSON.stringify(name)}`);
+  }
+}
+
+/** Lower-cases and drops a "+detail" suffix: "User+Tag" -> "user". */
+export function baseLocalPart(localPart: string): string {
+  const plus = localPart.indexOf('+');
+  return (plus < 0 ? localPart : localPart.slice(0, plus)).toLowerCase();
+}
+
+function aliasTarget(domain: DomainConfig, base: string): string | undefined {
+  for (const [from, to] of Object.entries(domain.aliases ?? {})) {
+    if (from.toLowerCase() === base) return to.trim().toLowerCase();
+  }
+  return undefined;
+}
+
+/**
+ * Resolves `localPart` (as given at RCPT TO, without "@domain") to a mailbox of
+ * `domain`. Aliases are applied once (an alias to another alias is not followed),
+ * after the "+detail" suffix is dropped. Reasons are fit for an SMTP reply: they
+ * never echo unchecked input.
+ */
+export function resolveLocalMailbox(domain: DomainConfig, localPart: string): MailboxResolution {
+  const base = baseLocalPart(localPart);
+  if (!isPlainMailboxName(base)) {
+    return { reason: 'local part is not a plain mailbox name (letters, digits, ".", "_", "-")' };
+  }
+
+  const target = aliasTarget(domain, base);
+  const mailbox = target ?? base;
+  if (!isPlainMailboxName(mailbox)) {
+    // Only a config error gets here: an alias whose target is not a mailbox of this domain.
+    return { reason: `alias ${base} does not lead to a mailbox of ${domain.name}` };
+  }
+
+  const isRole = ROLE_MAILBOXES.includes(base) || ROLE_MAILBOXES.includes(mailbox);
+  if (domain.mailboxes !== undefined && !isRole) {
+    const listed = domain.mailboxes.some((m) => m.toLowerCase() === mailbox);
+    if (!listed) return { reason: `no mailbox ${base} at ${domain.name}` };
+  }
+
+  assertSafePathComponent(mailbox, 'mailbox');
+  return { mailbox };
+}

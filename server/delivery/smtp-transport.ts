@@ -1,0 +1,297 @@
+/**
+ * Delivery over SMTP, to the MX hosts of a domain or to a configured next hop.
+ *
+ * Contract (see types.ts): one result per recipient, never a throw for a remote
+ * or network problem. Hosts are tried in MX preference order and each host's
+ * addresses in order (IPv4 first); an address refused by the AddressGuard is
+ * skipped. Failing to set a session up (connection errors, timeouts, a 421, a
+ * bad greeting, failed TLS or AUTH) moves on to the next address; once every
+ * address is used up the recipients are deferred with the last error. Replies
+ * inside a transaction decide per recipient: 2xx delivered, 5xx failed (503, a
+ * sequencing error, is deferred), anything else deferred.
+ *
+ * A connection lost after message bytes were sent is deferred rather than tried
+ * on the next host: the first host may have taken the message, and a later
+ * retry is less harmful than a certain duplicate.
+ *
+ * Sessions are reused (see connection-cache.ts). A reused session that fails
+ * before the server answered anything of the new transaction was closed by the
+ * server while idle; the transaction is repeated on a fresh connection.
+ */
+import type { Readable } from 'node:stream';
+import type { NextHop } from '../config/schema';
+import type { Logger } from '../log/logger';
+import type { AddressGuard } from './address-guard';
+import type { MxResolver } from './mx-resolver';
+import type { OutboundMessage, RecipientOutcome, RecipientResult } from './types';
+import {
+  ConnectionCache,
+  type Endpoint,
+  type Session,
+  SessionError,
+  type SmtpError,
+  describeError,
+  endpointName,
+  oneLine,
+  openSession,
+  sessionKey,
+} from './connection-cache';
+
+export interface SmtpDeliveryOptions {
+  /** EHLO name */
+  hostname: string;
+  resolver: MxResolver;
+  guard: AddressGuard;
+  connectTimeoutMs: number;
+  commandTimeoutMs: number;
+  logger: Logger;
+  /** how long a session stays open for the next message to the same place (default 2000) */
+  idleConnectionMs?: number;
+  /** transactions per connection before it is closed (default 100) */
+  maxMessagesPerConnection?: number;
+  /** TCP port of MX hosts; always 25 on the Internet, exists for tests and labs that run MX servers on other ports */
+  mxPort?: number;
+}
+
+type Route = Omit<Endpoint, 'host' | 'address'>;
+type Failure = { reason: string; remoteHost?: string };
+type AttemptOutcome = { kind: 'done'; results: RecipientResult[] } | { kind: 'next'; failure: Failure };
+type TransactionOutcome = AttemptOutcome | { kind: 'stale' };
+
+export class SmtpDelivery {
+  private readonly cache: ConnectionCache;
+  private readonly mxPort: number;
+  private readonly logger: Logger;
+
+  constructor(private readonly opts: SmtpDeliveryOptions) {
+    this.cache = new ConnectionCache(opts.idleConnectionMs ?? 2000, opts.maxMessagesPerConnection ?? 100);
+    this.mxPort = opts.mxPort ?? 25;
+    this.logger = opts.logger;
+  }
+
+  async deliverViaMx(domain: string, message: OutboundMessage): Promise<RecipientResult[]> {
+    const plan = await this.opts.resolver.resolveDomain(domain);
+    if (plan.kind === 'permanent') return everyone(message, 'failed', { reason: plan.reason });
+    if (plan.kind === 'temporary') return everyone(message, 'deferred', { reason: plan.reason });
+    // MX delivery: STARTTLS when offered, never a certificate check, never AUTH
+    const route: Route = { port: this.mxPort, tls: 'opportunistic', verifyCertificate: false };
+    return this.deliverToHosts(
+      plan.hosts.map((host) => host.name),
+      route,
+      message,
+    );
+  }
+
+  async deliverViaNextHop(hop: NextHop, message: OutboundMessage): Promise<RecipientResult[]> {
+    if (hop.auth && hop.tls === 'none') {
+      const reason = `next hop ${hop.host}: AUTH is configured but tls is none; credentials are only sent over TLS`;
+      return everyone(message, 'deferred', { reason });
+    }
+    const route: Route = { port: hop.port, tls: hop.tls, verifyCertificate: hop.verifyCertificate, auth: hop.auth };
+    return this.deliverToHosts([hop.host], route, message);
+  }
+
+  async close(): Promise<void> {
+    await this.cache.close();
+  }
+
+  private async deliverToHosts(hosts: readonly string[], route: Route, message: OutboundMessage): Promise<RecipientResult[]> {
+    if (message.recipients.length === 0) return [];
+    const refused: string[] = [];
+    const tried = new Set<string>();
+    let last: Failure | undefined;
+    for (const host of hosts) {
+      let addresses: string[];
+      try {
+        addresses = await this.opts.resolver.resolveHost(host);
+      } catch (err) {
+        last = { reason: `address lookup for ${host} failed: ${err instanceof Error ? err.message : String(err)}` };
+        continue;
+      }
+      if (addresses.length === 0) last = { reason: `${host} has no A or AAAA records` };
+      for (const address of addresses) {
+        if (tried.has(address)) continue;
+        tried.add(address);
+        const verdict = this.opts.guard.check(address);
+        if (!verdict.allowed) {
+          refused.push(`${host}[${address}]: ${verdict.reason}`);
+          continue;
+        }
+        const outcome = await this.attempt({ ...route, host, address }, message);
+        if (outcome.kind === 'done') return outcome.results;
+        last = outcome.failure;
+      }
+    }
+    const skipped = refused.length > 0 ? `skipped ${refused.join('; ')}` : undefined;
+    const failure: Failure = last ? { ...last, reason: [last.reason, skipped].filter(Boolean).join('; ') } : { reason: skipped ?? 'no address to deliver to' };
+    this.logger.debug({ queueId: message.queueId, hosts, reason: failure.reason }, 'no SMTP destination took the message');
+    return everyone(message, 'deferred', failure);
+  }
+
+  /** Delivers over a cached session to the endpoint, or a new one. */
+  private async attempt(endpoint: Endpoint, message: OutboundMessage): Promise<AttemptOutcome> {
+    const key = sessionKey(endpoint);
+    for (let session = this.cache.take(key); session; session = this.cache.take(key)) {
+      session.logger.debug({ queueId: message.queueId, transactions: session.transactions }, 'reusing SMTP session');
+      const outcome = await this.transact(session, message, true);
+      if (outcome.kind !== 'stale') return outcome;
+      session.logger.debug({ queueId: message.queueId }, 'cached SMTP session was closed by the server, using a new connection');
+    }
+
+    let session: Session;
+    try {
+      session = await this.open(endpoint);
+    } catch (err) {
+      const failure: Failure = { reason: err instanceof Error ? err.message : String(err) };
+      if (err instanceof SessionError && err.replied) failure.remoteHost = endpoint.host;
+      return { kind: 'next', failure };
+    }
+    const outcome = await this.transact(session, message, false);
+    return outcome.kind === 'stale' ? { kind: 'next', failure: { reason: `${endpointName(endpoint)}: connection lost` } } : outcome;
+  }
+
+  /** openSession, retried once in plain text when opportunistic TLS fails in the handshake (RFC 7435). */
+  private async open(endpoint: Endpoint): Promise<Session> {
+    const settings = { hostname: this.opts.hostname, connectTimeoutMs: this.opts.connectTimeoutMs, commandTimeoutMs: this.opts.commandTimeoutMs, logger: this.logger };
+    try {
+      return await openSession(endpoint, settings);
+    } catch (err) {
+      if (!(err instanceof SessionError && err.tlsHandshake && endpoint.tls === 'opportunistic')) throw err;
+      this.logger.debug({ remote: endpointName(endpoint), reason: err.message }, 'TLS handshake failed, retrying in plain text');
+      return openSession(endpoint, settings, true);
+    }
+  }
+
+  /** One mail transaction on `session`. */
+  private transact(session: Session, message: OutboundMessage, reused: boolean): Promise<TransactionOutcome> {
+    const { connection } = session;
+    const remoteHost = session.endpoint.host;
+    session.transactions++;
+    // tells "the server answered something of this transaction" apart from a connection that was already gone
+    connection.lastServerResponse = false;
+    let stream: Readable;
+    try {
+      stream = message.open();
+    } catch (err) {
+      this.cache.put(session);
+      return Promise.resolve(done(everyone(message, 'deferred', { reason: `could not open the queued message: ${String(err)}` })));
+    }
+
+    const envelope = { from: message.from, to: message.recipients, size: message.size, use8BitMime: true };
+    return new Promise<TransactionOutcome>((resolve) => {
+      connection.send(envelope, stream, (err, info) => {
+        const dataSent = stream.readableDidRead;
+        if (!stream.destroyed) stream.destroy();
+        if (!err) {
+          const rejected = (info as { rejectedErrors?: SmtpError[] }).rejectedErrors ?? [];
+          const results = perRecipient(message, rejected, { outcome: 'delivered', reply: oneLine(info.response) }, remoteHost);
+          session.logger.debug({ queueId: message.queueId, reply: info.response, rejected: rejected.length }, 'SMTP transaction done');
+          this.cache.put(session);
+          return resolve(done(results));
+        }
+        resolve(this.afterError(session, message, err as SmtpError, reused, dataSent));
+      });
+    });
+  }
+
+  private afterError(session: Session, message: OutboundMessage, err: SmtpError, reused: boolean, dataSent: boolean): TransactionOutcome {
+    const { connection, endpoint } = session;
+    const remoteHost = endpoint.host;
+    const code = err.responseCode;
+    session.logger.debug({ queueId: message.queueId, code: err.code, command: err.command, reply: err.response }, 'SMTP transaction failed');
+
+    if (err.code === 'ESTREAM') {
+      connection.close();
+      return done(everyone(message, 'deferred', { reason: `reading the queued message failed: ${err.message}` }));
+    }
+    const noReply = connection.lastServerResponse === false;
+    if (reused && !dataSent && (noReply || (code === 421 && err.command === 'MAIL FROM'))) {
+      connection.close();
+      return { kind: 'stale' };
+    }
+    if (code === 421) {
+      connection.close();
+      return { kind: 'next', failure: { reason: `${endpointName(endpoint)} said: ${describeError(err)}`, remoteHost } };
+    }
+
+    if ((err.code === 'EENVELOPE' || err.code === 'EMESSAGE') && code !== undefined) {
+      const results = transactionFailure(message, err, rejectedErrors(session, err), remoteHost);
+      this.resetAndKeep(session);
+      return done(results);
+    }
+    if (err.code === 'EMESSAGE' && err.command === 'MAIL FROM') {
+      // nodemailer refused locally: the message is larger than the SIZE the server announced (RFC 1870)
+      this.cache.put(session);
+      return done(everyone(message, 'failed', { reason: `552 5.3.4 message of ${message.size} bytes is larger than ${remoteHost} accepts (${err.message})`, remoteHost }));
+    }
+    if (err.code === 'EENVELOPE' && err.command === 'API') {
+      // an address nodemailer will not put into a command (CR, LF, < or >): no retry can fix it
+      this.cache.put(session);
+      return done(everyone(message, 'failed', { reason: `invalid envelope: ${err.message}` }));
+    }
+
+    connection.close();
+    if (dataSent) {
+      const reason = `${endpointName(endpoint)}: ${describeError(err)} after the message was sent; not trying other hosts to avoid a duplicate`;
+      return done(everyone(message, 'deferred', { reason, remoteHost }));
+    }
+    return { kind: 'next', failure: { reason: `${endpointName(endpoint)}: ${describeError(err)}`, remoteHost: err.response ? remoteHost : undefined } };
+  }
+
+  /** Ends a refused transaction with RSET so the session can carry the next message. */
+  private resetAndKeep(session: Session): void {
+    if (!session.alive) return;
+    session.connection.reset((err) => {
+      if (err) session.connection.close();
+      else this.cache.put(session);
+    });
+  }
+}
+
+function done(results: RecipientResult[]): AttemptOutcome {
+  return { kind: 'done', results };
+}
+
+/** 2xx delivered; 5xx failed, except 503 (bad sequence: the session, not the message); anything else deferred. */
+export function outcomeOf(code: number | undefined): RecipientOutcome {
+  if (code === undefined) return 'deferred';
+  if (code >= 200 && code < 300) return 'delivered';
+  if (code >= 500 && code < 600 && code !== 503) return 'failed';
+  return 'deferred';
+}
+
+function everyone(message: OutboundMessage, outcome: RecipientOutcome, failure: Failure): RecipientResult[] {
+  return message.recipients.map((address) => withHost({ address, outcome, reply: failure.reason }, failure.remoteHost));
+}
+
+function withHost(result: RecipientResult, remoteHost: string | undefined): RecipientResult {
+  return remoteHost === undefined ? result : { ...result, remoteHost };
+}
+
+/** Recipients refused at RCPT get their own reply; the others get `rest`. */
+function perRecipient(message: OutboundMessage, rejected: readonly SmtpError[], rest: { outcome: RecipientOutcome; reply: string }, remoteHost: string): RecipientResult[] {
+  const byAddress = new Map(rejected.filter((err) => err.recipient !== undefined).map((err) => [err.recipient as string, err]));
+  return message.recipients.map((address) => {
+    const refusal = byAddress.get(address.trim());
+    if (!refusal) return { address, ...rest, remoteHost };
+    return { address, outcome: outcomeOf(refusal.responseCode), reply: oneLine(refusal.response ?? refusal.message), remoteHost };
+  });
+}
+
+/** A transaction the server refused with a reply: MAIL FROM for everyone, otherwise per recipient. */
+function transactionFailure(message: OutboundMessage, err: SmtpError, rejected: readonly SmtpError[], remoteHost: string): RecipientResult[] {
+  const whole = { outcome: outcomeOf(err.responseCode), reply: oneLine(err.response ?? err.message) };
+  if (err.command === 'MAIL FROM') return message.recipients.map((address) => ({ address, ...whole, remoteHost }));
+  return perRecipient(message, rejected, whole, remoteHost);
+}
+
+/**
+ * The RCPT refusals of the failed transaction. nodemailer puts them on the error
+ * only when every recipient was refused; after a refused DATA they are on the
+ * connection's envelope (an internal field, read defensively).
+ */
+function rejectedErrors(session: Session, err: SmtpError): SmtpError[] {
+  if (err.rejectedErrors) return err.rejectedErrors;
+  const envelope = (session.connection as unknown as { _envelope?: { rejectedErrors?: SmtpError[] } })._envelope;
+  return Array.isArray(envelope?.rejectedErrors) ? envelope.rejectedErrors : [];
+}

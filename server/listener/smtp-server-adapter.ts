@@ -1,0 +1,75 @@
+/**
+ * A thin, version-pinned adaptation of smtp-server 3.21.6 (package.json pins the
+ * exact version; test/integration/listener-adapter.test.ts fails if upstream
+ * changes what it relies on). It changes two things and nothing else:
+ *
+ * 1. The early-talker check becomes a per-listener choice. Upstream waits a
+ *    hard-coded 100 ms before the greeting (init() in smtp-connection.js) and
+ *    answers "421 You talk too soon" to clients that speak first. That is worth
+ *    keeping on the public MX port; on submission ports the customer's own
+ *    applications only pay latency for it (one message per connection is capped
+ *    near 10/s). With `greetingDelay: false` the connection is greeted at once;
+ *    everything else init() does (listeners, the maxClients check) is kept.
+ * 2. Replies whose text already starts with an enhanced status code (RFC 3463),
+ *    as every SmtpError's does, are sent without the code smtp-server would derive
+ *    from the basic code alone (it maps every 550 to 5.1.1, every 554 to 5.6.0).
+ */
+import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
+// the connection class is not exported by the package; it is imported by path
+// so that it is the very module smtp-server itself uses (also when bundled)
+import { SMTPConnection } from '../../node_modules/smtp-server/dist/cjs/smtp-connection.js';
+import type net from 'node:net';
+import type tls from 'node:tls';
+
+const ENHANCED_STATUS_PREFIX = /^[245]\.\d{1,3}\.\d{1,3} /;
+
+export interface AdaptedServerOptions extends SMTPServerOptions {
+  /** wait 100 ms before the greeting and refuse early talkers (upstream behaviour) */
+  greetingDelay: boolean;
+}
+
+class AdaptedConnection extends SMTPConnection {
+  constructor(
+    server: AdaptedSmtpServer,
+    socket: net.Socket | tls.TLSSocket,
+    socketOptions: ConstructorParameters<typeof SMTPConnection>[2],
+    private readonly greetingDelay: boolean,
+  ) {
+    super(server, socket, socketOptions);
+  }
+
+  override init(): void {
+    if (this.greetingDelay) return super.init();
+    this._setListeners(() => {
+      const { maxClients } = this._server.options;
+      if (maxClients && this._server.connections.size > maxClients) {
+        return this.send(421, this.name + ' Too many connected clients, try again in a moment', false);
+      }
+      this.connectionReady();
+    });
+  }
+
+  override send(code: number, data?: string | string[] | null, context?: string | false): void {
+    if (typeof data === 'string' && ENHANCED_STATUS_PREFIX.test(data)) return super.send(code, data, false);
+    return super.send(code, data, context);
+  }
+}
+
+export class AdaptedSmtpServer extends SMTPServer {
+  private readonly greetingDelay: boolean;
+
+  constructor(options: AdaptedServerOptions) {
+    const { greetingDelay, ...upstream } = options;
+    super(upstream);
+    this.greetingDelay = greetingDelay;
+  }
+
+  /** Same as upstream connect(), with the adapted connection class. */
+  override connect(socket: net.Socket | tls.TLSSocket, socketOptions?: ConstructorParameters<typeof SMTPConnection>[2]): void {
+    const connection = new AdaptedConnection(this, socket, socketOptions, this.greetingDelay);
+    this.connections.add(connection);
+    connection.on('error', (err: Error) => this._onError(err));
+    connection.on('connect', (data: unknown) => this._onClientConnect(data as never));
+    connection.init();
+  }
+}

@@ -1,0 +1,79 @@
+/**
+ * The `ownrelay` command. `run` starts the relay (on the embedded default config
+ * when no --config is given); `check-config` validates a file with the same
+ * schema and messages the relay uses; `hash-password` makes a users[].passwordHash.
+ */
+// file fsyncs run on libuv's thread pool; concurrent sessions need more than 4 threads
+process.env.UV_THREADPOOL_SIZE ??= '16';
+
+import { Command } from 'commander';
+import { ConfigError, defaultConfig, loadConfigFile } from './config/load';
+import { createLogger } from './log/logger';
+import { Relay } from './relay';
+import { hashPassword } from './stages/password';
+import { RelayConfigSchema } from './config/schema';
+import { z } from 'zod';
+
+const program = new Command('ownrelay').description('a dedicated, durable SMTP relay').showHelpAfterError();
+
+program
+  .command('run', { isDefault: true })
+  .description('run the relay')
+  .option('-c, --config <file>', 'YAML config file (default: the embedded development config)')
+  .action(async (options: { config?: string }) => {
+    const config = options.config ? loadConfigFile(options.config) : defaultConfig();
+    const logger = createLogger(config.log.level);
+    if (!options.config) logger.info({ event: 'config', source: 'embedded default' }, 'no --config given: running the embedded default config (loopback only)');
+    const relay = await Relay.start(config, logger);
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      logger.info({ event: 'signal', signal }, `received ${signal}`);
+      relay.stop().then(
+        () => logger.flush(() => process.exit(0)),
+        (err: unknown) => {
+          logger.error({ event: 'stop-error', err: String(err) }, 'error while stopping');
+          logger.flush(() => process.exit(1));
+        },
+      );
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+  });
+
+program
+  .command('check-config')
+  .description('validate a config file; exit code 0 when it is valid')
+  .argument('<file>', 'YAML config file')
+  .action((file: string) => {
+    loadConfigFile(file);
+    process.stdout.write(`${file}: valid\n`);
+  });
+
+program
+  .command('hash-password')
+  .description('read a password from standard input and print its hash for users[].passwordHash')
+  .action(async () => {
+    const chunks: Buffer[] = [];
+    for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+    const password = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+    if (!password) throw new Error('no password on standard input');
+    process.stdout.write(`${await hashPassword(password)}\n`);
+  });
+
+program
+  .command('config-schema')
+  .description('print the JSON Schema of the config file (for editor completion)')
+  .action(() => {
+    process.stdout.write(`${JSON.stringify(z.toJSONSchema(RelayConfigSchema, { io: 'input' }), null, 2)}\n`);
+  });
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  if (err instanceof ConfigError) {
+    process.stderr.write(`${err.message}\n`);
+    process.exit(2);
+  }
+  process.stderr.write(`ownrelay: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});

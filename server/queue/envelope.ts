@@ -1,0 +1,56 @@
+/**
+ * The envelope of a queued message: everything the relay knows about it besides
+ * its bytes. It is stored as JSON at the head of the queue file (see queue-file.ts).
+ */
+export type RecipientStatus = 'pending' | 'delivered' | 'failed';
+
+export interface RecipientState {
+  /** the address as given at RCPT TO (parsed by smtp-server, never re-parsed from headers) */
+  address: string;
+  status: RecipientStatus;
+  /** the last reply (or local error) for this recipient, as shown in logs and DSNs */
+  reply?: string;
+  /** the host that gave `reply` */
+  remoteHost?: string;
+  /** a failed recipient whose bounce has been queued (so it is not bounced twice) */
+  notified?: boolean;
+}
+
+export interface ClientInfo {
+  address: string;
+  helo: string;
+  /** the authenticated user, if any */
+  user?: string;
+  /** the listener that accepted the message, e.g. "submission:587" */
+  listener: string;
+}
+
+export interface QueueEnvelope {
+  version: 1;
+  /** queue id: unique, sortable by arrival, safe as a file name */
+  id: string;
+  /** when the 250 was given (ms since epoch) */
+  receivedAt: number;
+  /** envelope sender; '' is the null sender (bounces), which never gets a bounce */
+  from: string;
+  recipients: RecipientState[];
+  /** delivery attempts made so far */
+  attempts: number;
+  client: ClientInfo;
+  /** true for DSNs this relay generated */
+  isBounce?: boolean;
+}
+
+export function pendingRecipients(envelope: QueueEnvelope): RecipientState[] {
+  return envelope.recipients.filter((r) => r.status === 'pending');
+}
+
+export function domainOf(address: string): string {
+  const at = address.lastIndexOf('@');
+  return at < 0 ? '' : address.slice(at + 1).toLowerCase();
+}
+
+export function localPartOf(address: string): string {
+  const at = address.lastIndexOf('@');
+  return at < 0 ? address : address.slice(0, at);
+}

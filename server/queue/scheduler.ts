@@ -1,0 +1,245 @@
+/**
+ * The scheduler: decides what is delivered when. New messages are tried at once,
+ * deferred ones when their due time (in their file name) comes. At most
+ * `delivery.maxActive` messages are in delivery at a time, and at most
+ * `delivery.maxPerDestination` deliveries run against one destination.
+ *
+ * Each attempt: claim (rename to active/), deliver per route, record each
+ * recipient's result, queue a bounce for new failures, then remove the message
+ * (nothing pending) or rewrite it into deferred/ with its next due time.
+ */
+import type { RelayConfig } from '../config/schema';
+import { KeyedSemaphores } from '../delivery/limiter';
+import type { Router } from '../delivery/router';
+import { queueBounce } from '../delivery/bounce';
+import type { RecipientResult } from '../delivery/types';
+import type { Logger } from '../log/logger';
+import { pendingRecipients, type QueueEnvelope } from './envelope';
+import { retryPlan } from './retry-schedule';
+import type { QueueEntry, Spool } from './spool';
+import type { QueueFileInfo } from './queue-file';
+
+const RESCAN_INTERVAL_MS = 60_000;
+
+export interface SchedulerDeps {
+  spool: Spool;
+  router: Router;
+  config: RelayConfig;
+  logger: Logger;
+}
+
+export class Scheduler {
+  private readonly ready: QueueEntry[] = [];
+  /** deferred entries sorted by due time */
+  private readonly due: QueueEntry[] = [];
+  private readonly inFlight = new Set<Promise<void>>();
+  private readonly destinations: KeyedSemaphores;
+  private stopping = false;
+  private wakeTimer?: NodeJS.Timeout;
+  private rescanTimer?: NodeJS.Timeout;
+
+  constructor(private readonly deps: SchedulerDeps) {
+    this.destinations = new KeyedSemaphores(deps.config.delivery.maxPerDestination);
+  }
+
+  /** Loads the queue (after Spool.recover) and starts delivering. */
+  async start(): Promise<void> {
+    this.ready.push(...(await this.deps.spool.list('incoming')).sort(byId));
+    await this.rescanDeferred();
+    this.rescanTimer = setInterval(() => void this.rescanDeferred().catch(() => undefined), RESCAN_INTERVAL_MS);
+    this.rescanTimer.unref();
+    this.pump();
+  }
+
+  /** A message was just queued: try it now (or as soon as a slot is free). */
+  enqueue(entry: QueueEntry): void {
+    this.ready.push(entry);
+    this.pump();
+  }
+
+  /** Stops taking work and waits for running deliveries, at most `timeoutMs`. */
+  async stop(timeoutMs: number): Promise<void> {
+    this.stopping = true;
+    clearTimeout(this.wakeTimer);
+    clearInterval(this.rescanTimer);
+    const finished = Promise.allSettled([...this.inFlight]);
+    await Promise.race([finished, new Promise((resolve) => setTimeout(resolve, timeoutMs).unref())]);
+  }
+
+  get activeCount(): number {
+    return this.inFlight.size;
+  }
+
+  private pump(): void {
+    while (!this.stopping && this.inFlight.size < this.deps.config.delivery.maxActive) {
+      const entry = this.ready.shift() ?? this.takeDue();
+      if (!entry) break;
+      const task: Promise<void> = this.attempt(entry)
+        .catch((err: unknown) => this.deps.logger.error({ event: 'scheduler-error', queueId: entry.id, err: String(err) }, 'delivery attempt failed unexpectedly'))
+        .finally(() => {
+          this.inFlight.delete(task);
+          this.pump();
+        });
+      this.inFlight.add(task);
+    }
+    this.armWakeTimer();
+  }
+
+  private takeDue(): QueueEntry | undefined {
+    const first = this.due[0];
+    if (first && (first.dueAt ?? 0) <= Date.now()) return this.due.shift();
+    return undefined;
+  }
+
+  private armWakeTimer(): void {
+    clearTimeout(this.wakeTimer);
+    const first = this.due[0];
+    if (!first || this.stopping) return;
+    const waitMs = Math.min(Math.max((first.dueAt ?? 0) - Date.now(), 0) + 5, RESCAN_INTERVAL_MS);
+    this.wakeTimer = setTimeout(() => this.pump(), waitMs);
+    this.wakeTimer.unref();
+  }
+
+  private addDue(entry: QueueEntry): void {
+    const dueAt = entry.dueAt ?? 0;
+    let low = 0;
+    let high = this.due.length;
+    while (low < high) {
+      const mid = (low + high) >> 1;
+      if ((this.due[mid]!.dueAt ?? 0) <= dueAt) low = mid + 1;
+      else high = mid;
+    }
+    this.due.splice(low, 0, entry);
+  }
+
+  /** Picks up deferred files the scheduler does not know yet (e.g. moved there by an administrator). */
+  private async rescanDeferred(): Promise<void> {
+    const known = new Set(this.due.map((e) => e.name));
+    for (const entry of await this.deps.spool.list('deferred')) if (!known.has(entry.name)) this.addDue(entry);
+    this.pump();
+  }
+
+  private async attempt(entry: QueueEntry): Promise<void> {
+    const { spool, logger } = this.deps;
+    let active: QueueEntry;
+    try {
+      active = await spool.move(entry, 'active');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return; // removed or moved meanwhile
+      throw err;
+    }
+    let info: QueueFileInfo;
+    try {
+      info = await spool.read(active);
+    } catch (err) {
+      if (spool.isCorruptError(err)) return spool.quarantine(active, err.message);
+      logger.error({ event: 'spool-read-error', queueId: active.id, err: String(err) }, 'cannot read queue file; retrying later');
+      this.addDue(await spool.move(active, 'deferred', Date.now() + this.deps.config.delivery.retry.minBackoffMs));
+      return;
+    }
+    const envelope = info.envelope;
+    envelope.attempts++;
+    const results = await this.deliverAll(active, info);
+    this.record(envelope, results, info.size);
+    await this.finish(active, info, envelope);
+  }
+
+  private async deliverAll(entry: QueueEntry, info: QueueFileInfo): Promise<RecipientResult[]> {
+    const { router, spool } = this.deps;
+    const envelope = info.envelope;
+    const groups = router.group(pendingRecipients(envelope).map((r) => r.address));
+    const perGroup = await Promise.all(
+      groups.map((group) =>
+        this.destinations
+          .run(group.route.key, () =>
+            router.deliver(group.route, {
+              from: envelope.from,
+              recipients: group.recipients,
+              size: info.size,
+              open: () => spool.openMessage(entry, info),
+              queueId: envelope.id,
+            }),
+          )
+          .catch((err: unknown): RecipientResult[] =>
+            // a transport must not throw; if one does, nothing is known: defer
+            group.recipients.map((address) => ({ address, outcome: 'deferred', reply: `451 4.3.0 local delivery error: ${String(err)}` })),
+          ),
+      ),
+    );
+    return perGroup.flat();
+  }
+
+  /** Applies results to the envelope and writes the per-outcome log lines. */
+  private record(envelope: QueueEnvelope, results: RecipientResult[], size: number): void {
+    const byOutcome = new Map<string, RecipientResult[]>();
+    for (const result of results) {
+      const recipient = envelope.recipients.find((r) => r.address === result.address && r.status === 'pending');
+      if (!recipient) continue;
+      recipient.reply = result.reply;
+      recipient.remoteHost = result.remoteHost;
+      if (result.outcome === 'delivered') recipient.status = 'delivered';
+      if (result.outcome === 'failed') recipient.status = 'failed';
+      const key = `${result.outcome}|${result.remoteHost ?? ''}|${result.reply}`;
+      byOutcome.set(key, [...(byOutcome.get(key) ?? []), result]);
+    }
+    for (const group of byOutcome.values()) {
+      const first = group[0]!;
+      const event = first.outcome === 'delivered' ? 'delivered' : first.outcome === 'failed' ? 'failed' : 'deferred';
+      const level = event === 'delivered' ? 'info' : 'warn';
+      this.deps.logger[level](
+        {
+          event,
+          queueId: envelope.id,
+          from: envelope.from,
+          to: group.map((r) => r.address),
+          size,
+          remoteHost: first.remoteHost,
+          reply: first.reply,
+          attempts: envelope.attempts,
+          delayMs: Date.now() - envelope.receivedAt,
+        },
+        `${event} ${envelope.id} to ${group.map((r) => `<${r.address}>`).join(', ')}: ${first.reply}`,
+      );
+    }
+  }
+
+  private async finish(entry: QueueEntry, info: QueueFileInfo, envelope: QueueEnvelope): Promise<void> {
+    const { spool, config, logger } = this.deps;
+    const now = Date.now();
+    let pending = pendingRecipients(envelope);
+    const plan = pending.length > 0 ? retryPlan({ attemptsMade: envelope.attempts, receivedAt: envelope.receivedAt, now, retry: config.delivery.retry }) : undefined;
+    if (plan?.action === 'expire') {
+      for (const r of pending) {
+        r.status = 'failed';
+        r.reply = `delivery time expired after ${envelope.attempts} attempts; last error: ${r.reply ?? 'none'}`;
+      }
+      pending = [];
+    }
+    const unnotified = envelope.recipients.filter((r) => r.status === 'failed' && !r.notified);
+    if (unnotified.length > 0) {
+      const bounce = await queueBounce({ spool, hostname: config.hostname, entry, bodyOffset: info.bodyOffset, envelope, failed: unnotified });
+      for (const r of unnotified) r.notified = true;
+      logger.warn(
+        { event: 'bounced', queueId: envelope.id, from: envelope.from, to: unnotified.map((r) => r.address), bounceId: bounce?.id, reply: unnotified[0]?.reply },
+        bounce ? `bounced ${envelope.id}: DSN ${bounce.id} to <${envelope.from}>` : `bounced ${envelope.id}: no DSN (null sender or a bounce itself)`,
+      );
+      if (bounce) this.enqueue(bounce);
+    }
+    if (pending.length === 0) {
+      await spool.remove(entry);
+      return;
+    }
+    const dueAt = plan?.action === 'retry' ? plan.retryAtMs : now + config.delivery.retry.minBackoffMs;
+    try {
+      this.addDue(await spool.rewrite(entry, info, envelope, 'deferred', dueAt));
+    } catch (err) {
+      logger.error({ event: 'spool-write-error', queueId: envelope.id, err: String(err) }, 'cannot record the delivery attempt; deferring the message unchanged');
+      this.addDue(await spool.move(entry, 'deferred', dueAt));
+    }
+    logger.info({ event: 'queued-for-retry', queueId: envelope.id, pending: pending.map((r) => r.address), retryAt: new Date(dueAt).toISOString(), attempts: envelope.attempts }, `${envelope.id} will be retried at ${new Date(dueAt).toISOString()}`);
+  }
+}
+
+function byId(a: QueueEntry, b: QueueEntry): number {
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+}

@@ -1,0 +1,265 @@
+/**
+ * The spool: the only writer of the queue directory.
+ *
+ *   <dir>/tmp/               files being received (never got a 250; removed at start)
+ *   <dir>/incoming/<id>      accepted, waiting for a first delivery attempt
+ *   <dir>/active/<id>        being delivered now (back to incoming/ after a crash)
+ *   <dir>/deferred/<due>.<id> waiting for a retry at <due> (ms since epoch), so the
+ *                            scheduler reads the schedule from a directory listing
+ *   <dir>/hold/<id>          kept aside by the administrator, never delivered
+ *   <dir>/corrupt/<id>.<ms>  files that could not be read; kept for inspection
+ *
+ * Durability contract: `MessageWriter.commit()` resolves only after the file's
+ * data is fsynced, it is renamed into incoming/ and incoming/ is fsynced. Later
+ * state changes are single renames, atomic on POSIX filesystems; losing one in a
+ * crash only repeats a delivery attempt (at least once, never zero).
+ */
+import { mkdir, open, readdir, rename, rm, unlink } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import type { Readable } from 'node:stream';
+import type { Logger } from '../log/logger';
+import type { QueueEnvelope } from './envelope';
+import { GroupSync } from './group-sync';
+import { CorruptQueueFile, encodeHeader, openMessage, readQueueFile, type QueueFileInfo } from './queue-file';
+import { isQueueId } from './queue-id';
+
+export const QUEUE_STATES = ['incoming', 'active', 'deferred', 'hold', 'corrupt'] as const;
+export type QueueState = (typeof QUEUE_STATES)[number];
+
+export interface QueueEntry {
+  id: string;
+  state: QueueState;
+  /** deferred entries: when the next attempt is due (ms since epoch) */
+  dueAt?: number;
+  /** file name within the state directory */
+  name: string;
+}
+
+export class Spool {
+  private readonly sync = new GroupSync();
+
+  private constructor(
+    readonly dir: string,
+    private readonly logger: Logger,
+  ) {}
+
+  static async open(dir: string, logger: Logger): Promise<Spool> {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    for (const sub of ['tmp', ...QUEUE_STATES]) await mkdir(join(dir, sub), { recursive: true, mode: 0o700 });
+    return new Spool(dir, logger);
+  }
+
+  pathOf(entry: QueueEntry): string {
+    return join(this.dir, entry.state, entry.name);
+  }
+
+  /** Starts writing a new message; nothing is visible in the queue until commit(). */
+  async beginMessage(envelope: QueueEnvelope): Promise<MessageWriter> {
+    const tmpPath = join(this.dir, 'tmp', envelope.id);
+    const handle = await open(tmpPath, 'wx', 0o600);
+    const writer = new MessageWriter(this, handle, tmpPath, envelope.id);
+    try {
+      const header = encodeHeader(envelope);
+      writer.headerBytes = header.length;
+      await writer.writeChunk(header);
+    } catch (err) {
+      await writer.abort();
+      throw err;
+    }
+    return writer;
+  }
+
+  /** Queues a complete message (e.g. a bounce) durably. */
+  async enqueue(envelope: QueueEnvelope, message: Buffer): Promise<QueueEntry> {
+    const writer = await this.beginMessage(envelope);
+    try {
+      await writer.writeChunk(message);
+      return await writer.commit();
+    } catch (err) {
+      await writer.abort();
+      throw err;
+    }
+  }
+
+  /** Lists a state directory; names that are not queue files are ignored (and logged). */
+  async list(state: QueueState): Promise<QueueEntry[]> {
+    const names = await readdir(join(this.dir, state));
+    const entries: QueueEntry[] = [];
+    for (const name of names) {
+      const entry = parseEntryName(state, name);
+      if (entry) entries.push(entry);
+      else if (state !== 'corrupt') this.logger.warn({ event: 'spool-unknown-file', state, name }, 'ignoring a file that is not a queue file');
+    }
+    return entries;
+  }
+
+  read(entry: QueueEntry): Promise<QueueFileInfo> {
+    return readQueueFile(this.pathOf(entry));
+  }
+
+  openMessage(entry: QueueEntry, info: QueueFileInfo): Readable {
+    return openMessage(this.pathOf(entry), info.bodyOffset);
+  }
+
+  /** Moves an entry to another state by rename; returns the new entry. */
+  async move(entry: QueueEntry, state: QueueState, dueAt?: number): Promise<QueueEntry> {
+    const next = makeEntry(entry.id, state, dueAt);
+    await rename(this.pathOf(entry), this.pathOf(next));
+    return next;
+  }
+
+  /**
+   * Replaces the envelope of an entry (e.g. after some recipients were delivered)
+   * and moves it to `state`. The new file is fsynced before it replaces the old one,
+   * so a crash leaves either the old or the new version, never a torn one.
+   */
+  async rewrite(entry: QueueEntry, info: QueueFileInfo, envelope: QueueEnvelope, state: QueueState, dueAt?: number): Promise<QueueEntry> {
+    const tmpPath = join(this.dir, 'tmp', `${entry.id}.rewrite`);
+    const handle = await open(tmpPath, 'w', 0o600);
+    try {
+      await handle.write(encodeHeader(envelope));
+      await pipeline(this.openMessage(entry, info), handle.createWriteStream({ autoClose: false, start: undefined }));
+      await this.sync.syncFile(handle);
+    } catch (err) {
+      await handle.close().catch(() => undefined);
+      await rm(tmpPath, { force: true });
+      throw err;
+    }
+    await handle.close();
+    await rename(tmpPath, this.pathOf(entry));
+    return state === entry.state && dueAt === entry.dueAt ? entry : this.move(entry, state, dueAt);
+  }
+
+  /** Removes a finished entry (all recipients delivered or bounced). */
+  async remove(entry: QueueEntry): Promise<void> {
+    await unlink(this.pathOf(entry));
+  }
+
+  /** Moves an unreadable file to corrupt/ so it is kept for inspection and never retried. */
+  async quarantine(entry: QueueEntry, reason: string): Promise<void> {
+    const target = join(this.dir, 'corrupt', `${entry.name}.${Date.now()}`);
+    try {
+      await rename(this.pathOf(entry), target);
+      this.logger.error({ event: 'corrupt', queueId: entry.id, state: entry.state, movedTo: target, reason }, 'queue file could not be read; moved to corrupt/');
+    } catch (err) {
+      this.logger.error({ event: 'corrupt', queueId: entry.id, state: entry.state, reason, err: String(err) }, 'queue file could not be read nor moved');
+    }
+  }
+
+  /**
+   * Run once at start, before listening: removes half-received files (they never
+   * got a 250) and puts messages that were being delivered back into incoming/.
+   */
+  async recover(): Promise<{ removedPartial: number; requeued: number }> {
+    const partial = await readdir(join(this.dir, 'tmp'));
+    for (const name of partial) await rm(join(this.dir, 'tmp', name), { force: true });
+    const active = await this.list('active');
+    for (const entry of active) await this.move(entry, 'incoming');
+    if (active.length > 0) await this.sync.syncDirectory(join(this.dir, 'incoming'));
+    return { removedPartial: partial.length, requeued: active.length };
+  }
+
+  /** @internal used by MessageWriter */
+  groupSync(): GroupSync {
+    return this.sync;
+  }
+
+  /** @internal used by MessageWriter */
+  incomingPath(id: string): string {
+    return join(this.dir, 'incoming', id);
+  }
+
+  isCorruptError(err: unknown): err is CorruptQueueFile {
+    return err instanceof CorruptQueueFile;
+  }
+}
+
+/**
+ * Writes one incoming message; see the durability contract on Spool. Small
+ * chunks are gathered in memory and written in large pieces, so a typical
+ * message costs one write, one fsync and one rename.
+ */
+export class MessageWriter {
+  private static readonly FLUSH_BYTES = 256 * 1024;
+  private finished = false;
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  bytesWritten = 0;
+  /** bytes of the queue-file header (the envelope), not part of the message */
+  headerBytes = 0;
+
+  constructor(
+    private readonly spool: Spool,
+    private readonly handle: FileHandle,
+    private readonly tmpPath: string,
+    readonly id: string,
+  ) {}
+
+  async writeChunk(chunk: Buffer): Promise<void> {
+    this.pending.push(chunk);
+    this.pendingBytes += chunk.length;
+    this.bytesWritten += chunk.length;
+    if (this.pendingBytes >= MessageWriter.FLUSH_BYTES) await this.flush();
+  }
+
+  private async flush(): Promise<void> {
+    if (this.pendingBytes === 0) return;
+    const data = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
+    this.pending = [];
+    this.pendingBytes = 0;
+    let offset = 0;
+    while (offset < data.length) {
+      const { bytesWritten } = await this.handle.write(data, offset, data.length - offset);
+      offset += bytesWritten;
+    }
+  }
+
+  async commit(): Promise<QueueEntry> {
+    if (this.finished) throw new Error('message already committed or aborted');
+    this.finished = true;
+    const sync = this.spool.groupSync();
+    try {
+      await this.flush();
+      await sync.syncFile(this.handle);
+      await this.handle.close();
+      await rename(this.tmpPath, this.spool.incomingPath(this.id));
+    } catch (err) {
+      await this.handle.close().catch(() => undefined);
+      await rm(this.tmpPath, { force: true }).catch(() => undefined);
+      throw err;
+    }
+    // if this fails the file is in incoming/ but may not survive a power cut: the
+    // caller answers 451, and the sender's retry may create a duplicate, never a loss
+    await sync.syncDirectory(join(this.spool.dir, 'incoming'));
+    return makeEntry(this.id, 'incoming');
+  }
+
+  async abort(): Promise<void> {
+    if (this.finished) return;
+    this.finished = true;
+    await this.handle.close().catch(() => undefined);
+    await rm(this.tmpPath, { force: true });
+  }
+}
+
+export function makeEntry(id: string, state: QueueState, dueAt?: number): QueueEntry {
+  if (state === 'deferred') {
+    const due = dueAt ?? Date.now();
+    return { id, state, dueAt: due, name: `${due}.${id}` };
+  }
+  return { id, state, name: id };
+}
+
+function parseEntryName(state: QueueState, name: string): QueueEntry | undefined {
+  if (state === 'deferred') {
+    const match = /^(\d{1,15})\.([0-9A-Z]{19})$/.exec(name);
+    return match ? { id: match[2]!, state, dueAt: Number(match[1]), name } : undefined;
+  }
+  if (state === 'corrupt') {
+    const id = name.split('.').find(isQueueId) ?? name;
+    return { id, state, name };
+  }
+  return isQueueId(name) ? { id: name, state, name } : undefined;
+}

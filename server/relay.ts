@@ -1,0 +1,86 @@
+/**
+ * The relay process, composed: spool -> scheduler/router/transports -> listeners.
+ * Start order matters: the spool is recovered and the scheduler loaded before any
+ * listener accepts mail. Stop order is the reverse: listeners stop accepting and
+ * let their sessions finish, then deliveries in flight finish (or are left in
+ * active/, which the next start puts back in the queue).
+ */
+import type { RelayConfig } from './config/schema';
+import type { Logger } from './log/logger';
+import { AddressGuard } from './delivery/address-guard';
+import { MaildirTransport } from './delivery/maildir';
+import { MxResolver } from './delivery/mx-resolver';
+import { Router } from './delivery/router';
+import { SmtpDelivery } from './delivery/smtp-transport';
+import { SmtpListener } from './listener/smtp-listener';
+import { loadTlsCredentials } from './listener/tls-credentials';
+import { Scheduler } from './queue/scheduler';
+import { Spool } from './queue/spool';
+import { RelayPolicy } from './stages/policy';
+
+export interface RelayOptions {
+  /** for tests and labs: the port MX deliveries connect to (default 25) */
+  mxPort?: number;
+  /** how long a stop waits for deliveries in flight */
+  shutdownTimeoutMs?: number;
+}
+
+export class Relay {
+  private constructor(
+    readonly config: RelayConfig,
+    readonly spool: Spool,
+    private readonly scheduler: Scheduler,
+    private readonly router: Router,
+    private readonly listeners: SmtpListener[],
+    private readonly logger: Logger,
+    private readonly options: RelayOptions,
+  ) {}
+
+  static async start(config: RelayConfig, logger: Logger, options: RelayOptions = {}): Promise<Relay> {
+    const spool = await Spool.open(config.paths.spool, logger);
+    const recovered = await spool.recover();
+    if (recovered.requeued > 0 || recovered.removedPartial > 0) {
+      logger.warn({ event: 'spool-recovered', ...recovered }, `requeued ${recovered.requeued} message(s) that were in delivery; removed ${recovered.removedPartial} partial file(s) that never got a 250`);
+    }
+    const maildir = new MaildirTransport({ mailRoot: config.paths.mail, hostname: config.hostname, domains: config.domains, logger });
+    const smtp = new SmtpDelivery({
+      hostname: config.hostname,
+      resolver: new MxResolver(config.dns.servers),
+      guard: new AddressGuard(config.delivery.allowedDestinations),
+      connectTimeoutMs: config.delivery.connectTimeoutMs,
+      commandTimeoutMs: config.delivery.commandTimeoutMs,
+      logger,
+      ...(options.mxPort !== undefined ? { mxPort: options.mxPort } : {}),
+    });
+    const router = new Router(config, maildir, smtp);
+    const scheduler = new Scheduler({ spool, router, config, logger });
+    await scheduler.start();
+    const tls = await loadTlsCredentials(config, logger);
+    const policy = new RelayPolicy(config);
+    const listeners = config.listeners.map(
+      (listener, index) => new SmtpListener(index, listener, { config, policy, spool, tls, logger, onQueued: (entry) => scheduler.enqueue(entry) }),
+    );
+    const relay = new Relay(config, spool, scheduler, router, listeners, logger, options);
+    try {
+      for (const listener of listeners) await listener.listen();
+    } catch (err) {
+      await relay.stop();
+      throw err;
+    }
+    logger.info({ event: 'started', hostname: config.hostname, listeners: listeners.map((l) => `${l.listener.role}:${l.listener.address}:${l.port}`) }, 'ownrelay started');
+    return relay;
+  }
+
+  /** Actual ports, by listener index (useful with port 0). */
+  get ports(): number[] {
+    return this.listeners.map((l) => l.port);
+  }
+
+  async stop(): Promise<void> {
+    this.logger.info({ event: 'stopping' }, 'stopping: no new connections; finishing sessions and deliveries');
+    await Promise.all(this.listeners.map((l) => l.close()));
+    await this.scheduler.stop(this.options.shutdownTimeoutMs ?? 20_000);
+    await this.router.close();
+    this.logger.info({ event: 'stopped' }, 'stopped');
+  }
+}

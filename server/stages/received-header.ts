@@ -1,0 +1,36 @@
+/**
+ * The Received trace header (RFC 5321 4.4) we prepend to every accepted message.
+ * Values from the client (HELO name) were validated by smtp-server; control
+ * characters are removed anyway, since they would split the header.
+ */
+export interface ReceivedInfo {
+  helo: string;
+  remoteAddress: string;
+  hostname: string;
+  queueId: string;
+  /** ESMTP, ESMTPS (TLS) or ESMTPSA (TLS + AUTH), RFC 3848 */
+  protocol: string;
+  tlsVersion?: string;
+  tlsCipher?: string;
+  /** only when there is exactly one recipient, as is customary, to not leak Bcc lists */
+  recipient?: string;
+  date: Date;
+}
+
+const CONTROL = /[\x00-\x1f\x7f]/g;
+
+export function receivedHeader(info: ReceivedInfo): Buffer {
+  const clean = (text: string) => text.replace(CONTROL, '');
+  const tls = info.tlsVersion ? `\r\n\t(using ${clean(info.tlsVersion)}${info.tlsCipher ? ` with cipher ${clean(info.tlsCipher)}` : ''})` : '';
+  const forClause = info.recipient ? `\r\n\tfor <${clean(info.recipient)}>` : '';
+  const text =
+    `Received: from ${clean(info.helo) || 'unknown'} ([${clean(info.remoteAddress)}])` +
+    `\r\n\tby ${info.hostname} (ownrelay) with ${info.protocol} id ${info.queueId}${tls}${forClause};` +
+    `\r\n\t${info.date.toUTCString().replace('GMT', '+0000')}\r\n`;
+  return Buffer.from(text, 'utf8');
+}
+
+export function protocolName(secure: boolean, authenticated: boolean): string {
+  if (authenticated) return secure ? 'ESMTPSA' : 'ESMTPA';
+  return secure ? 'ESMTPS' : 'ESMTP';
+}

@@ -1,0 +1,42 @@
+/**
+ * What the stages remember about one connection and its current transaction.
+ * smtp-server keeps the parsed envelope; we keep our normalized recipients,
+ * the verdict trail and the error count (too many errors -> 421).
+ */
+import type { Verdict } from './verdict';
+
+export interface Transaction {
+  /** normalized recipients in RCPT order (domainless postmaster made explicit) */
+  recipients: string[];
+  trail: Verdict[];
+}
+
+export interface SessionState {
+  errors: number;
+  transaction: Transaction;
+}
+
+export function newTransaction(): Transaction {
+  return { recipients: [], trail: [] };
+}
+
+export class SessionRegistry {
+  private readonly sessions = new Map<string, SessionState>();
+
+  get(id: string): SessionState {
+    let state = this.sessions.get(id);
+    if (!state) {
+      state = { errors: 0, transaction: newTransaction() };
+      this.sessions.set(id, state);
+    }
+    return state;
+  }
+
+  delete(id: string): void {
+    this.sessions.delete(id);
+  }
+
+  get size(): number {
+    return this.sessions.size;
+  }
+}

@@ -1,0 +1,255 @@
+/**
+ * Runs the relay as a real child process, the way an operator runs it, for
+ * integration, crash and peer tests and for the benchmark.
+ *
+ * Contract:
+ * - `startRelayProcess(yaml)` writes the YAML to a fresh temp file, starts the
+ *   relay with `run --config FILE` and resolves once every listener of the
+ *   config has logged `{"event":"listening","index":i,"port":p}`; `ports[i]` is
+ *   then the actual port of listener i (configs may use port 0).
+ * - It rejects (and kills the child) when the relay exits or stays silent for
+ *   20 s before that; the error message carries everything it printed.
+ * - `pid` is the relay's own process, not a wrapper, so `kill('SIGKILL')` kills
+ *   the relay itself, and every `kill` resolves only once that process is gone.
+ * - Children still running when the test process exits are killed with it.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { parse as parseYaml } from 'yaml';
+
+/** The project root: every relay command runs from here unless told otherwise. */
+export const PROJECT_ROOT = resolve(__dirname, '..', '..');
+
+const READY_TIMEOUT_MS = 20_000;
+/** How long `stop()` waits for a graceful exit before it kills and fails. */
+const STOP_TIMEOUT_MS = 15_000;
+/** Output kept for error messages (the last lines only). */
+const OUTPUT_TAIL_LINES = 200;
+
+export type LogLine = Record<string, unknown>;
+
+export interface RelayProcess {
+  readonly pid: number;
+  /** Actual port of each listener, by its index in the config's `listeners`. */
+  readonly ports: number[];
+  /** The temp directory holding the config file (removed by kill/stop). */
+  readonly configPath: string;
+  /** Parsed JSON log lines so far, oldest first. */
+  logLines(): LogLine[];
+  /** Everything printed so far on stdout and stderr, for diagnostics. */
+  output(): string;
+  /** Resolves with the first log line (past or future) that satisfies `predicate`. */
+  waitForLog(predicate: (line: LogLine) => boolean, timeoutMs: number): Promise<LogLine>;
+  /** Sends `signal` (SIGTERM by default) and resolves with the exit code (null when ended by a signal) once the process is gone. */
+  kill(signal?: NodeJS.Signals): Promise<number | null>;
+  /** SIGTERM and wait for a graceful exit; fails if the relay needed SIGKILL or exited non-zero. */
+  stop(): Promise<void>;
+  /** True once the process has exited. */
+  exited(): boolean;
+}
+
+export interface StartRelayOptions {
+  /** Run the shipped bundle `dist/ownrelay.js` (needs `npm run bundle`) instead of the TypeScript sources. */
+  bundle?: boolean;
+  /** Working directory of the relay (relative config paths resolve against it); default: the project root. */
+  cwd?: string;
+  /** Extra environment variables for the relay. */
+  env?: NodeJS.ProcessEnv;
+  /** How long to wait for all listeners; default 20 s. */
+  readyTimeoutMs?: number;
+}
+
+/** Creates a fresh directory under the system temp dir; the caller removes it (see `removeDir`). */
+export function writeTempDir(prefix: string, parent: string = tmpdir()): string {
+  return mkdtempSync(join(parent, `${prefix.replace(/[^a-zA-Z0-9_-]/g, '-')}-`));
+}
+
+/** Removes a directory tree, ignoring one that is already gone. */
+export function removeDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
+}
+
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
+export async function startRelayProcess(configYaml: string, opts: StartRelayOptions = {}): Promise<RelayProcess> {
+  const listenerCount = countListeners(configYaml);
+  const configDir = writeTempDir('ownrelay-config');
+  const configPath = join(configDir, 'config.yaml');
+  writeFileSync(configPath, configYaml);
+
+  // `node --import tsx` rather than the `tsx` CLI: the CLI runs the program in a
+  // second node process, so a SIGKILL to the CLI would leave the relay running.
+  const args = opts.bundle
+    ? [join(PROJECT_ROOT, 'dist', 'ownrelay.js'), 'run', '--config', configPath]
+    : ['--import', 'tsx', '/tmp/dev/fake-relay.ts', 'run', '--config', configPath];
+  const child = spawn(process.execPath, args, {
+    cwd: opts.cwd ?? PROJECT_ROOT,
+    env: { ...process.env, ...opts.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  running.add(child);
+
+  const lines: LogLine[] = [];
+  const tail: string[] = [];
+  const listeners = new Set<(line: LogLine) => void>();
+  let exitCode: number | null | undefined;
+  let exitSignal: NodeJS.Signals | null = null;
+  const exitedPromise = new Promise<void>((resolveExit) => {
+    child.once('exit', (code, signal) => {
+      exitCode = code;
+      exitSignal = signal;
+      running.delete(child);
+      resolveExit();
+    });
+  });
+  // readline may still hold lines when 'exit' fires; 'close' means all output is in.
+  const closedPromise = new Promise<void>((resolveClose) => child.once('close', () => resolveClose()));
+
+  const keep = (text: string) => {
+    tail.push(text);
+    if (tail.length > OUTPUT_TAIL_LINES) tail.shift();
+  };
+  createInterface({ input: child.stdout! }).on('line', (text) => {
+    keep(text);
+    const parsed = parseJsonObject(text);
+    if (!parsed) return;
+    lines.push(parsed);
+    for (const listener of [...listeners]) listener(parsed);
+  });
+  createInterface({ input: child.stderr! }).on('line', (text) => keep(`[stderr] ${text}`));
+
+  const output = () => tail.join('\n');
+  const exited = () => exitCode !== undefined;
+  const describeExit = () => (exitSignal ? `signal ${exitSignal}` : `code ${String(exitCode)}`);
+
+  const waitForLog = (predicate: (line: LogLine) => boolean, timeoutMs: number): Promise<LogLine> => {
+    const seen = lines.find(predicate);
+    if (seen) return Promise.resolve(seen);
+    return new Promise<LogLine>((resolveWait, rejectWait) => {
+      const done = () => {
+        listeners.delete(onLine);
+        clearTimeout(timer);
+      };
+      const onLine = (line: LogLine) => {
+        if (!predicate(line)) return;
+        done();
+        resolveWait(line);
+      };
+      const timer = setTimeout(() => {
+        done();
+        rejectWait(new Error(`no matching relay log line within ${timeoutMs} ms; relay output:\n${output()}`));
+      }, timeoutMs);
+      listeners.add(onLine);
+      void closedPromise.then(() => {
+        if (!listeners.has(onLine)) return;
+        done();
+        rejectWait(new Error(`the relay exited (${describeExit()}) before a matching log line; relay output:\n${output()}`));
+      });
+    });
+  };
+
+  const kill = async (signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> => {
+    if (!exited()) child.kill(signal);
+    await exitedPromise;
+    await closedPromise;
+    removeDir(configDir);
+    return exitCode ?? null;
+  };
+
+  const stop = async (): Promise<void> => {
+    if (exited()) {
+      await kill();
+      return;
+    }
+    child.kill('SIGTERM');
+    const graceful = await Promise.race([exitedPromise.then(() => true), delay(STOP_TIMEOUT_MS).then(() => false)]);
+    if (!graceful) {
+      await kill('SIGKILL');
+      throw new Error(`the relay did not exit within ${STOP_TIMEOUT_MS} ms of SIGTERM; relay output:\n${output()}`);
+    }
+    await kill();
+    if (exitCode !== 0) throw new Error(`the relay exited with ${describeExit()} after SIGTERM; relay output:\n${output()}`);
+  };
+
+  // Wait for one "listening" line per listener.
+  const ports: number[] = [];
+  const readyTimeoutMs = opts.readyTimeoutMs ?? READY_TIMEOUT_MS;
+  try {
+    await new Promise<void>((resolveReady, rejectReady) => {
+      const check = () => {
+        for (const line of lines) {
+          if (line.event === 'listening' && typeof line.index === 'number' && typeof line.port === 'number') {
+            ports[line.index] = line.port;
+          }
+        }
+        let ready = true;
+        for (let i = 0; i < listenerCount; i++) if (ports[i] === undefined) ready = false;
+        if (!ready) return;
+        cleanup();
+        resolveReady();
+      };
+      const timer = setTimeout(() => {
+        cleanup();
+        rejectReady(new Error(`the relay did not log "listening" for all ${listenerCount} listeners within ${readyTimeoutMs} ms`));
+      }, readyTimeoutMs);
+      const cleanup = () => {
+        clearTimeout(timer);
+        listeners.delete(check);
+      };
+      listeners.add(check);
+      child.once('error', (err) => {
+        cleanup();
+        rejectReady(err);
+      });
+      void closedPromise.then(() => {
+        cleanup();
+        rejectReady(new Error(`the relay exited (${describeExit()}) before it was listening`));
+      });
+      check();
+    });
+  } catch (err) {
+    await kill('SIGKILL');
+    throw new Error(`${(err as Error).message}; command: node ${args.join(' ')}; relay output:\n${output()}`);
+  }
+
+  return {
+    pid: child.pid!,
+    ports,
+    configPath,
+    logLines: () => [...lines],
+    output,
+    waitForLog,
+    kill,
+    stop,
+    exited,
+  };
+}
+
+/** The number of listeners the relay will report, read from the YAML itself. */
+function countListeners(configYaml: string): number {
+  const parsed = parseYaml(configYaml) as { listeners?: unknown } | null;
+  if (!parsed || !Array.isArray(parsed.listeners) || parsed.listeners.length === 0) {
+    throw new Error('the relay config has no listeners');
+  }
+  return parsed.listeners.length;
+}
+
+function parseJsonObject(text: string): LogLine | undefined {
+  if (!text.startsWith('{')) return undefined;
+  try {
+    const value: unknown = JSON.parse(text);
+    return value && typeof value === 'object' && !Array.isArray(value) ? (value as LogLine) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms).unref());
+}
