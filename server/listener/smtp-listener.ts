@@ -32,6 +32,9 @@ export interface ListenerDeps {
 
 type Callback = (err?: Error | null) => void;
 
+/** longest SMTP command line answered normally (RFC 5321 says 512; Postfix takes 2048) */
+const MAX_COMMAND_LINE_BYTES = 2048;
+
 export class SmtpListener {
   private readonly server: AdaptedSmtpServer;
   private readonly sessions = new SessionRegistry();
@@ -47,6 +50,8 @@ export class SmtpListener {
     this.name = `${listener.role}:${listener.port}`;
     this.server = new AdaptedSmtpServer({
       greetingDelay: listener.earlyTalkerCheck ?? listener.role === 'mx',
+      maxLineBytes: MAX_COMMAND_LINE_BYTES,
+      onLineTooLong: (session) => void this.sessions.get(session.id).errors++,
       name: config.hostname,
       banner: 'ESMTP ownrelay',
       secure: listener.tls === 'implicit',

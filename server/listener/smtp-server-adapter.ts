@@ -10,7 +10,11 @@
  *    applications only pay latency for it (one message per connection is capped
  *    near 10/s). With `greetingDelay: false` the connection is greeted at once;
  *    everything else init() does (listeners, the maxClients check) is kept.
- * 2. Replies whose text already starts with an enhanced status code (RFC 3463),
+ * 2. A command line longer than `maxLineBytes` (RFC 5321 4.5.3.1.4 allows 512;
+ *    like Postfix we accept up to 2048) is answered "500 5.5.2 Line too long" and
+ *    the session goes on. Upstream only stops lines past 16 KiB, with 421 and a
+ *    disconnect, which stays the answer to endless lines.
+ * 3. Replies whose text already starts with an enhanced status code (RFC 3463),
  *    as every SmtpError's does, are sent without the code smtp-server would derive
  *    from the basic code alone (it maps every 550 to 5.1.1, every 554 to 5.6.0).
  */
@@ -26,6 +30,10 @@ const ENHANCED_STATUS_PREFIX = /^[245]\.\d{1,3}\.\d{1,3} /;
 export interface AdaptedServerOptions extends SMTPServerOptions {
   /** wait 100 ms before the greeting and refuse early talkers (upstream behaviour) */
   greetingDelay: boolean;
+  /** longest command line answered normally; longer ones get 500 5.5.2 */
+  maxLineBytes: number;
+  /** called for each over-long line, so the caller can count it as an error */
+  onLineTooLong?: (session: SMTPConnection['session']) => void;
 }
 
 class AdaptedConnection extends SMTPConnection {
@@ -33,13 +41,23 @@ class AdaptedConnection extends SMTPConnection {
     server: AdaptedSmtpServer,
     socket: net.Socket | tls.TLSSocket,
     socketOptions: ConstructorParameters<typeof SMTPConnection>[2],
-    private readonly greetingDelay: boolean,
+    private readonly adapted: Pick<AdaptedServerOptions, 'greetingDelay' | 'maxLineBytes' | 'onLineTooLong'>,
   ) {
     super(server, socket, socketOptions);
   }
 
+  override _onCommand(command: Buffer, callback?: () => void): void {
+    if (command.length > this.adapted.maxLineBytes && !this._dataStream) {
+      this.adapted.onLineTooLong?.(this.session);
+      this.send(500, '5.5.2 Line too long');
+      if (callback) setImmediate(callback);
+      return;
+    }
+    super._onCommand(command, callback);
+  }
+
   override init(): void {
-    if (this.greetingDelay) return super.init();
+    if (this.adapted.greetingDelay) return super.init();
     this._setListeners(() => {
       const { maxClients } = this._server.options;
       if (maxClients && this._server.connections.size > maxClients) {
@@ -56,17 +74,17 @@ class AdaptedConnection extends SMTPConnection {
 }
 
 export class AdaptedSmtpServer extends SMTPServer {
-  private readonly greetingDelay: boolean;
+  private readonly adapted: Pick<AdaptedServerOptions, 'greetingDelay' | 'maxLineBytes' | 'onLineTooLong'>;
 
   constructor(options: AdaptedServerOptions) {
-    const { greetingDelay, ...upstream } = options;
+    const { greetingDelay, maxLineBytes, onLineTooLong, ...upstream } = options;
     super(upstream);
-    this.greetingDelay = greetingDelay;
+    this.adapted = { greetingDelay, maxLineBytes, onLineTooLong };
   }
 
   /** Same as upstream connect(), with the adapted connection class. */
   override connect(socket: net.Socket | tls.TLSSocket, socketOptions?: ConstructorParameters<typeof SMTPConnection>[2]): void {
-    const connection = new AdaptedConnection(this, socket, socketOptions, this.greetingDelay);
+    const connection = new AdaptedConnection(this, socket, socketOptions, this.adapted);
     this.connections.add(connection);
     connection.on('error', (err: Error) => this._onError(err));
     connection.on('connect', (data: unknown) => this._onClientConnect(data as never));

@@ -17,11 +17,14 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { createInterface } from 'node:readline';
 import { parse as parseYaml } from 'yaml';
 
 /** The project root: every relay command runs from here unless told otherwise. */
 export const PROJECT_ROOT = resolve(__dirname, '..', '..');
+
+const TSX_LOADER = pathToFileURL(require.resolve('tsx', { paths: [PROJECT_ROOT] })).href;
 
 const READY_TIMEOUT_MS = 20_000;
 /** How long `stop()` waits for a graceful exit before it kills and fails. */
@@ -83,11 +86,12 @@ export async function startRelayProcess(configYaml: string, opts: StartRelayOpti
   const configPath = join(configDir, 'config.yaml');
   writeFileSync(configPath, configYaml);
 
-  // `node --import tsx` rather than the `tsx` CLI: the CLI runs the program in a
-  // second node process, so a SIGKILL to the CLI would leave the relay running.
+  // `node --import <tsx loader>` rather than the `tsx` CLI: the CLI runs the program
+  // in a second node process, so a SIGKILL to the CLI would leave the relay running.
+  // The loader is named by its full URL so that any `cwd` works.
   const args = opts.bundle
     ? [join(PROJECT_ROOT, 'dist', 'ownrelay.js'), 'run', '--config', configPath]
-    : ['--import', 'tsx', '/tmp/dev/fake-relay.ts', 'run', '--config', configPath];
+    : ['--import', TSX_LOADER, '/tmp/dev/fake-relay.ts', 'run', '--config', configPath];
   const child = spawn(process.execPath, args, {
     cwd: opts.cwd ?? PROJECT_ROOT,
     env: { ...process.env, ...opts.env },

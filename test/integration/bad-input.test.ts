@@ -1,0 +1,158 @@
+/**
+ * Bad input gets the right SMTP code with an enhanced status, loses nothing and
+ * never takes the process down. A raw SMTP client sends exactly the bytes under
+ * test; every case ends by checking that the relay still accepts a normal message.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { SmtpDialog } from '../helpers/smtp-dialog';
+import { filesIn, spoolCounts, waitFor } from '../helpers/spool-files';
+import { startTestRelay, type TestRelay } from '../helpers/test-relay';
+
+let relay: TestRelay;
+let strict: TestRelay;
+const MAX_BYTES = 64 * 1024;
+
+before(async () => {
+  const limits = { maxMessageBytes: MAX_BYTES, maxRecipients: 3, maxErrors: 4 };
+  relay = await startTestRelay(() => ({
+    listeners: [{ role: 'mx', address: '127.0.0.1', port: 0 }], // early-talker check on, as on a real MX
+    limits: { ...limits, bareLineEndings: 'normalize' },
+  }));
+  strict = await startTestRelay(() => ({
+    listeners: [{ role: 'mx', address: '127.0.0.1', port: 0, earlyTalkerCheck: false }],
+    limits: { ...limits, bareLineEndings: 'reject' },
+  }));
+});
+
+after(async () => {
+  await relay.stop();
+  await strict.stop();
+});
+
+async function greeted(port: number): Promise<SmtpDialog> {
+  const dialog = await SmtpDialog.connect(port);
+  assert.equal((await dialog.read()).code, 220);
+  assert.equal((await dialog.command('EHLO client.test')).code, 250);
+  return dialog;
+}
+
+async function startData(dialog: SmtpDialog, to = 'alice@relay.test'): Promise<void> {
+  assert.equal((await dialog.command('MAIL FROM:<sender@elsewhere.test>')).code, 250);
+  assert.equal((await dialog.command(`RCPT TO:<${to}>`)).code, 250);
+  assert.equal((await dialog.command('DATA')).code, 354);
+}
+
+async function stillAcceptsMail(port: number): Promise<void> {
+  const dialog = await greeted(port);
+  await startData(dialog);
+  dialog.write('Subject: still alive\r\n\r\nhello\r\n.\r\n');
+  assert.equal((await dialog.read()).code, 250);
+  dialog.close();
+}
+
+test('a command line over 2048 bytes gets 500 5.5.2 and the session goes on', async () => {
+  const dialog = await greeted(relay.ports[0]!);
+  assert.match((await dialog.command(`MAIL FROM:<${'a'.repeat(3000)}@elsewhere.test>`)).text, /^500 5\.5\.2 Line too long/);
+  assert.equal((await dialog.command('NOOP')).code, 250);
+  dialog.close();
+  await stillAcceptsMail(relay.ports[0]!);
+});
+
+test('a recipient beyond limits.maxRecipients gets 452 4.5.3', async () => {
+  const dialog = await greeted(relay.ports[0]!);
+  assert.equal((await dialog.command('MAIL FROM:<sender@elsewhere.test>')).code, 250);
+  for (const name of ['alice', 'bob', 'root']) assert.equal((await dialog.command(`RCPT TO:<${name}@relay.test>`)).code, 250);
+  assert.match((await dialog.command('RCPT TO:<postmaster@relay.test>')).text, /^452 4\.5\.3 /);
+  dialog.close();
+});
+
+test('a SIZE= declaration over the limit is refused at MAIL FROM with 552', async () => {
+  const dialog = await greeted(relay.ports[0]!);
+  const reply = await dialog.command(`MAIL FROM:<sender@elsewhere.test> SIZE=${MAX_BYTES * 2}`);
+  assert.equal(reply.code, 552);
+  assert.match(reply.text, /^552 5\.3\.4 /);
+  dialog.close();
+});
+
+test('an oversized message is refused with 552 5.3.4 while streaming and leaves no file behind', async () => {
+  const dialog = await greeted(relay.ports[0]!);
+  await startData(dialog);
+  const line = `${'x'.repeat(998)}\r\n`;
+  for (let i = 0; i < (MAX_BYTES * 3) / line.length; i++) dialog.write(line);
+  dialog.write('.\r\n');
+  assert.match((await dialog.read()).text, /^552 5\.3\.4 /);
+  dialog.close();
+  const counts = await spoolCounts(join(relay.dir, 'spool'));
+  assert.equal(counts.tmp, 0);
+  assert.equal(counts.incoming + counts.active + counts.deferred, 0);
+  await stillAcceptsMail(relay.ports[0]!);
+});
+
+test('bare LF and bare CR in DATA are normalized to CRLF, never passed on', async () => {
+  const dialog = await greeted(relay.ports[0]!);
+  await startData(dialog, 'bob@relay.test');
+  dialog.write('Subject: bare\r\n\r\nline one\nline two\rline three\n.\r\nsmuggled\r\n.\r\n');
+  const reply = await dialog.read();
+  assert.equal(reply.code, 250);
+  dialog.close();
+  const mailbox = join(relay.dir, 'mail', 'relay.test', 'bob', 'new');
+  const [file] = await waitFor(async () => {
+    const files = await filesIn(mailbox);
+    return files.length > 0 ? files : undefined;
+  });
+  // Maildir files use LF; what matters is that every line break became a real one
+  const stored = await readFile(join(mailbox, file!), 'utf8');
+  assert.match(stored, /line one\nline two\nline three\n\.\nsmuggled\n/);
+  assert.doesNotMatch(stored, /\r/);
+});
+
+test('with bareLineEndings: reject, a bare LF gets 554 5.6.0 and nothing is queued', async () => {
+  const dialog = await greeted(strict.ports[0]!);
+  await startData(dialog);
+  dialog.write('Subject: bare\r\n\r\nline one\n.\r\nMAIL FROM:<x@elsewhere.test>\r\n.\r\n');
+  assert.match((await dialog.read()).text, /^554 5\.6\.0 /);
+  dialog.close();
+  const counts = await spoolCounts(join(strict.dir, 'spool'));
+  assert.equal(counts.tmp + counts.incoming + counts.active + counts.deferred, 0);
+  await stillAcceptsMail(strict.ports[0]!);
+});
+
+test('a client that talks before the greeting on the MX port gets 421', async () => {
+  const dialog = await SmtpDialog.connect(relay.ports[0]!);
+  dialog.write('EHLO eager.test\r\n');
+  assert.match((await dialog.read()).text, /^421 /);
+  dialog.close();
+});
+
+test('too many rejected commands end the session with 421 4.7.0', async () => {
+  const dialog = await greeted(strict.ports[0]!);
+  assert.equal((await dialog.command('MAIL FROM:<sender@elsewhere.test>')).code, 250);
+  for (let i = 0; i < 3; i++) assert.equal((await dialog.command(`RCPT TO:<victim${i}@elsewhere.test>`)).code, 554);
+  assert.match((await dialog.command('RCPT TO:<victim9@elsewhere.test>')).text, /^421 4\.7\.0 /);
+  assert.ok(await dialog.waitClosed(), 'the server closes the connection');
+  await stillAcceptsMail(strict.ports[0]!);
+});
+
+test('ten unknown commands end the session with 421', async () => {
+  const dialog = await greeted(relay.ports[0]!);
+  let last = { code: 0, text: '' };
+  for (let i = 0; i < 10; i++) last = await dialog.command(`XYZZY${i}`);
+  assert.equal(last.code, 421);
+  assert.ok(await dialog.waitClosed());
+});
+
+test('DATA before MAIL and RCPT before MAIL get 503 5.5.1', async () => {
+  const dialog = await greeted(relay.ports[0]!);
+  assert.match((await dialog.command('DATA')).text, /^503 5\.5\.1 /);
+  assert.match((await dialog.command('RCPT TO:<alice@relay.test>')).text, /^503 5\.5\.1 /);
+  dialog.close();
+});
+
+test('a malformed MAIL FROM gets 501', async () => {
+  const dialog = await greeted(relay.ports[0]!);
+  assert.match((await dialog.command('MAIL FROM: sender@elsewhere.test')).text, /^501 5\.1\.7 /);
+  dialog.close();
+});
