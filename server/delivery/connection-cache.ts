@@ -158,6 +158,8 @@ export function openSession(endpoint: Endpoint, settings: SessionSettings, plain
       }
       const ready = (): void => {
         settled = true;
+        // nodemailer sets this too; commands are written in whole batches, Nagle would only delay them
+        if (connection._socket) connection._socket.setNoDelay(true);
         logger.debug({ secure: connection.secure, authUser: endpoint.auth?.user, plainTextRetry: plainText }, 'SMTP session ready');
         resolve(session);
       };
@@ -177,11 +179,13 @@ export function openSession(endpoint: Endpoint, settings: SessionSettings, plain
 /** The reply of the server when there was one, otherwise what went wrong locally. */
 export function describeError(err: SmtpError): string {
   if (err.response) return oneLine(err.response);
-  return err.code && !err.message.includes(err.code) ? `${err.message} (${err.code})` : err.message;
+  const message = oneLine(err.message);
+  return err.code && !message.includes(err.code) ? `${message} (${err.code})` : message;
 }
 
-export function oneLine(reply: string): string {
-  return reply.replace(/\r?\n/g, ' ');
+/** Multi-line replies (and OpenSSL messages) as one line, for results and logs. */
+export function oneLine(text: string): string {
+  return text.trim().replace(/\s*\r?\n\s*/g, ' ');
 }
 
 export class ConnectionCache {

@@ -75,11 +75,7 @@ export class SmtpDelivery {
     if (plan.kind === 'temporary') return everyone(message, 'deferred', { reason: plan.reason });
     // MX delivery: STARTTLS when offered, never a certificate check, never AUTH
     const route: Route = { port: this.mxPort, tls: 'opportunistic', verifyCertificate: false };
-    return this.deliverToHosts(
-      plan.hosts.map((host) => host.name),
-      route,
-      message,
-    );
+    return this.deliverToHosts(plan.hosts.map((host) => host.name), route, message);
   }
 
   async deliverViaNextHop(hop: NextHop, message: OutboundMessage): Promise<RecipientResult[]> {
@@ -98,7 +94,6 @@ export class SmtpDelivery {
   private async deliverToHosts(hosts: readonly string[], route: Route, message: OutboundMessage): Promise<RecipientResult[]> {
     if (message.recipients.length === 0) return [];
     const refused: string[] = [];
-    const tried = new Set<string>();
     let last: Failure | undefined;
     for (const host of hosts) {
       let addresses: string[];
@@ -110,8 +105,6 @@ export class SmtpDelivery {
       }
       if (addresses.length === 0) last = { reason: `${host} has no A or AAAA records` };
       for (const address of addresses) {
-        if (tried.has(address)) continue;
-        tried.add(address);
         const verdict = this.opts.guard.check(address);
         if (!verdict.allowed) {
           refused.push(`${host}[${address}]: ${verdict.reason}`);
@@ -200,10 +193,22 @@ export class SmtpDelivery {
     const code = err.responseCode;
     session.logger.debug({ queueId: message.queueId, code: err.code, command: err.command, reply: err.response }, 'SMTP transaction failed');
 
+    // local refusals first: nothing was sent, so they say nothing about the connection
     if (err.code === 'ESTREAM') {
       connection.close();
       return done(everyone(message, 'deferred', { reason: `reading the queued message failed: ${err.message}` }));
     }
+    if (err.code === 'EMESSAGE' && err.command === 'MAIL FROM' && code === undefined) {
+      // the message is larger than the SIZE the server announced (RFC 1870); it would answer 552
+      this.cache.put(session);
+      return done(everyone(message, 'failed', { reason: `552 5.3.4 message of ${message.size} bytes is larger than ${remoteHost} accepts (${err.message})`, remoteHost }));
+    }
+    if (err.code === 'EENVELOPE' && err.command === 'API') {
+      // an address nodemailer will not put into a command (CR, LF, < or >): no retry can fix it
+      this.cache.put(session);
+      return done(everyone(message, 'failed', { reason: `invalid envelope: ${err.message}` }));
+    }
+
     const noReply = connection.lastServerResponse === false;
     if (reused && !dataSent && (noReply || (code === 421 && err.command === 'MAIL FROM'))) {
       connection.close();
@@ -213,21 +218,10 @@ export class SmtpDelivery {
       connection.close();
       return { kind: 'next', failure: { reason: `${endpointName(endpoint)} said: ${describeError(err)}`, remoteHost } };
     }
-
     if ((err.code === 'EENVELOPE' || err.code === 'EMESSAGE') && code !== undefined) {
       const results = transactionFailure(message, err, rejectedErrors(session, err), remoteHost);
       this.resetAndKeep(session);
       return done(results);
-    }
-    if (err.code === 'EMESSAGE' && err.command === 'MAIL FROM') {
-      // nodemailer refused locally: the message is larger than the SIZE the server announced (RFC 1870)
-      this.cache.put(session);
-      return done(everyone(message, 'failed', { reason: `552 5.3.4 message of ${message.size} bytes is larger than ${remoteHost} accepts (${err.message})`, remoteHost }));
-    }
-    if (err.code === 'EENVELOPE' && err.command === 'API') {
-      // an address nodemailer will not put into a command (CR, LF, < or >): no retry can fix it
-      this.cache.put(session);
-      return done(everyone(message, 'failed', { reason: `invalid envelope: ${err.message}` }));
     }
 
     connection.close();

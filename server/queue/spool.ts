@@ -17,7 +17,6 @@
 import { mkdir, open, readdir, rename, rm, unlink } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import type { Logger } from '../log/logger';
 import type { QueueEnvelope } from './envelope';
@@ -119,8 +118,10 @@ export class Spool {
     const tmpPath = join(this.dir, 'tmp', `${entry.id}.rewrite`);
     const handle = await open(tmpPath, 'w', 0o600);
     try {
-      await handle.write(encodeHeader(envelope));
-      await pipeline(this.openMessage(entry, info), handle.createWriteStream({ autoClose: false, start: undefined }));
+      await writeAll(handle, encodeHeader(envelope));
+      // chunk by chunk on the handle itself: a FileHandle write stream would hold
+      // the handle open and make close() wait forever
+      for await (const chunk of this.openMessage(entry, info)) await writeAll(handle, chunk as Buffer);
       await this.sync.syncFile(handle);
     } catch (err) {
       await handle.close().catch(() => undefined);
@@ -209,11 +210,7 @@ export class MessageWriter {
     const data = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
     this.pending = [];
     this.pendingBytes = 0;
-    let offset = 0;
-    while (offset < data.length) {
-      const { bytesWritten } = await this.handle.write(data, offset, data.length - offset);
-      offset += bytesWritten;
-    }
+    await writeAll(this.handle, data);
   }
 
   async commit(): Promise<QueueEntry> {
@@ -241,6 +238,14 @@ export class MessageWriter {
     this.finished = true;
     await this.handle.close().catch(() => undefined);
     await rm(this.tmpPath, { force: true });
+  }
+}
+
+async function writeAll(handle: FileHandle, data: Buffer): Promise<void> {
+  let offset = 0;
+  while (offset < data.length) {
+    const { bytesWritten } = await handle.write(data, offset, data.length - offset);
+    offset += bytesWritten;
   }
 }
 

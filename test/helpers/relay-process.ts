@@ -91,7 +91,7 @@ export async function startRelayProcess(configYaml: string, opts: StartRelayOpti
   // The loader is named by its full URL so that any `cwd` works.
   const args = opts.bundle
     ? [join(PROJECT_ROOT, 'dist', 'ownrelay.js'), 'run', '--config', configPath]
-    : ['--import', TSX_LOADER, '/tmp/dev/fake-relay.ts', 'run', '--config', configPath];
+    : ['--import', TSX_LOADER, join(PROJECT_ROOT, 'server', 'main.ts'), 'run', '--config', configPath];
   const child = spawn(process.execPath, args, {
     cwd: opts.cwd ?? PROJECT_ROOT,
     env: { ...process.env, ...opts.env },

@@ -12,10 +12,25 @@ export async function filesIn(dir: string): Promise<string[]> {
 }
 
 /** Counts of queue files per state directory. */
-export async function spoolCounts(spoolDir: string): Promise<Record<string, number>> {
-  const counts: Record<string, number> = {};
-  for (const state of ['tmp', 'incoming', 'active', 'deferred', 'hold', 'corrupt']) counts[state] = (await filesIn(join(spoolDir, state))).length;
-  return counts;
+export interface SpoolCounts {
+  tmp: number;
+  incoming: number;
+  active: number;
+  deferred: number;
+  hold: number;
+  corrupt: number;
+}
+
+export async function spoolCounts(spoolDir: string): Promise<SpoolCounts> {
+  const count = async (state: string) => (await filesIn(join(spoolDir, state))).length;
+  return {
+    tmp: await count('tmp'),
+    incoming: await count('incoming'),
+    active: await count('active'),
+    deferred: await count('deferred'),
+    hold: await count('hold'),
+    corrupt: await count('corrupt'),
+  };
 }
 
 export async function waitFor<T>(probe: () => Promise<T | undefined | false>, timeoutMs = 10_000, what = 'condition'): Promise<T> {

@@ -1,0 +1,110 @@
+/**
+ * A destination mail server for tests: a real smtp-server on 127.0.0.1 port 0
+ * with its own self-signed certificate, recording every message it accepts.
+ * `rcptPolicy` decides per recipient (and attempt) what to answer, so tests can
+ * make one recipient defer while another succeeds.
+ */
+import { SMTPServer } from 'smtp-server';
+import type { AddressInfo } from 'node:net';
+import selfsigned from 'selfsigned';
+
+export interface ReceivedMessage {
+  from: string;
+  to: string[];
+  raw: Buffer;
+  secure: boolean;
+  user?: string;
+}
+
+export interface DestinationOptions {
+  /** return an Error with responseCode to refuse; `attempt` counts RCPTs of this address */
+  rcptPolicy?: (address: string, attempt: number) => { code: number; message: string } | undefined;
+  /** refuse DATA with this reply */
+  dataPolicy?: () => { code: number; message: string } | undefined;
+  /** require AUTH with these credentials */
+  auth?: { user: string; pass: string };
+  /** never offer STARTTLS */
+  noTls?: boolean;
+}
+
+export interface DestinationServer {
+  port: number;
+  messages: ReceivedMessage[];
+  connections: number;
+  waitForMessages(count: number, timeoutMs?: number): Promise<ReceivedMessage[]>;
+  close(): Promise<void>;
+}
+
+let credentials: Promise<{ key: string; cert: string }> | undefined;
+
+function testCredentials(): Promise<{ key: string; cert: string }> {
+  credentials ??= selfsigned
+    .generate([{ name: 'commonName', value: 'mx.dest.test' }], { keySize: 2048, algorithm: 'sha256' })
+    .then((pems) => ({ key: pems.private, cert: pems.cert }));
+  return credentials;
+}
+
+export async function startDestination(options: DestinationOptions = {}): Promise<DestinationServer> {
+  const { key, cert } = await testCredentials();
+  const attempts = new Map<string, number>();
+  const state: DestinationServer = {
+    port: 0,
+    messages: [],
+    connections: 0,
+    async waitForMessages(count, timeoutMs = 15_000) {
+      const deadline = Date.now() + timeoutMs;
+      while (state.messages.length < count) {
+        if (Date.now() > deadline) throw new Error(`destination got ${state.messages.length} of ${count} messages`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      return state.messages;
+    },
+    close: async () => undefined,
+  };
+  const server = new SMTPServer({
+    key,
+    cert,
+    minVersion: 'TLSv1.2',
+    disableReverseLookup: true,
+    hideENHANCEDSTATUSCODES: false,
+    hideSTARTTLS: options.noTls ?? false,
+    disabledCommands: [...(options.auth ? [] : ['AUTH']), ...(options.noTls ? ['STARTTLS'] : [])],
+    authOptional: !options.auth,
+    logger: false,
+    onConnect(_session, cb) {
+      state.connections++;
+      cb();
+    },
+    onAuth(auth, _session, cb) {
+      if (options.auth && auth.username === options.auth.user && auth.password === options.auth.pass) return cb(null, { user: auth.username });
+      cb(Object.assign(new Error('5.7.8 bad credentials'), { responseCode: 535 }));
+    },
+    onRcptTo(address, _session, cb) {
+      const attempt = (attempts.get(address.address) ?? 0) + 1;
+      attempts.set(address.address, attempt);
+      const verdict = options.rcptPolicy?.(address.address, attempt);
+      if (verdict) return cb(Object.assign(new Error(verdict.message), { responseCode: verdict.code }));
+      cb();
+    },
+    onData(stream, session, cb) {
+      const chunks: Buffer[] = [];
+      stream.on('data', (c: Buffer) => chunks.push(c));
+      stream.on('end', () => {
+        const refusal = options.dataPolicy?.();
+        if (refusal) return cb(Object.assign(new Error(refusal.message), { responseCode: refusal.code }));
+        state.messages.push({
+          from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
+          to: session.envelope.rcptTo.map((r) => r.address),
+          raw: Buffer.concat(chunks),
+          secure: session.secure,
+          user: session.user as string | undefined,
+        });
+        cb();
+      });
+    },
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  state.port = (server.server.address() as AddressInfo).port;
+  state.close = () => new Promise((resolve) => server.close(() => resolve()));
+  return state;
+}

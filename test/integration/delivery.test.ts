@@ -1,0 +1,229 @@
+/**
+ * Delivery end to end on loopback: nodemailer submits with AUTH over STARTTLS,
+ * the relay finds the destination's MX through a real DNS server (in-process, on
+ * 127.0.0.1) and delivers to a real smtp-server acting as that MX. Retries,
+ * per-recipient results and DSNs are checked on what arrives and what is left
+ * in the spool.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import nodemailer from 'nodemailer';
+import { hashPassword } from '../../server/stages/password';
+import { startDnsServer, type DnsServerHandle } from '../helpers/dns-server';
+import { startDestination, type DestinationServer } from '../helpers/destination-server';
+import { filesIn, spoolCounts, waitFor } from '../helpers/spool-files';
+import { startTestRelay, type TestRelay } from '../helpers/test-relay';
+
+let dns: DnsServerHandle;
+let passwordHash: string;
+
+before(async () => {
+  passwordHash = await hashPassword('app-secret', 10);
+  dns = await startDnsServer({
+    'dest.test': { MX: [{ exchange: 'mx.dest.test', priority: 10 }] },
+    'mx.dest.test': { A: ['127.0.0.1'] },
+    'nomx.test': { A: ['127.0.0.1'] },
+    'nullmx.test': { MX: [{ exchange: '.', priority: 0 }] },
+  });
+});
+
+after(async () => dns.close());
+
+async function relayTo(destination: DestinationServer, extra: Record<string, unknown> = {}): Promise<TestRelay> {
+  return startTestRelay(
+    () => ({
+      dns: { servers: dns.servers },
+      users: [{ name: 'app', passwordHash, senders: ['@relay.test'] }],
+      ...extra,
+    }),
+    { mxPort: destination.port },
+  );
+}
+
+function submitter(relay: TestRelay) {
+  return nodemailer.createTransport({
+    host: '127.0.0.1',
+    port: relay.ports[1],
+    secure: false,
+    requireTLS: true,
+    auth: { user: 'app', pass: 'app-secret' },
+    tls: { rejectUnauthorized: false },
+  });
+}
+
+async function mailboxFiles(relay: TestRelay, mailbox: string): Promise<string[]> {
+  const dir = join(relay.dir, 'mail', 'relay.test', mailbox, 'new');
+  return (await filesIn(dir)).map((name) => join(dir, name));
+}
+
+test('a message submitted with AUTH over STARTTLS is delivered to the MX found in DNS, over TLS, unchanged', async () => {
+  const destination = await startDestination();
+  const relay = await relayTo(destination);
+  try {
+    const info = await submitter(relay).sendMail({
+      from: 'app@relay.test',
+      to: 'carol@dest.test',
+      subject: 'hello',
+      text: 'line one\n.line with a leading dot\n',
+      messageId: '<m1@relay.test>',
+    });
+    assert.match(info.response, /^250 2\.0\.0 Ok: queued as /);
+    const [message] = await destination.waitForMessages(1);
+    assert.equal(message!.from, 'app@relay.test');
+    assert.deepEqual(message!.to, ['carol@dest.test']);
+    assert.equal(message!.secure, true, 'delivered over STARTTLS');
+    const text = message!.raw.toString();
+    assert.match(text, /^Received: from \S+ \(\[127\.0\.0\.1\]\)\r\n\tby relay\.test \(ownrelay\) with ESMTPSA id /);
+    assert.match(text, /Message-ID: <m1@relay\.test>/);
+    assert.match(text, /\r\n\.line with a leading dot\r\n/);
+    await relay.waitForLog((l) => l.event === 'delivered');
+    await waitFor(async () => (await spoolCounts(join(relay.dir, 'spool'))).active === 0);
+    assert.deepEqual(await spoolCounts(join(relay.dir, 'spool')), { tmp: 0, incoming: 0, active: 0, deferred: 0, hold: 0, corrupt: 0 });
+  } finally {
+    await relay.stop();
+    await destination.close();
+  }
+});
+
+test('a domain without MX records is delivered to its A record', async () => {
+  const destination = await startDestination();
+  const relay = await relayTo(destination);
+  try {
+    await submitter(relay).sendMail({ from: 'app@relay.test', to: 'dave@nomx.test', subject: 'a fallback', text: 'x' });
+    const [message] = await destination.waitForMessages(1);
+    assert.deepEqual(message!.to, ['dave@nomx.test']);
+  } finally {
+    await relay.stop();
+    await destination.close();
+  }
+});
+
+test('4xx for one recipient defers only that one; the retry delivers it alone, once', async () => {
+  const destination = await startDestination({
+    rcptPolicy: (address, attempt) => (address === 'later@dest.test' && attempt === 1 ? { code: 450, message: 'mailbox busy, try later' } : undefined),
+  });
+  const relay = await relayTo(destination);
+  try {
+    await submitter(relay).sendMail({ from: 'app@relay.test', to: ['now@dest.test', 'later@dest.test'], subject: 'partial', text: 'x' });
+    const messages = await destination.waitForMessages(2);
+    assert.deepEqual(messages[0]!.to, ['now@dest.test']);
+    assert.deepEqual(messages[1]!.to, ['later@dest.test'], 'the retry carries only the deferred recipient');
+    const deferred = relay.logs.find((l) => l.event === 'deferred');
+    assert.deepEqual(deferred?.to, ['later@dest.test']);
+    assert.match(String(deferred?.reply), /^450 /);
+    await waitFor(async () => (await spoolCounts(join(relay.dir, 'spool'))).active === 0);
+    assert.equal(destination.messages.length, 2);
+    assert.deepEqual(await spoolCounts(join(relay.dir, 'spool')), { tmp: 0, incoming: 0, active: 0, deferred: 0, hold: 0, corrupt: 0 });
+  } finally {
+    await relay.stop();
+    await destination.close();
+  }
+});
+
+test('5xx for a recipient sends an RFC 3464 DSN to the sender and delivers the others', async () => {
+  const destination = await startDestination({
+    rcptPolicy: (address) => (address === 'gone@dest.test' ? { code: 550, message: 'no such user here' } : undefined),
+  });
+  const relay = await relayTo(destination, {
+    listeners: [{ role: 'mx', address: '127.0.0.1', port: 0, earlyTalkerCheck: false }, { role: 'submission', address: '127.0.0.1', port: 0 }],
+  });
+  try {
+    await submitter(relay).sendMail({ from: 'alice@relay.test', to: ['gone@dest.test', 'fine@dest.test'], subject: 'will bounce', text: 'x' });
+    await destination.waitForMessages(1);
+    const [dsnPath] = await waitFor(async () => {
+      const files = await mailboxFiles(relay, 'alice');
+      return files.length > 0 ? files : undefined;
+    });
+    const dsn = await readFile(dsnPath!, 'utf8');
+    assert.match(dsn, /^Return-Path: <>\n/);
+    assert.match(dsn, /Content-Type: multipart\/report; report-type=delivery-status;/);
+    assert.match(dsn, /Final-Recipient: rfc822; ?gone@dest\.test/);
+    assert.match(dsn, /Action: failed/);
+    assert.match(dsn, /Status: 5\.1\.1/);
+    assert.match(dsn, /Diagnostic-Code: smtp; ?550 5\.1\.1 no such user here/);
+    assert.doesNotMatch(dsn, /Final-Recipient: rfc822; ?fine@dest\.test/);
+    assert.match(dsn, /Subject: will bounce/, 'the original headers are returned');
+  } finally {
+    await relay.stop();
+    await destination.close();
+  }
+});
+
+test('a null MX domain fails at once with a DSN; mail from the null sender is never bounced', async () => {
+  const destination = await startDestination();
+  const relay = await relayTo(destination, { relay: { networks: ['127.0.0.0/8'] } });
+  try {
+    await submitter(relay).sendMail({ from: 'alice@relay.test', to: 'x@nullmx.test', subject: 'to null mx', text: 'x' });
+    const [dsnPath] = await waitFor(async () => {
+      const files = await mailboxFiles(relay, 'alice');
+      return files.length > 0 ? files : undefined;
+    });
+    assert.match(await readFile(dsnPath!, 'utf8'), /null MX/i);
+
+    const plain = nodemailer.createTransport({ host: '127.0.0.1', port: relay.ports[0], secure: false, ignoreTLS: true });
+    await plain.sendMail({ envelope: { from: '', to: 'y@nullmx.test' }, raw: 'Subject: bounce of a bounce\r\n\r\nx\r\n' });
+    const bounced = await relay.waitForLog((l) => l.event === 'bounced' && (l.to as string[])[0] === 'y@nullmx.test');
+    assert.equal(bounced.bounceId, undefined);
+    await waitFor(async () => (await spoolCounts(join(relay.dir, 'spool'))).active === 0);
+    assert.equal((await mailboxFiles(relay, 'alice')).length, 1, 'only the first message bounced');
+  } finally {
+    await relay.stop();
+    await destination.close();
+  }
+});
+
+test('a message still deferred when its queue lifetime ends is bounced as expired', async () => {
+  const destination = await startDestination({ rcptPolicy: () => ({ code: 451, message: 'try again later' }) });
+  const relay = await relayTo(destination, { delivery: { allowedDestinations: ['127.0.0.0/8'], retry: { minBackoffMs: 100, maxBackoffMs: 200, maxQueueLifetimeMs: 800 } } });
+  try {
+    await submitter(relay).sendMail({ from: 'alice@relay.test', to: 'slow@dest.test', subject: 'expiring', text: 'x' });
+    const [dsnPath] = await waitFor(async () => {
+      const files = await mailboxFiles(relay, 'alice');
+      return files.length > 0 ? files : undefined;
+    });
+    const dsn = await readFile(dsnPath!, 'utf8');
+    assert.match(dsn, /expired/);
+    assert.match(dsn, /451 4\.3\.0 try again later/);
+    const attempts = relay.logs.filter((l) => l.event === 'deferred').length;
+    assert.ok(attempts >= 2, `retried before giving up (${attempts} attempts)`);
+  } finally {
+    await relay.stop();
+    await destination.close();
+  }
+});
+
+test('delivery to a loopback address is refused unless delivery.allowedDestinations allows it', async () => {
+  const destination = await startDestination();
+  const relay = await relayTo(destination, { delivery: { allowedDestinations: [] } });
+  try {
+    await submitter(relay).sendMail({ from: 'app@relay.test', to: 'carol@dest.test', subject: 'guarded', text: 'x' });
+    const deferred = await relay.waitForLog((l) => l.event === 'deferred');
+    assert.match(String(deferred.reply), /allowedDestinations/);
+    assert.equal(destination.messages.length, 0);
+    assert.equal(destination.connections, 0, 'no connection was even attempted');
+  } finally {
+    await relay.stop();
+    await destination.close();
+  }
+});
+
+test('a smarthost with AUTH over STARTTLS carries all non-local mail', async () => {
+  const smarthost = await startDestination({ auth: { user: 'relay-user', pass: 'relay-pass' } });
+  const relay = await relayTo(smarthost, {
+    delivery: {
+      allowedDestinations: ['127.0.0.0/8'],
+      smarthost: { host: '127.0.0.1', port: smarthost.port, tls: 'required', verifyCertificate: false, auth: { user: 'relay-user', pass: 'relay-pass' } },
+    },
+  });
+  try {
+    await submitter(relay).sendMail({ from: 'app@relay.test', to: 'someone@anywhere.test', subject: 'via smarthost', text: 'x' });
+    const [message] = await smarthost.waitForMessages(1);
+    assert.equal(message!.user, 'relay-user');
+    assert.equal(message!.secure, true);
+  } finally {
+    await relay.stop();
+    await smarthost.close();
+  }
+});

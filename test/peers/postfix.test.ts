@@ -1,0 +1,141 @@
+/**
+ * Peer tests with Postfix, the most common MTA the relay sits between: a
+ * private Postfix instance that relays all its mail to the relay (a customer's
+ * existing mail server using the relay as its smarthost), and a private
+ * Postfix instance as the destination the relay delivers to. Postfix's SMTP
+ * client and server are strict, independent implementations (pipelining,
+ * STARTTLS, enhanced status codes, 4xx handling), and its logs and Maildir show
+ * what really crossed the wire. Mail is injected with Postfix's smtp-source.
+ *
+ * Needs the Debian packages postfix and openssl (installed by .ci/run). All
+ * traffic stays on 127.0.0.1.
+ */
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { postfixAvailable, runSmtpSource, startPostfix, waitUntil, type PostfixInstance } from '../helpers/postfix';
+import { removeDir, startRelayProcess, writeTempDir, type LogLine, type RelayProcess } from '../helpers/relay-process';
+
+const MESSAGES = 20;
+
+function relayConfig(dir: string, destinationPort: number): string {
+  return `
+hostname: relay.test
+listeners:
+  - { role: mx, address: 127.0.0.1, port: 0 }
+  - { role: submission, address: 127.0.0.1, port: 0, tls: starttls }
+domains:
+  - { name: localhost, delivery: maildir }
+relay: { networks: [127.0.0.0/8] }
+paths: { spool: ${dir}/spool, mail: ${dir}/mail, state: ${dir}/state }
+delivery:
+  allowedDestinations: [127.0.0.0/8]
+  routes: { "dest.test": { host: 127.0.0.1, port: ${destinationPort}, tls: opportunistic } }
+  retry: { minBackoffMs: 1000, maxBackoffMs: 2000 }
+`;
+}
+
+function requirePostfix(): void {
+  if (!postfixAvailable()) throw new Error('peer tests need the Debian packages postfix and openssl (see .ci/run)');
+}
+
+function events(relay: RelayProcess, name: string): LogLine[] {
+  return relay.logLines().filter((l) => l.event === name);
+}
+
+describe('a Postfix sender relaying through the relay to a Postfix destination', () => {
+  let dir: string;
+  let relay: RelayProcess;
+  let sender: PostfixInstance;
+  let destination: PostfixInstance;
+
+  before(async () => {
+    requirePostfix();
+    dir = writeTempDir('ownrelay-postfix');
+    for (const sub of ['spool', 'mail', 'state']) mkdirSync(join(dir, sub));
+    destination = await startPostfix({ hostname: 'dest.test', destinationDomains: ['dest.test'], serverTls: true });
+    relay = await startRelayProcess(relayConfig(dir, destination.port));
+    sender = await startPostfix({
+      hostname: 'sender.test',
+      relayhost: { host: '127.0.0.1', port: relay.ports[1]! },
+      clientTls: 'may',
+      main: { smtp_tls_loglevel: '1' },
+    });
+  });
+
+  after(async () => {
+    await relay?.stop().catch((err: unknown) => console.error(err));
+    await sender?.stop();
+    await destination?.stop();
+    if (dir) removeDir(dir);
+  });
+
+  test(`${MESSAGES} messages injected into the sender all arrive in the destination mailbox, passed on by the relay over STARTTLS`, { timeout: 120_000 }, async () => {
+    const injected = await runSmtpSource({ port: sender.port, messages: MESSAGES, sessions: 4, size: 2048, from: 'app@sender.test', to: 'user@dest.test' });
+    assert.equal(injected.code, 0, `smtp-source into the sender failed: ${injected.stdout}${injected.stderr}`);
+
+    await destination.waitForDelivered(MESSAGES, 90_000);
+    assert.equal(destination.deliveredCount(), MESSAGES, 'no message is lost or duplicated');
+    for (const message of destination.deliveredMessages()) {
+      // Newest Received first: the destination got it from the relay over TLS, the relay got it from the sender.
+      assert.match(message, /^Received: from relay\.test \([^)]*\[127\.0\.0\.1\]\)\s+by dest\.test \(Postfix\) with ESMTPS/m);
+      assert.match(message, /^Received: from client\.test [\s\S]*?by sender\.test \(Postfix\)/m);
+    }
+    // The sender handed every message to the relay over TLS and has nothing left in its queue.
+    assert.match(sender.log(), /TLS connection established to 127\.0\.0\.1\[127\.0\.0\.1\]:\d+/);
+    assert.equal((sender.log().match(/relay=127\.0\.0\.1\[127\.0\.0\.1\]:\d+, .*status=sent/g) ?? []).length, MESSAGES);
+    await waitUntil(() => sender.queuedCount() === 0, 10_000, () => `sender still queues ${sender.queuedCount()} messages`);
+    assert.ok(events(relay, 'accepted').length >= MESSAGES, 'the relay logged each message it accepted');
+  });
+});
+
+describe('the relay delivering to a Postfix destination that first answers 450 for a recipient', () => {
+  let dir: string;
+  let relay: RelayProcess;
+  let destination: PostfixInstance;
+
+  before(async () => {
+    requirePostfix();
+    dir = writeTempDir('ownrelay-postfix-retry');
+    for (const sub of ['spool', 'mail', 'state']) mkdirSync(join(dir, sub));
+    destination = await startPostfix({
+      hostname: 'dest.test',
+      destinationDomains: ['dest.test'],
+      recipientAccess: { 'later@dest.test': '450 4.2.1 Mailbox busy, try again later' },
+    });
+    relay = await startRelayProcess(relayConfig(dir, destination.port));
+  });
+
+  after(async () => {
+    await relay?.stop().catch((err: unknown) => console.error(err));
+    await destination?.stop();
+    if (dir) removeDir(dir);
+  });
+
+  test('the message is deferred, kept, and delivered by a later retry once Postfix accepts the recipient', { timeout: 120_000 }, async () => {
+    const sent = await runSmtpSource({ port: relay.ports[1]!, messages: 1, from: 'app@client.test', to: 'later@dest.test' });
+    assert.equal(sent.code, 0, `the relay must accept the message: ${sent.stdout}${sent.stderr}`);
+
+    const deferred = await relay.waitForLog((l) => l.event === 'deferred', 30_000);
+    assert.match(destination.log(), /NOQUEUE: reject: RCPT from [^:]*: 450 4\.2\.1 <later@dest\.test>: Recipient address rejected: Mailbox busy/);
+    assert.equal(destination.deliveredCount(), 0, 'nothing is delivered while Postfix answers 450');
+    assert.equal(events(relay, 'bounced').length, 0, 'a 4xx reply is never a bounce');
+
+    // Let at least one retry meet the 450 too, then make Postfix accept the recipient.
+    await waitUntil(() => countRejects(destination) >= 2, 30_000, () => `only ${countRejects(destination)} attempt(s) reached Postfix; relay output:\n${relay.output()}`);
+    await destination.setRecipientAccess({});
+
+    const queueId = deferred.queueId;
+    const delivered = await relay.waitForLog((l) => l.event === 'delivered' && (queueId === undefined || l.queueId === queueId), 30_000);
+    assert.ok(delivered);
+    await destination.waitForDelivered(1, 15_000);
+    const [message] = destination.deliveredMessages();
+    assert.match(message!, /^Delivered-To: later@dest\.test$/m);
+    assert.equal(events(relay, 'bounced').length, 0);
+  });
+});
+
+function countRejects(destination: PostfixInstance): number {
+  return (destination.log().match(/NOQUEUE: reject: RCPT .*<later@dest\.test>/g) ?? []).length;
+}
