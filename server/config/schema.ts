@@ -9,12 +9,13 @@
  */
 import { z } from 'zod';
 import { isValidCidr } from './cidr';
+import { parseHash } from '../stages/password';
 
 const hostname = z
   .string()
-  .regex(/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i, 'a DNS host name');
+  .regex(/^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/, 'a DNS host name');
 
-const cidr = z.string().refine(isValidCidr, 'an IP address or CIDR range such as 10.0.0.0/8 or ::1/128');
+const cidr = z.string().refine(isValidCidr, 'expected an IP address or CIDR range such as 10.0.0.0/8 or ::1/128');
 
 const port = z.number().int().min(1).max(65535);
 
@@ -60,7 +61,7 @@ export const DomainSchema = z
     name: hostname.describe('a domain this server receives mail for'),
     delivery: z.enum(['maildir', 'forward']).default('maildir').describe('maildir: store in a Maildir per mailbox; forward: pass on to a next hop'),
     mailboxes: z
-      .array(z.string().regex(/^[a-z0-9][a-z0-9._+-]*$/i, 'a mailbox name (letters, digits, . _ + -)'))
+      .array(z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9._-]*$/, 'a mailbox name (letters, digits, . _ -)'))
       .optional()
       .describe('local parts accepted at RCPT; omit to accept any well-formed local part (maildir) or leave the choice to the next hop (forward)'),
     aliases: z
@@ -81,7 +82,7 @@ export const UserSchema = z
     name: z.string().min(1).describe('user name for SMTP AUTH'),
     passwordHash: z
       .string()
-      .regex(/^\$scrypt\$/, 'a $scrypt$ hash made by `ownrelay hash-password`, never a plain password')
+      .refine((hash) => parseHash(hash) !== undefined, 'expected a $scrypt$ hash made by `ownrelay hash-password`, never a plain password')
       .describe('scrypt hash of the password'),
     senders: z
       .array(z.string().min(2))
