@@ -58,7 +58,7 @@ export class Relay {
     const tls = await loadTlsCredentials(config, logger);
     const policy = new RelayPolicy(config);
     const listeners = config.listeners.map(
-      (listener, index) => new SmtpListener(index, listener, { config, policy, spool, tls, logger, onQueued: (entry) => scheduler.enqueue(entry) }),
+      (listener, index) => new SmtpListener(index, listener, { config, policy, spool, tls, logger, onQueued: (entry, preloaded) => scheduler.enqueue(entry, preloaded) }),
     );
     const relay = new Relay(config, spool, scheduler, router, listeners, logger, options);
     try {

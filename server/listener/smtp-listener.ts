@@ -10,6 +10,7 @@ import type { Logger } from '../log/logger';
 import type { QueueEnvelope } from '../queue/envelope';
 import { newQueueId } from '../queue/queue-id';
 import type { QueueEntry, Spool } from '../queue/spool';
+import type { PreloadedMessage } from '../queue/scheduler';
 import { receiveMessage } from '../stages/data';
 import { UNMATCHABLE_HASH, verifyPassword } from '../stages/password';
 import type { ClientContext, RelayPolicy } from '../stages/policy';
@@ -27,7 +28,7 @@ export interface ListenerDeps {
   tls: TlsCredentials;
   logger: Logger;
   /** called after a message is durably queued (and before the 250 is sent) */
-  onQueued(entry: QueueEntry): void;
+  onQueued(entry: QueueEntry, preloaded?: PreloadedMessage): void;
 }
 
 type Callback = (err?: Error | null) => void;
@@ -188,7 +189,7 @@ export class SmtpListener {
       date: new Date(now),
     });
     try {
-      const { entry, size } = await receiveMessage(spool, envelope, trace, stream, {
+      const { entry, size, message, bodyOffset } = await receiveMessage(spool, envelope, trace, stream, {
         maxMessageBytes: config.limits.maxMessageBytes,
         bareLineEndings: config.limits.bareLineEndings,
       });
@@ -209,7 +210,7 @@ export class SmtpListener {
         },
         `accepted ${envelope.id} from <${envelope.from}>`,
       );
-      this.deps.onQueued(entry);
+      this.deps.onQueued(entry, message ? { info: { envelope, bodyOffset, size }, message } : undefined);
       cb(null, `2.0.0 Ok: queued as ${envelope.id}`);
     } catch (err) {
       const error = asSmtpError(err, 'receiving message');

@@ -8,7 +8,6 @@
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { X509Certificate } from 'node:crypto';
 import { join } from 'node:path';
-import selfsigned from 'selfsigned';
 import type { RelayConfig } from '../config/schema';
 import type { Logger } from '../log/logger';
 
@@ -40,7 +39,9 @@ export async function loadTlsCredentials(config: RelayConfig, logger: Logger): P
   }
   const notBefore = new Date(Date.now() - 3600_000);
   const notAfter = new Date(notBefore.getTime() + 825 * 24 * 3600_000);
-  const pems = await selfsigned.generate([{ name: 'commonName', value: config.hostname }], {
+  // loaded only when needed: the X.509 libraries behind it cost ~20 MB of memory
+  const { generate } = await import('selfsigned');
+  const pems = await generate([{ name: 'commonName', value: config.hostname }], {
     keySize: 2048,
     algorithm: 'sha256',
     notBeforeDate: notBefore,

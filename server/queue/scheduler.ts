@@ -8,6 +8,7 @@
  * recipient's result, queue a bounce for new failures, then remove the message
  * (nothing pending) or rewrite it into deferred/ with its next due time.
  */
+import { Readable } from 'node:stream';
 import type { RelayConfig } from '../config/schema';
 import { KeyedSemaphores } from '../delivery/limiter';
 import type { Router } from '../delivery/router';
@@ -20,6 +21,14 @@ import type { QueueEntry, Spool } from './spool';
 import type { QueueFileInfo } from './queue-file';
 
 const RESCAN_INTERVAL_MS = 60_000;
+/** bytes of just-received messages kept in memory for their first attempt */
+const PRELOAD_BUDGET_BYTES = 16 * 1024 * 1024;
+
+/** A message handed over by the listener right after it was queued. */
+export interface PreloadedMessage {
+  info: QueueFileInfo;
+  message: Buffer;
+}
 
 export interface SchedulerDeps {
   spool: Spool;
@@ -33,6 +42,9 @@ export class Scheduler {
   /** deferred entries sorted by due time */
   private readonly due: QueueEntry[] = [];
   private readonly inFlight = new Set<Promise<void>>();
+  /** first attempts can skip reading the file back; bounded by PRELOAD_BUDGET_BYTES */
+  private readonly preloaded = new Map<string, PreloadedMessage>();
+  private preloadedBytes = 0;
   private readonly destinations: KeyedSemaphores;
   private stopping = false;
   private wakeTimer?: NodeJS.Timeout;
@@ -52,7 +64,11 @@ export class Scheduler {
   }
 
   /** A message was just queued: try it now (or as soon as a slot is free). */
-  enqueue(entry: QueueEntry): void {
+  enqueue(entry: QueueEntry, preloaded?: PreloadedMessage): void {
+    if (preloaded && this.preloadedBytes + preloaded.message.length <= PRELOAD_BUDGET_BYTES) {
+      this.preloaded.set(entry.id, preloaded);
+      this.preloadedBytes += preloaded.message.length;
+    }
     this.ready.push(entry);
     this.pump();
   }
@@ -121,6 +137,7 @@ export class Scheduler {
 
   private async attempt(entry: QueueEntry): Promise<void> {
     const { spool, logger } = this.deps;
+    const preloaded = this.takePreloaded(entry.id);
     let active: QueueEntry;
     try {
       active = await spool.move(entry, 'active');
@@ -130,7 +147,7 @@ export class Scheduler {
     }
     let info: QueueFileInfo;
     try {
-      info = await spool.read(active);
+      info = preloaded?.info ?? (await spool.read(active));
     } catch (err) {
       if (spool.isCorruptError(err)) return spool.quarantine(active, err.message);
       logger.error({ event: 'spool-read-error', queueId: active.id, err: String(err) }, 'cannot read queue file; retrying later');
@@ -139,12 +156,21 @@ export class Scheduler {
     }
     const envelope = info.envelope;
     envelope.attempts++;
-    const results = await this.deliverAll(active, info);
+    const results = await this.deliverAll(active, info, preloaded?.message);
     this.record(envelope, results, info.size);
     await this.finish(active, info, envelope);
   }
 
-  private async deliverAll(entry: QueueEntry, info: QueueFileInfo): Promise<RecipientResult[]> {
+  private takePreloaded(id: string): PreloadedMessage | undefined {
+    const preloaded = this.preloaded.get(id);
+    if (preloaded) {
+      this.preloaded.delete(id);
+      this.preloadedBytes -= preloaded.message.length;
+    }
+    return preloaded;
+  }
+
+  private async deliverAll(entry: QueueEntry, info: QueueFileInfo, message?: Buffer): Promise<RecipientResult[]> {
     const { router, spool } = this.deps;
     const envelope = info.envelope;
     const groups = router.group(pendingRecipients(envelope).map((r) => r.address));
@@ -156,7 +182,7 @@ export class Scheduler {
               from: envelope.from,
               recipients: group.recipients,
               size: info.size,
-              open: () => spool.openMessage(entry, info),
+              open: () => (message ? Readable.from([message]) : spool.openMessage(entry, info)),
               queueId: envelope.id,
             }),
           )

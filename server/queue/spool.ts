@@ -185,8 +185,12 @@ export class Spool {
 export class MessageWriter {
   private static readonly FLUSH_BYTES = 256 * 1024;
   private finished = false;
+  private committed = false;
   private pending: Buffer[] = [];
   private pendingBytes = 0;
+  private flushedBytes = 0;
+  /** the whole file, when it was small enough to be written in one piece (see fileContent) */
+  private written?: Buffer;
   bytesWritten = 0;
   /** bytes of the queue-file header (the envelope), not part of the message */
   headerBytes = 0;
@@ -208,9 +212,20 @@ export class MessageWriter {
   private async flush(): Promise<void> {
     if (this.pendingBytes === 0) return;
     const data = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
+    if (this.flushedBytes === 0) this.written = data;
+    else this.written = undefined;
+    this.flushedBytes += data.length;
     this.pending = [];
     this.pendingBytes = 0;
     await writeAll(this.handle, data);
+  }
+
+  /**
+   * After commit: the message bytes as written, when the whole file was written in
+   * one piece (messages under the flush size), so delivery need not read it back.
+   */
+  committedMessage(): Buffer | undefined {
+    return this.committed && this.written && this.written.length === this.flushedBytes ? this.written.subarray(this.headerBytes) : undefined;
   }
 
   async commit(): Promise<QueueEntry> {
@@ -230,6 +245,7 @@ export class MessageWriter {
     // if this fails the file is in incoming/ but may not survive a power cut: the
     // caller answers 451, and the sender's retry may create a duplicate, never a loss
     await sync.syncDirectory(join(this.spool.dir, 'incoming'));
+    this.committed = true;
     return makeEntry(this.id, 'incoming');
   }
 

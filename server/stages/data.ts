@@ -21,6 +21,10 @@ export interface ReceiveOptions {
 export interface Received {
   entry: QueueEntry;
   size: number;
+  /** the queued message bytes, when small enough to keep (saves reading them back) */
+  message?: Buffer;
+  /** where the message starts in the queue file */
+  bodyOffset: number;
 }
 
 export async function receiveMessage(
@@ -57,7 +61,7 @@ export async function receiveMessage(
   try {
     const entry = await writer.commit();
     // the size is that of the message as queued, trace header included
-    return { entry, size: writer.bytesWritten - writer.headerBytes };
+    return { entry, size: writer.bytesWritten - writer.headerBytes, message: writer.committedMessage(), bodyOffset: writer.headerBytes };
   } catch (err) {
     throw asSmtpError(err, 'spool commit failed');
   }

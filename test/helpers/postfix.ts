@@ -107,7 +107,7 @@ export interface PostfixOptions {
   fastRetry?: boolean;
   /** Further main.cf settings, applied last. */
   main?: Record<string, string>;
-  /** Parent directory of the instance's directory (default: the system temp dir). */
+  /** Parent directory of the instance's directory (default: the system temp dir); the postfix user must be able to traverse it. */
   parentDir?: string;
 }
 
