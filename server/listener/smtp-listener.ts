@@ -36,10 +36,14 @@ type Callback = (err?: Error | null) => void;
 /** longest SMTP command line answered normally (RFC 5321 says 512; Postfix takes 2048) */
 const MAX_COMMAND_LINE_BYTES = 2048;
 
+/** how long open sessions may take to finish when the relay stops */
+const SHUTDOWN_GRACE_MS = 15_000;
+
 export class SmtpListener {
   private readonly server: AdaptedSmtpServer;
   private readonly sessions = new SessionRegistry();
-  private readonly name: string;
+  /** "<role>:<port>" for logs; the port is the actual one once listening */
+  private name: string;
   port = 0;
 
   constructor(
@@ -64,6 +68,8 @@ export class SmtpListener {
       maxRecipients: config.limits.maxRecipients,
       maxClients: config.limits.maxClients,
       socketTimeout: config.limits.idleTimeoutMs,
+      // on stop: sessions get this long to finish, then 421 and disconnect
+      closeTimeout: SHUTDOWN_GRACE_MS,
       hideENHANCEDSTATUSCODES: false,
       disableReverseLookup: true,
       // AUTH exists only on submission listeners, and only after TLS
@@ -87,6 +93,7 @@ export class SmtpListener {
       this.server.listen(this.listener.port, this.listener.address, () => {
         this.server.server.off('error', reject);
         this.port = (this.server.server.address() as AddressInfo).port;
+        this.name = `${this.listener.role}:${this.port}`;
         this.deps.logger.info(
           { event: 'listening', index: this.index, role: this.listener.role, address: this.listener.address, port: this.port, tls: this.listener.tls },
           `listening on ${this.listener.address}:${this.port} (${this.listener.role})`,

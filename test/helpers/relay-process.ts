@@ -57,6 +57,8 @@ export interface RelayProcess {
 export interface StartRelayOptions {
   /** Run the shipped bundle `dist/ownrelay.js` (needs `npm run bundle`) instead of the TypeScript sources. */
   bundle?: boolean;
+  /** Run this bundle file (e.g. a copy in a directory without node_modules); implies `bundle`. */
+  bundleFile?: string;
   /** Working directory of the relay (relative config paths resolve against it); default: the project root. */
   cwd?: string;
   /** Extra environment variables for the relay. */
@@ -89,8 +91,8 @@ export async function startRelayProcess(configYaml: string, opts: StartRelayOpti
   // `node --import <tsx loader>` rather than the `tsx` CLI: the CLI runs the program
   // in a second node process, so a SIGKILL to the CLI would leave the relay running.
   // The loader is named by its full URL so that any `cwd` works.
-  const args = opts.bundle
-    ? [join(PROJECT_ROOT, 'dist', 'ownrelay.js'), 'run', '--config', configPath]
+  const args = opts.bundle || opts.bundleFile
+    ? [opts.bundleFile ?? join(PROJECT_ROOT, 'dist', 'ownrelay.js'), 'run', '--config', configPath]
     : ['--import', TSX_LOADER, join(PROJECT_ROOT, 'server', 'main.ts'), 'run', '--config', configPath];
   const child = spawn(process.execPath, args, {
     cwd: opts.cwd ?? PROJECT_ROOT,

@@ -1,0 +1,71 @@
+/**
+ * The adaptation of smtp-server (server/listener/smtp-server-adapter.ts) relies on
+ * upstream internals of the exact pinned version. These tests fail loudly if an
+ * upgrade changes them, and check the two behaviours the adaptation adds.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { SMTPConnection } from '../../node_modules/smtp-server/dist/cjs/smtp-connection.js';
+import { SmtpDialog } from '../helpers/smtp-dialog';
+import { startTestRelay, type TestRelay } from '../helpers/test-relay';
+
+const ROOT = join(__dirname, '..', '..');
+let relay: TestRelay;
+
+before(async () => {
+  relay = await startTestRelay(() => ({
+    listeners: [
+      { role: 'mx', address: '127.0.0.1', port: 0 },
+      { role: 'submission', address: '127.0.0.1', port: 0 },
+    ],
+  }));
+});
+
+after(async () => relay.stop());
+
+test('smtp-server is the exact version the adaptation was written for', () => {
+  const pkg = JSON.parse(readFileSync(join(ROOT, 'node_modules', 'smtp-server', 'package.json'), 'utf8')) as { version: string };
+  const declared = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { dependencies: Record<string, string> }).dependencies['smtp-server'];
+  assert.equal(pkg.version, '3.21.6');
+  assert.equal(declared, '3.21.6', 'package.json pins the exact version');
+});
+
+test('upstream still has the internals the adaptation replaces or calls', () => {
+  const init = SMTPConnection.prototype.init.toString();
+  assert.match(init, /setTimeout\(\(\) => this\.connectionReady\(\), 100\)/, 'init() still waits 100 ms before connectionReady()');
+  assert.match(init, /this\._setListeners\(/);
+  assert.match(init, /maxClients/);
+  for (const method of ['_setListeners', 'connectionReady', '_onCommand', 'send'] as const) {
+    assert.equal(typeof SMTPConnection.prototype[method], 'function', `${method} exists`);
+  }
+});
+
+test('a submission listener has no early-talker window: a client that speaks 20 ms in is served', async () => {
+  const dialog = await SmtpDialog.connect(relay.ports[1]!);
+  // within upstream's 100 ms wait, but after the connection's own setup
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  dialog.write('EHLO eager.test\r\n');
+  assert.equal((await dialog.read()).code, 220);
+  assert.equal((await dialog.read()).code, 250);
+  dialog.close();
+});
+
+test('the MX listener keeps the early-talker check', async () => {
+  const dialog = await SmtpDialog.connect(relay.ports[0]!);
+  dialog.write('EHLO eager.test\r\n');
+  assert.match((await dialog.read()).text, /^421 .*talk too soon/);
+  dialog.close();
+});
+
+test('our enhanced status codes are sent once, not doubled by smtp-server\'s own', async () => {
+  const dialog = await SmtpDialog.connect(relay.ports[0]!);
+  await dialog.read();
+  await dialog.command('EHLO client.test');
+  await dialog.command('MAIL FROM:<a@elsewhere.test>');
+  assert.equal((await dialog.command('RCPT TO:<b@elsewhere.test>')).text, '554 5.7.1 <b@elsewhere.test>: Relay access denied');
+  // replies smtp-server makes itself still get a derived code
+  assert.match((await dialog.command('DATA')).text, /^503 5\.5\.1 /);
+  dialog.close();
+});
