@@ -7,8 +7,7 @@
  * sessions run side by side so the filesystem can commit them in one journal
  * transaction.
  */
-import { open } from 'node:fs/promises';
-import type { FileHandle } from 'node:fs/promises';
+import { RawFile } from './raw-file';
 
 interface Waiter {
   resolve: () => void;
@@ -35,7 +34,7 @@ class DirectorySync {
       const batch = this.waiting;
       this.waiting = [];
       try {
-        const handle = await open(this.path, 'r');
+        const handle = await RawFile.open(this.path, 'r');
         try {
           await handle.sync();
         } finally {
@@ -54,7 +53,7 @@ export class GroupSync {
   private readonly directories = new Map<string, DirectorySync>();
 
   /** Flushes a file's data and the metadata needed to read it back (size). */
-  async syncFile(handle: FileHandle): Promise<void> {
+  async syncFile(handle: RawFile): Promise<void> {
     await handle.datasync();
   }
 

@@ -14,8 +14,8 @@
  * state changes are single renames, atomic on POSIX filesystems; losing one in a
  * crash only repeats a delivery attempt (at least once, never zero).
  */
-import { mkdir, open, readdir, rename, rm, unlink } from 'node:fs/promises';
-import type { FileHandle } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, unlink } from 'node:fs/promises';
+import { RawFile } from './raw-file';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { Logger } from '../log/logger';
@@ -57,7 +57,7 @@ export class Spool {
   /** Starts writing a new message; nothing is visible in the queue until commit(). */
   async beginMessage(envelope: QueueEnvelope): Promise<MessageWriter> {
     const tmpPath = join(this.dir, 'tmp', envelope.id);
-    const handle = await open(tmpPath, 'wx', 0o600);
+    const handle = await RawFile.open(tmpPath, 'wx');
     const writer = new MessageWriter(this, handle, tmpPath, envelope.id);
     try {
       const header = encodeHeader(envelope);
@@ -116,12 +116,10 @@ export class Spool {
    */
   async rewrite(entry: QueueEntry, info: QueueFileInfo, envelope: QueueEnvelope, state: QueueState, dueAt?: number): Promise<QueueEntry> {
     const tmpPath = join(this.dir, 'tmp', `${entry.id}.rewrite`);
-    const handle = await open(tmpPath, 'w', 0o600);
+    const handle = await RawFile.open(tmpPath, 'w');
     try {
-      await writeAll(handle, encodeHeader(envelope));
-      // chunk by chunk on the handle itself: a FileHandle write stream would hold
-      // the handle open and make close() wait forever
-      for await (const chunk of this.openMessage(entry, info)) await writeAll(handle, chunk as Buffer);
+      await handle.write(encodeHeader(envelope));
+      for await (const chunk of this.openMessage(entry, info)) await handle.write(chunk as Buffer);
       await this.sync.syncFile(handle);
     } catch (err) {
       await handle.close().catch(() => undefined);
@@ -197,7 +195,7 @@ export class MessageWriter {
 
   constructor(
     private readonly spool: Spool,
-    private readonly handle: FileHandle,
+    private readonly handle: RawFile,
     private readonly tmpPath: string,
     readonly id: string,
   ) {}
@@ -217,7 +215,7 @@ export class MessageWriter {
     this.flushedBytes += data.length;
     this.pending = [];
     this.pendingBytes = 0;
-    await writeAll(this.handle, data);
+    await this.handle.write(data);
   }
 
   /**
@@ -254,14 +252,6 @@ export class MessageWriter {
     this.finished = true;
     await this.handle.close().catch(() => undefined);
     await rm(this.tmpPath, { force: true });
-  }
-}
-
-async function writeAll(handle: FileHandle, data: Buffer): Promise<void> {
-  let offset = 0;
-  while (offset < data.length) {
-    const { bytesWritten } = await handle.write(data, offset, data.length - offset);
-    offset += bytesWritten;
   }
 }
 
