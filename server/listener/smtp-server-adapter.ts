@@ -25,6 +25,9 @@ import { SMTPConnection } from '../../node_modules/smtp-server/dist/cjs/smtp-con
 import type net from 'node:net';
 import type tls from 'node:tls';
 
+let connectionCounter = 0;
+const connectionTag = `${process.pid.toString(36)}-`;
+
 const ENHANCED_STATUS_PREFIX = /^[245]\.\d{1,3}\.\d{1,3} /;
 
 export interface AdaptedServerOptions extends SMTPServerOptions {
@@ -84,7 +87,9 @@ export class AdaptedSmtpServer extends SMTPServer {
 
   /** Same as upstream connect(), with the adapted connection class. */
   override connect(socket: net.Socket | tls.TLSSocket, socketOptions?: ConstructorParameters<typeof SMTPConnection>[2]): void {
-    const connection = new AdaptedConnection(this, socket, socketOptions, this.adapted);
+    // upstream draws 10 random bytes per connection for its id; a counter is as unique within a process
+    const options = { ...socketOptions, id: socketOptions?.id ?? `${connectionTag}${(++connectionCounter).toString(36)}` };
+    const connection = new AdaptedConnection(this, socket, options, this.adapted);
     this.connections.add(connection);
     connection.on('error', (err: Error) => this._onError(err));
     connection.on('connect', (data: unknown) => this._onClientConnect(data as never));

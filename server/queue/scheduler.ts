@@ -140,7 +140,9 @@ export class Scheduler {
     const preloaded = this.takePreloaded(entry.id);
     let active: QueueEntry;
     try {
-      active = await spool.move(entry, 'active');
+      // a message handed over in memory right after it was queued is delivered from
+      // incoming/ without a rename: both directories are retried after a crash alike
+      active = preloaded ? entry : await spool.move(entry, 'active');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return; // removed or moved meanwhile
       throw err;

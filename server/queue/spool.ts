@@ -2,8 +2,8 @@
  * The spool: the only writer of the queue directory.
  *
  *   <dir>/tmp/               files being received (never got a 250; removed at start)
- *   <dir>/incoming/<id>      accepted, waiting for a first delivery attempt
- *   <dir>/active/<id>        being delivered now (back to incoming/ after a crash)
+ *   <dir>/incoming/<id>      accepted, waiting for (or in) its first delivery attempt
+ *   <dir>/active/<id>        being retried now (back to incoming/ after a crash)
  *   <dir>/deferred/<due>.<id> waiting for a retry at <due> (ms since epoch), so the
  *                            scheduler reads the schedule from a directory listing
  *   <dir>/hold/<id>          kept aside by the administrator, never delivered

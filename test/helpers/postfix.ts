@@ -248,8 +248,13 @@ export async function startPostfix(opts: PostfixOptions): Promise<PostfixInstanc
   writeAccessTable(accessFile, opts.recipientAccess ?? {});
 
   const postfix = (...args: string[]) => postfixCommand(configDir, logFile, args);
-  await postfix('check');
-  await postfix('start');
+  try {
+    await postfix('check');
+    await postfix('start');
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
+    throw err;
+  }
   runningInstances.add(configDir);
 
   const instance: PostfixInstance = {
@@ -286,13 +291,16 @@ export async function startPostfix(opts: PostfixOptions): Promise<PostfixInstanc
       await postfix('reload');
     },
     stop: async () => {
-      if (runningInstances.has(configDir)) {
-        runningInstances.delete(configDir);
-        await postfix('stop');
-        // `postfix stop` waits for the master; make sure no daemon still holds the directory.
-        await waitUntil(() => !processRunningFor(configDir), 10_000, () => `Postfix ${opts.hostname} processes still running`).catch(() => undefined);
+      try {
+        if (runningInstances.has(configDir)) {
+          runningInstances.delete(configDir);
+          await postfix('stop');
+          // `postfix stop` waits for the master; make sure no daemon still holds the directory.
+          await waitUntil(() => !processRunningFor(configDir), 10_000, () => `Postfix ${opts.hostname} processes still running`).catch(() => undefined);
+        }
+      } finally {
+        rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
       }
-      rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
     },
   };
   return instance;
@@ -431,7 +439,12 @@ export async function startSmtpSink(opts: { maxConnections?: number } = {}): Pro
   const exited = new Promise<void>((r) => child.once('exit', () => { runningChildren.delete(child); r(); }));
 
   // Ready once it accepts a connection.
-  await waitUntil(() => canConnect(port), 10_000, () => `smtp-sink on port ${port} did not start: ${stderr}`, 50);
+  try {
+    await waitUntil(() => canConnect(port), 10_000, () => `smtp-sink on port ${port} did not start: ${stderr}`, 50);
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
+  }
 
   return {
     port,
