@@ -81,6 +81,7 @@ export class Relay {
     await Promise.all(this.listeners.map((l) => l.close()));
     await this.scheduler.stop(this.options.shutdownTimeoutMs ?? 20_000);
     await this.router.close();
+    await this.spool.close();
     this.logger.info({ event: 'stopped' }, 'stopped');
   }
 }

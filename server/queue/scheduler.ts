@@ -22,7 +22,7 @@ import type { QueueFileInfo } from './queue-file';
 
 const RESCAN_INTERVAL_MS = 60_000;
 /** bytes of just-received messages kept in memory for their first attempt */
-const PRELOAD_BUDGET_BYTES = 16 * 1024 * 1024;
+const PRELOAD_BUDGET_BYTES = 8 * 1024 * 1024;
 
 /** A message handed over by the listener right after it was queued. */
 export interface PreloadedMessage {

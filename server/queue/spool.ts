@@ -21,6 +21,7 @@ import type { Readable } from 'node:stream';
 import type { Logger } from '../log/logger';
 import type { QueueEnvelope } from './envelope';
 import { GroupSync } from './group-sync';
+import { SpoolIoThread } from './spool-io-thread';
 import { CorruptQueueFile, encodeHeader, openMessage, readQueueFile, type QueueFileInfo } from './queue-file';
 import { isQueueId } from './queue-id';
 
@@ -38,6 +39,8 @@ export interface QueueEntry {
 
 export class Spool {
   private readonly sync = new GroupSync();
+  /** @internal group commit of whole small files, used by MessageWriter */
+  readonly io = new SpoolIoThread();
 
   private constructor(
     readonly dir: string,
@@ -56,17 +59,10 @@ export class Spool {
 
   /** Starts writing a new message; nothing is visible in the queue until commit(). */
   async beginMessage(envelope: QueueEnvelope): Promise<MessageWriter> {
-    const tmpPath = join(this.dir, 'tmp', envelope.id);
-    const handle = await RawFile.open(tmpPath, 'wx');
-    const writer = new MessageWriter(this, handle, tmpPath, envelope.id);
-    try {
-      const header = encodeHeader(envelope);
-      writer.headerBytes = header.length;
-      await writer.writeChunk(header);
-    } catch (err) {
-      await writer.abort();
-      throw err;
-    }
+    const writer = new MessageWriter(this, join(this.dir, 'tmp', envelope.id), envelope.id);
+    const header = encodeHeader(envelope);
+    writer.headerBytes = header.length;
+    await writer.writeChunk(header);
     return writer;
   }
 
@@ -133,7 +129,13 @@ export class Spool {
 
   /** Removes a finished entry (all recipients delivered or bounced). */
   async remove(entry: QueueEntry): Promise<void> {
-    await unlink(this.pathOf(entry));
+    if (this.io.usable) await this.io.unlink(this.pathOf(entry));
+    else await unlink(this.pathOf(entry));
+  }
+
+  /** Stops the spool's I/O thread; call after the last write. */
+  async close(): Promise<void> {
+    await this.io.close();
   }
 
   /** Moves an unreadable file to corrupt/ so it is kept for inspection and never retried. */
@@ -182,12 +184,14 @@ export class Spool {
  */
 export class MessageWriter {
   private static readonly FLUSH_BYTES = 256 * 1024;
+  /** created by the first flush; a message that fits in memory never opens one here */
+  private file?: RawFile;
   private finished = false;
   private committed = false;
   private pending: Buffer[] = [];
   private pendingBytes = 0;
   private flushedBytes = 0;
-  /** the whole file, when it was small enough to be written in one piece (see fileContent) */
+  /** the whole file, when it was written in one piece (see committedMessage) */
   private written?: Buffer;
   bytesWritten = 0;
   /** bytes of the queue-file header (the envelope), not part of the message */
@@ -195,7 +199,6 @@ export class MessageWriter {
 
   constructor(
     private readonly spool: Spool,
-    private readonly handle: RawFile,
     private readonly tmpPath: string,
     readonly id: string,
   ) {}
@@ -207,15 +210,20 @@ export class MessageWriter {
     if (this.pendingBytes >= MessageWriter.FLUSH_BYTES) await this.flush();
   }
 
-  private async flush(): Promise<void> {
-    if (this.pendingBytes === 0) return;
-    const data = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
-    if (this.flushedBytes === 0) this.written = data;
-    else this.written = undefined;
+  private takePending(owned = false): Buffer {
+    const data = owned ? concatOwned(this.pending, this.pendingBytes) : this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
+    this.written = this.flushedBytes === 0 ? data : undefined;
     this.flushedBytes += data.length;
     this.pending = [];
     this.pendingBytes = 0;
-    await this.handle.write(data);
+    return data;
+  }
+
+  private async flush(): Promise<void> {
+    if (this.pendingBytes === 0) return;
+    const data = this.takePending();
+    this.file ??= await RawFile.open(this.tmpPath, 'wx');
+    await this.file.write(data);
   }
 
   /**
@@ -229,20 +237,26 @@ export class MessageWriter {
   async commit(): Promise<QueueEntry> {
     if (this.finished) throw new Error('message already committed or aborted');
     this.finished = true;
-    const sync = this.spool.groupSync();
-    try {
-      await this.flush();
-      await sync.syncFile(this.handle);
-      await this.handle.close();
-      await rename(this.tmpPath, this.spool.incomingPath(this.id));
-    } catch (err) {
-      await this.handle.close().catch(() => undefined);
-      await rm(this.tmpPath, { force: true }).catch(() => undefined);
-      throw err;
+    const incomingDir = join(this.spool.dir, 'incoming');
+    if (!this.file && this.spool.io.usable) {
+      // the whole message is in memory: one job for the group-commit thread
+      this.written = await this.spool.io.commit(this.tmpPath, this.spool.incomingPath(this.id), incomingDir, this.takePending(true));
+    } else {
+      const sync = this.spool.groupSync();
+      try {
+        await this.flush();
+        this.file ??= await RawFile.open(this.tmpPath, 'wx');
+        await sync.syncFile(this.file);
+        await this.file.close();
+        await rename(this.tmpPath, this.spool.incomingPath(this.id));
+      } catch (err) {
+        await this.discard();
+        throw err;
+      }
+      // if this fails the file is in incoming/ but may not survive a power cut: the
+      // caller answers 451, and the sender's retry may create a duplicate, never a loss
+      await sync.syncDirectory(incomingDir);
     }
-    // if this fails the file is in incoming/ but may not survive a power cut: the
-    // caller answers 451, and the sender's retry may create a duplicate, never a loss
-    await sync.syncDirectory(join(this.spool.dir, 'incoming'));
     this.committed = true;
     return makeEntry(this.id, 'incoming');
   }
@@ -250,9 +264,21 @@ export class MessageWriter {
   async abort(): Promise<void> {
     if (this.finished) return;
     this.finished = true;
-    await this.handle.close().catch(() => undefined);
+    await this.discard();
+  }
+
+  private async discard(): Promise<void> {
+    await this.file?.close().catch(() => undefined);
     await rm(this.tmpPath, { force: true });
   }
+}
+
+/** Joins chunks into a buffer that owns its memory (not a slice of Node's shared pool), so it can be transferred. */
+function concatOwned(chunks: Buffer[], totalBytes: number): Buffer {
+  const out = Buffer.allocUnsafeSlow(totalBytes);
+  let offset = 0;
+  for (const chunk of chunks) offset += chunk.copy(out, offset);
+  return out;
 }
 
 export function makeEntry(id: string, state: QueueState, dueAt?: number): QueueEntry {

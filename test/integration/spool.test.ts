@@ -102,6 +102,8 @@ test('an unreadable queue file is moved to corrupt/ with a log line, and the rel
       assert.ok(corrupt.some((name) => name.startsWith(garbageId)));
       assert.match(await sendOne(relay.ports[0]!), /^250 /);
       await relay.waitForLog((l) => l.event === 'delivered');
+      // the file is removed just after the delivery is logged
+      await waitFor(async () => (await spoolCounts(spool.dir)).incoming === 0);
       const counts = await spoolCounts(spool.dir);
       assert.deepEqual(counts, { tmp: 0, incoming: 0, active: 0, deferred: 0, hold: 0, corrupt: 2 });
     } finally {
@@ -128,6 +130,7 @@ test('messages left in active/ and tmp/ by a crash: the first are delivered afte
       const mailbox = join(dir, 'mail', 'relay.test', 'alice', 'new');
       const files = await waitFor(async () => ((await filesIn(mailbox)).length === 1 ? filesIn(mailbox) : undefined));
       assert.match(await readFile(join(mailbox, files[0]!), 'utf8'), /Subject: in flight/);
+      await waitFor(async () => (await spoolCounts(spool.dir)).incoming === 0);
       assert.deepEqual(await spoolCounts(spool.dir), { tmp: 0, incoming: 0, active: 0, deferred: 0, hold: 0, corrupt: 0 });
     } finally {
       await relay.stop();

@@ -1,0 +1,179 @@
+/**
+ * Group commit on a thread of its own. New queue files that fit in memory are
+ * handed to this thread whole; it takes every job that arrived since its last
+ * round and, for the whole batch: creates and writes the files in tmp/, fdatasyncs
+ * each, renames each into its state directory, then fsyncs each directory once,
+ * and only then reports the batch as done. The first fdatasync of a round commits
+ * the filesystem journal for all files written before it, so the others cost
+ * little, and one directory fsync covers every rename of the round.
+ *
+ * Contract: `commit()` resolves only after the file's data and its rename are
+ * durable (the same order as the spool's own path: write, fsync, rename, fsync
+ * the directory); it rejects, with the temporary file removed, if any step fails.
+ * The event loop of the relay only posts and receives one message per file.
+ */
+import { Worker } from 'node:worker_threads';
+
+interface Job {
+  resolve: (data?: Uint8Array) => void;
+  reject: (err: Error) => void;
+}
+
+type Reply = { seq: number; error?: string; data?: Uint8Array };
+
+/**
+ * The thread's program: plain JavaScript run with `eval`, so it works the same
+ * from the TypeScript sources and from the single-file bundle. It uses only node:fs.
+ */
+const THREAD_SOURCE = `
+const fs = require('node:fs');
+const { parentPort } = require('node:worker_threads');
+let queue = [];
+let scheduled = false;
+
+function round() {
+  scheduled = false;
+  const batch = queue;
+  queue = [];
+  const replies = [];
+  const failed = new Map();
+  const open = [];
+  for (const job of batch) {
+    if (job.op === 'unlink') {
+      try { fs.unlinkSync(job.path); replies.push({ seq: job.seq }); }
+      catch (err) { replies.push({ seq: job.seq, error: String(err && err.message || err) }); }
+      continue;
+    }
+    let fd;
+    try {
+      fd = fs.openSync(job.tmpPath, 'wx', 0o600);
+      let offset = 0;
+      while (offset < job.data.length) offset += fs.writeSync(fd, job.data, offset, job.data.length - offset);
+      open.push({ job, fd });
+    } catch (err) {
+      if (fd !== undefined) try { fs.closeSync(fd); } catch {}
+      failed.set(job.seq, err);
+    }
+  }
+  const renamed = [];
+  for (const { job, fd } of open) {
+    try {
+      fs.fdatasyncSync(fd);
+      fs.closeSync(fd);
+      fs.renameSync(job.tmpPath, job.finalPath);
+      renamed.push(job);
+    } catch (err) {
+      try { fs.closeSync(fd); } catch {}
+      failed.set(job.seq, err);
+    }
+  }
+  const dirs = new Map();
+  for (const job of renamed) {
+    if (!dirs.has(job.dir)) {
+      try {
+        const fd = fs.openSync(job.dir, 'r');
+        try { fs.fsyncSync(fd); } finally { fs.closeSync(fd); }
+        dirs.set(job.dir, null);
+      } catch (err) {
+        dirs.set(job.dir, err);
+      }
+    }
+    const dirError = dirs.get(job.dir);
+    if (dirError) failed.set(job.seq, dirError);
+  }
+  const transfer = [];
+  for (const job of batch) {
+    if (job.op !== 'commit') continue;
+    const err = failed.get(job.seq);
+    if (err) {
+      try { fs.rmSync(job.tmpPath, { force: true }); } catch {}
+      replies.push({ seq: job.seq, error: String(err && err.message || err) });
+    } else {
+      replies.push({ seq: job.seq, data: job.data });
+    }
+    transfer.push(job.data.buffer);
+  }
+  parentPort.postMessage(replies, transfer);
+}
+
+parentPort.on('message', (job) => {
+  queue.push(job);
+  if (!scheduled) {
+    scheduled = true;
+    setImmediate(round);
+  }
+});
+`;
+
+export class SpoolIoThread {
+  private readonly worker: Worker;
+  private readonly jobs = new Map<number, Job>();
+  private seq = 0;
+  private failure?: Error;
+
+  constructor() {
+    this.worker = new Worker(THREAD_SOURCE, {
+      eval: true,
+      name: 'ownrelay-spool-io',
+      // it only holds the files of one round at a time
+      resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 32 },
+    });
+    this.worker.on('message', (replies: Reply[]) => {
+      for (const reply of replies) {
+        const job = this.jobs.get(reply.seq);
+        if (!job) continue;
+        this.jobs.delete(reply.seq);
+        if (reply.error === undefined) job.resolve(reply.data);
+        else job.reject(new Error(reply.error));
+      }
+      if (this.jobs.size === 0) this.worker.unref();
+    });
+    const fail = (err: Error) => {
+      this.failure = err;
+      for (const job of this.jobs.values()) job.reject(err);
+      this.jobs.clear();
+    };
+    this.worker.on('error', fail);
+    this.worker.on('exit', (code) => fail(new Error(`spool I/O thread exited (code ${code})`)));
+    // the thread keeps the process alive only while it has work (after the listeners: adding one refs it again)
+    this.worker.unref();
+  }
+
+  /** False once the thread has died; callers then use the thread pool instead. */
+  get usable(): boolean {
+    return this.failure === undefined;
+  }
+
+  /**
+   * Writes `data` to `tmpPath`, fsyncs it, renames it to `finalPath` and fsyncs
+   * `dir` (finalPath's directory). The bytes move to the thread and back without
+   * copies: `data` is unusable after the call, and the promise resolves with the
+   * same bytes, now owned by the caller again.
+   */
+  async commit(tmpPath: string, finalPath: string, dir: string, data: Buffer): Promise<Buffer> {
+    // only a buffer that owns its whole memory can be transferred
+    const owned = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength ? data : Buffer.from(Uint8Array.prototype.slice.call(data));
+    const back = await this.post({ op: 'commit', tmpPath, finalPath, dir, data: owned }, [owned.buffer as ArrayBuffer]);
+    return back ? Buffer.from(back.buffer, back.byteOffset, back.byteLength) : owned;
+  }
+
+  async unlink(path: string): Promise<void> {
+    await this.post({ op: 'unlink', path });
+  }
+
+  async close(): Promise<void> {
+    if (this.failure) return;
+    this.failure = new Error('spool I/O thread closed');
+    await this.worker.terminate();
+  }
+
+  private post(job: Record<string, unknown>, transfer: ArrayBuffer[] = []): Promise<Uint8Array | undefined> {
+    if (this.failure) return Promise.reject(this.failure);
+    const seq = ++this.seq;
+    return new Promise((resolve, reject) => {
+      if (this.jobs.size === 0) this.worker.ref();
+      this.jobs.set(seq, { resolve, reject });
+      this.worker.postMessage({ ...job, seq }, transfer);
+    });
+  }
+}
