@@ -22,7 +22,9 @@ import type { QueueFileInfo } from './queue-file';
 
 const RESCAN_INTERVAL_MS = 60_000;
 /** bytes of just-received messages kept in memory for their first attempt */
-const PRELOAD_BUDGET_BYTES = 8 * 1024 * 1024;
+const PRELOAD_BUDGET_BYTES = 4 * 1024 * 1024;
+/** larger messages are read back from the spool (the page cache) instead */
+const PRELOAD_MAX_MESSAGE_BYTES = 256 * 1024;
 
 /** A message handed over by the listener right after it was queued. */
 export interface PreloadedMessage {
@@ -65,7 +67,7 @@ export class Scheduler {
 
   /** A message was just queued: try it now (or as soon as a slot is free). */
   enqueue(entry: QueueEntry, preloaded?: PreloadedMessage): void {
-    if (preloaded && this.preloadedBytes + preloaded.message.length <= PRELOAD_BUDGET_BYTES) {
+    if (preloaded && preloaded.message.length <= PRELOAD_MAX_MESSAGE_BYTES && this.preloadedBytes + preloaded.message.length <= PRELOAD_BUDGET_BYTES) {
       this.preloaded.set(entry.id, preloaded);
       this.preloadedBytes += preloaded.message.length;
     }

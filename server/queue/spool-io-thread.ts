@@ -116,7 +116,7 @@ export class SpoolIoThread {
       eval: true,
       name: 'ownrelay-spool-io',
       // it only holds the files of one round at a time
-      resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 32 },
+      resourceLimits: { maxYoungGenerationSizeMb: 1, maxOldGenerationSizeMb: 16 },
     });
     this.worker.on('message', (replies: Reply[]) => {
       for (const reply of replies) {

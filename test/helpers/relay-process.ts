@@ -20,6 +20,7 @@ import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { createInterface } from 'node:readline';
 import { parse as parseYaml } from 'yaml';
+import { RELAY_NODE_FLAGS } from '../../server/runtime-flags';
 
 /** The project root: every relay command runs from here unless told otherwise. */
 export const PROJECT_ROOT = resolve(__dirname, '..', '..');
@@ -91,8 +92,9 @@ export async function startRelayProcess(configYaml: string, opts: StartRelayOpti
   // `node --import <tsx loader>` rather than the `tsx` CLI: the CLI runs the program
   // in a second node process, so a SIGKILL to the CLI would leave the relay running.
   // The loader is named by its full URL so that any `cwd` works.
+  // the bundle runs with the flags of its #! line, as on a server
   const args = opts.bundle || opts.bundleFile
-    ? [opts.bundleFile ?? join(PROJECT_ROOT, 'dist', 'ownrelay.js'), 'run', '--config', configPath]
+    ? [...RELAY_NODE_FLAGS, opts.bundleFile ?? join(PROJECT_ROOT, 'dist', 'ownrelay.js'), 'run', '--config', configPath]
     : ['--import', TSX_LOADER, join(PROJECT_ROOT, 'server', 'main.ts'), 'run', '--config', configPath];
   const child = spawn(process.execPath, args, {
     cwd: opts.cwd ?? PROJECT_ROOT,
