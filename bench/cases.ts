@@ -3,7 +3,7 @@
  * command line that sizes it.
  *
  * Contract: `parseArgs` accepts `--messages N` (every case sends N messages;
- * default 2000 for 1 KiB and 500 for 100 KiB), `--bundle` (run the relay from
+ * default 5000 for 1 KiB and 1500 for 100 KiB), `--bundle` (run the relay from
  * dist/ownrelay.js) and `--help`; anything else is an error.
  */
 
@@ -23,7 +23,7 @@ export interface BenchArgs {
 }
 
 export const USAGE = `usage: npm run bench -- [--messages N] [--bundle]
-  --messages N  messages per case (default: 2000 for 1 KiB, 500 for 100 KiB)
+  --messages N  messages per case (default: 5000 for 1 KiB, 1500 for 100 KiB)
   --bundle      run the relay from dist/ownrelay.js (npm run bundle first)`;
 
 /** Upper bound for --messages: keeps one run bounded in time and disk. */
@@ -51,8 +51,8 @@ export function parseArgs(argv: string[]): BenchArgs {
 export function benchCases(args: BenchArgs): BenchCase[] {
   const cases: BenchCase[] = [];
   for (const [label, size, defaultMessages] of [
-    ['1 KiB', 1024, 2000],
-    ['100 KiB', 100 * 1024, 500],
+    ['1 KiB', 1024, 5000],
+    ['100 KiB', 100 * 1024, 1500],
   ] as const) {
     for (const sessions of [1, 50]) {
       cases.push({ name: `${label} x ${sessions} session${sessions > 1 ? 's' : ''}`, size, sessions, messages: args.messages ?? defaultMessages });

@@ -3,6 +3,7 @@
  * report (bench/last-results.md) that also says on what machine and how the
  * figures were measured, so that they can be compared later.
  */
+import { RELAY_NODE_FLAGS } from '../server/runtime-flags';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -93,7 +94,8 @@ export function markdownReport(rows: ResultRow[], info: MachineInfo, relayMode: 
     '- `smtp-source -s SESSIONS -m N -l SIZE` sends N messages, one message per connection (as Postfix\'s own figures are measured), to the MTA under test on 127.0.0.1.',
     '- ownrelay: its submission listener (no greeting delay), loopback in `relay.networks` so no AUTH, `delivery.routes` to the sink with `tls: none`, default delivery concurrency.',
     '- Postfix: a private instance with default settings except `relayhost = [127.0.0.1]:SINK` and no TLS.',
-    '- Both pass every message on to a fresh `smtp-sink`; rate = messages counted at the sink / seconds from the start of smtp-source to the last message at the sink.',
+    '- Both pass every message on to a fresh `smtp-sink`. Each case first sends a warm-up batch (a fifth of N, at most 500) that is not timed; then rate = messages counted at the sink / seconds from the start of smtp-source to the last message at the sink.',
+    '- The relay runs as the shipped bundle does on a server: `node ' + RELAY_NODE_FLAGS.join(' ') + ' dist/ownrelay.js` (with `--bundle`), or from the TypeScript sources with tsx.',
     '- Peak RSS: the larger of VmHWM at the end and VmRSS sampled every 100 ms, of the relay\'s process.',
     ...(issues.length ? ['', '## Problems', '', ...issues.map((p) => `- ${p}`)] : []),
     '',

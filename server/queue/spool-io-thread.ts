@@ -2,10 +2,9 @@
  * Group commit on a thread of its own. New queue files that fit in memory are
  * handed to this thread whole; it takes every job that arrived since its last
  * round and, for the whole batch: creates and writes the files in tmp/, fdatasyncs
- * each, renames each into its state directory, then fsyncs each directory once,
- * and only then reports the batch as done. The first fdatasync of a round commits
- * the filesystem journal for all files written before it, so the others cost
- * little, and one directory fsync covers every rename of the round.
+ * them all at once (in parallel, so the filesystem commits them in one journal
+ * transaction), renames each into its state directory, then fsyncs each directory
+ * once, and only then reports the batch as done.
  *
  * Contract: `commit()` resolves only after the file's data and its rename are
  * durable (the same order as the spool's own path: write, fsync, rename, fsync
@@ -28,11 +27,19 @@ type Reply = { seq: number; error?: string; data?: Uint8Array };
 const THREAD_SOURCE = `
 const fs = require('node:fs');
 const { parentPort } = require('node:worker_threads');
+const fdatasync = (fd) => new Promise((resolve, reject) => fs.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
+const fsyncDir = (dir) => new Promise((resolve, reject) => fs.open(dir, 'r', (err, fd) => {
+  if (err) return reject(err);
+  fs.fsync(fd, (syncErr) => fs.close(fd, () => (syncErr ? reject(syncErr) : resolve())));
+}));
 let queue = [];
-let scheduled = false;
+let running = false;
 
-function round() {
-  scheduled = false;
+// One round: every job that arrived since the last one. Files are created and
+// written here (page cache, microseconds); their fdatasyncs run side by side on
+// the thread pool, so the filesystem commits them together; then the renames,
+// then one fsync per directory.
+async function round() {
   const batch = queue;
   queue = [];
   const replies = [];
@@ -55,32 +62,22 @@ function round() {
       failed.set(job.seq, err);
     }
   }
+  const synced = await Promise.all(open.map(({ job, fd }) => fdatasync(fd).then(() => null, (err) => err)));
   const renamed = [];
-  for (const { job, fd } of open) {
+  open.forEach(({ job, fd }, i) => {
     try {
-      fs.fdatasyncSync(fd);
       fs.closeSync(fd);
+      if (synced[i]) throw synced[i];
       fs.renameSync(job.tmpPath, job.finalPath);
       renamed.push(job);
     } catch (err) {
-      try { fs.closeSync(fd); } catch {}
       failed.set(job.seq, err);
     }
-  }
-  const dirs = new Map();
-  for (const job of renamed) {
-    if (!dirs.has(job.dir)) {
-      try {
-        const fd = fs.openSync(job.dir, 'r');
-        try { fs.fsyncSync(fd); } finally { fs.closeSync(fd); }
-        dirs.set(job.dir, null);
-      } catch (err) {
-        dirs.set(job.dir, err);
-      }
-    }
-    const dirError = dirs.get(job.dir);
-    if (dirError) failed.set(job.seq, dirError);
-  }
+  });
+  const dirs = [...new Set(renamed.map((job) => job.dir))];
+  const dirErrors = new Map();
+  await Promise.all(dirs.map((dir) => fsyncDir(dir).catch((err) => dirErrors.set(dir, err))));
+  for (const job of renamed) if (dirErrors.has(job.dir)) failed.set(job.seq, dirErrors.get(job.dir));
   const transfer = [];
   for (const job of batch) {
     if (job.op !== 'commit') continue;
@@ -96,11 +93,17 @@ function round() {
   parentPort.postMessage(replies, transfer);
 }
 
+async function run() {
+  while (queue.length > 0) await round();
+  running = false;
+}
+
 parentPort.on('message', (job) => {
   queue.push(job);
-  if (!scheduled) {
-    scheduled = true;
-    setImmediate(round);
+  if (!running) {
+    running = true;
+    // after the messages already waiting, so the first round takes them all
+    setImmediate(run);
   }
 });
 `;

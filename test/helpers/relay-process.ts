@@ -14,7 +14,7 @@
  * - Children still running when the test process exits are killed with it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -64,6 +64,12 @@ export interface StartRelayOptions {
   cwd?: string;
   /** Extra environment variables for the relay. */
   env?: NodeJS.ProcessEnv;
+  /**
+   * Once listening, write the relay's stdout (its JSON log) to this file instead of
+   * parsing it here: under load, parsing every line would take CPU from the relay
+   * being measured. `waitForLog` then only sees lines logged before that.
+   */
+  logFile?: string;
   /** How long to wait for all listeners; default 20 s. */
   readyTimeoutMs?: number;
 }
@@ -123,7 +129,8 @@ export async function startRelayProcess(configYaml: string, opts: StartRelayOpti
     tail.push(text);
     if (tail.length > OUTPUT_TAIL_LINES) tail.shift();
   };
-  createInterface({ input: child.stdout! }).on('line', (text) => {
+  const stdoutLines = createInterface({ input: child.stdout! });
+  stdoutLines.on('line', (text) => {
     keep(text);
     const parsed = parseJsonObject(text);
     if (!parsed) return;
@@ -224,6 +231,10 @@ export async function startRelayProcess(configYaml: string, opts: StartRelayOpti
   } catch (err) {
     await kill('SIGKILL');
     throw new Error(`${(err as Error).message}; command: node ${args.join(' ')}; relay output:\n${output()}`);
+  }
+  if (opts.logFile) {
+    stdoutLines.close();
+    child.stdout!.pipe(createWriteStream(opts.logFile, { flags: 'a' }));
   }
 
   return {
