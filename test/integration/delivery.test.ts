@@ -227,3 +227,22 @@ test('a smarthost with AUTH over STARTTLS carries all non-local mail', async () 
     await smarthost.close();
   }
 });
+
+test('mail for a forward domain is accepted on the MX port and passed to its next hop', async () => {
+  const nextHop = await startDestination();
+  const relay = await relayTo(nextHop, {
+    domains: [{ name: 'corp.test', delivery: 'forward', forwardTo: { host: '127.0.0.1', port: nextHop.port, tls: 'opportunistic' } }],
+    relay: { networks: [] },
+  });
+  try {
+    const outsider = nodemailer.createTransport({ host: '127.0.0.1', port: relay.ports[0], secure: false, tls: { rejectUnauthorized: false } });
+    await outsider.sendMail({ from: 'someone@elsewhere.test', to: 'staff@corp.test', subject: 'inbound', text: 'x' });
+    const [message] = await nextHop.waitForMessages(1);
+    assert.deepEqual(message!.to, ['staff@corp.test']);
+    assert.equal(message!.from, 'someone@elsewhere.test');
+    assert.match(message!.raw.toString(), /^Received: from [^\r]*\r\n\tby relay\.test \(ownrelay\) with ESMTPS id \w+\r\n\t\(using TLSv1\.[23] /);
+  } finally {
+    await relay.stop();
+    await nextHop.close();
+  }
+});
