@@ -5,11 +5,12 @@
  * spool's commit (fsync, rename, directory fsync), so the listener's 250 means
  * durable. On any refusal or I/O error the client stream is drained to its end,
  * the partial file is removed, and an SmtpError says why (552 size, 554 bare line
- * endings, 451 local error).
+ * endings or a mail loop, 451 local error).
  */
 import type { Readable } from 'node:stream';
 import type { QueueEnvelope } from '../queue/envelope';
 import type { QueueEntry, Spool, MessageWriter } from '../queue/spool';
+import { countHops, MAX_HOPS } from './hop-count';
 import { MessageGuard } from './message-guard';
 import { SmtpError, asSmtpError } from './smtp-error';
 
@@ -53,6 +54,11 @@ export async function receiveMessage(
   if (guard.exceeded) {
     await writer.abort();
     throw new SmtpError(552, '5.3.4', `Message exceeds the maximum size of ${options.maxMessageBytes} bytes`, `message over ${options.maxMessageBytes} bytes`);
+  }
+  const hops = countHops(guard.head()) + 1; // our own Received header is not in the client's stream
+  if (hops > MAX_HOPS) {
+    await writer.abort();
+    throw new SmtpError(554, '5.4.6', `Too many hops (${hops}): a mail loop?`, `hop count ${hops} over ${MAX_HOPS}`);
   }
   if (guard.bareLineEnding) {
     await writer.abort();

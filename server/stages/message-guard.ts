@@ -12,8 +12,14 @@ import { Transform, type TransformCallback } from 'node:stream';
 const CR = 0x0d;
 const LF = 0x0a;
 
+/** how much of the message start is kept for header checks (see `head`) */
+const HEAD_BYTES = 64 * 1024;
+
 export class MessageGuard extends Transform {
   bytesIn = 0;
+  /** the first HEAD_BYTES of the message as passed on, for header checks after DATA */
+  private headChunks: Buffer[] = [];
+  private headBytes = 0;
   exceeded = false;
   bareLineEnding = false;
   private pendingCr = false;
@@ -34,8 +40,19 @@ export class MessageGuard extends Transform {
     if (this.bytesIn > this.maxBytes) this.exceeded = true;
     if (this.refused) return done();
     const out = this.fixLineEndings(chunk);
-    if (out && out.length > 0) this.push(out);
+    if (out && out.length > 0) {
+      if (this.headBytes < HEAD_BYTES) {
+        this.headChunks.push(out.subarray(0, HEAD_BYTES - this.headBytes));
+        this.headBytes += Math.min(out.length, HEAD_BYTES - this.headBytes);
+      }
+      this.push(out);
+    }
     done();
+  }
+
+  /** The start of the message as it will be queued (at most 64 KiB). */
+  head(): Buffer {
+    return Buffer.concat(this.headChunks, this.headBytes);
   }
 
   override _flush(done: TransformCallback): void {

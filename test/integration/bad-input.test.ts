@@ -156,3 +156,17 @@ test('a malformed MAIL FROM gets 501', async () => {
   assert.match((await dialog.command('MAIL FROM: sender@elsewhere.test')).text, /^501 5\.1\.7 /);
   dialog.close();
 });
+
+test('a message that already passed 50 hops is refused as a mail loop with 554 5.4.6', async () => {
+  const received = (n: number) => Array.from({ length: n }, (_, i) => `Received: from hop${i}.test by hop${i + 1}.test; Sun, 29 Nov 2026 00:00:00 +0000\r\n`).join('');
+  const looping = await greeted(relay.ports[0]!);
+  await startData(looping);
+  looping.write(`${received(50)}Subject: looping\r\n\r\nbody\r\n.\r\n`);
+  assert.match((await looping.read()).text, /^554 5\.4\.6 /);
+  looping.close();
+  const fine = await greeted(relay.ports[0]!);
+  await startData(fine);
+  fine.write(`${received(48)}Subject: long route\r\n\r\nbody\r\n.\r\n`);
+  assert.equal((await fine.read()).code, 250);
+  fine.close();
+});

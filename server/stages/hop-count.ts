@@ -1,0 +1,14 @@
+/**
+ * Mail loop protection: a message that already passed through too many hops is
+ * refused (554 5.4.6), like Postfix's hopcount_limit (50). Two relays that forward
+ * to each other would otherwise pass a message back and forth forever.
+ */
+export const MAX_HOPS = 50;
+
+/** Counts the Received: header fields in the header block at the start of `head`. */
+export function countHops(head: Buffer): number {
+  const text = head.toString('latin1');
+  const end = text.search(/\r?\n\r?\n/);
+  const headers = end < 0 ? text : text.slice(0, end);
+  return (headers.match(/(?:^|\n)received[ \t]*:/gi) ?? []).length;
+}
