@@ -31,6 +31,8 @@ export interface Measurement {
   seconds: number;
   /** counted / seconds */
   rate: number;
+  /** CPU time of the whole machine (every process and the kernel) per message, in ms. */
+  cpuMsPerMessage: number;
   /** Peak resident memory of the relay process (ownrelay only). */
   peakRssMiB?: number;
   /** What went wrong, if anything (smtp-source refused, messages missing). */
@@ -107,6 +109,7 @@ async function drive(port: number, c: BenchCase, sink: SmtpSink): Promise<Omit<M
   if (warm.code !== 0) throw new Error(`warm-up smtp-source exited ${String(warm.code)}: ${warm.stderr || warm.stdout}`);
   await sink.waitForCount(warmup, { timeoutMs: CASE_TIMEOUT_MS, quietMs: QUIET_MS });
   const base = sink.count();
+  const cpuBefore = machineCpuTicks();
   const started = Date.now();
   const source = runSmtpSource({
     port,
@@ -119,6 +122,7 @@ async function drive(port: number, c: BenchCase, sink: SmtpSink): Promise<Omit<M
   });
   const counted = (await sink.waitForCount(base + c.messages, { timeoutMs: CASE_TIMEOUT_MS, quietMs: QUIET_MS })) - base;
   const sent = await source.catch((err: unknown) => ({ code: -1, stdout: '', stderr: String(err) }));
+  const cpuAfter = machineCpuTicks();
   const seconds = ((sink.lastMessageAt() ?? Date.now()) - started) / 1000;
   const problems: string[] = [];
   if (sent.code !== 0) problems.push(`smtp-source exited ${String(sent.code)}: ${(sent.stderr || sent.stdout).trim().split('\n').slice(-3).join(' ')}`);
@@ -128,8 +132,17 @@ async function drive(port: number, c: BenchCase, sink: SmtpSink): Promise<Omit<M
     expected: c.messages,
     seconds,
     rate: seconds > 0 ? counted / seconds : 0,
+    // /proc/stat counts in USER_HZ (100 per second on Linux)
+    cpuMsPerMessage: counted > 0 ? ((cpuAfter.busy - cpuBefore.busy) * 10) / counted : 0,
     ...(problems.length ? { problem: problems.join('; ') } : {}),
   };
+}
+
+/** Busy (non-idle, non-iowait) CPU ticks of the whole machine so far, from /proc/stat. */
+function machineCpuTicks(): { busy: number } {
+  const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const total = fields.slice(0, 8).reduce((a, b) => a + b, 0);
+  return { busy: total - (fields[3] ?? 0) - (fields[4] ?? 0) };
 }
 
 /** Samples VmRSS and reads VmHWM (the kernel's own peak) at the end; `stop()` returns the larger in MiB. */

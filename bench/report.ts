@@ -38,7 +38,7 @@ export function machineInfo(workDir: string): MachineInfo {
   };
 }
 
-const HEADERS = ['case', 'ownrelay msg/s', 'postfix msg/s', 'ratio', 'ownrelay peak RSS MiB'];
+const HEADERS = ['case', 'ownrelay msg/s', 'postfix msg/s', 'ratio', 'ownrelay peak RSS MiB', 'CPU ms/msg ownrelay', 'CPU ms/msg postfix'];
 
 function cells(row: ResultRow): string[] {
   const ratio = row.postfix.rate > 0 ? `${(row.relay.rate / row.postfix.rate).toFixed(2)}x` : 'n/a';
@@ -48,6 +48,8 @@ function cells(row: ResultRow): string[] {
     rateCell(row.postfix),
     ratio,
     row.relay.peakRssMiB !== undefined ? row.relay.peakRssMiB.toFixed(0) : 'n/a',
+    row.relay.cpuMsPerMessage.toFixed(2),
+    row.postfix.cpuMsPerMessage.toFixed(2),
   ];
 }
 
@@ -97,6 +99,7 @@ export function markdownReport(rows: ResultRow[], info: MachineInfo, relayMode: 
     '- Both pass every message on to a fresh `smtp-sink`. Each case first sends a warm-up batch (a fifth of N, at most 500) that is not timed; then rate = messages counted at the sink / seconds from the start of smtp-source to the last message at the sink.',
     '- The relay runs as the shipped bundle does on a server: `node ' + RELAY_NODE_FLAGS.join(' ') + ' dist/ownrelay.js` (with `--bundle`), or from the TypeScript sources with tsx.',
     '- Peak RSS: the larger of VmHWM at the end and VmRSS sampled every 100 ms, of the relay\'s process.',
+    '- CPU ms/msg: busy CPU time of the whole machine (the MTA, smtp-source, smtp-sink and the kernel) during the timed phase, per message.',
     ...(issues.length ? ['', '## Problems', '', ...issues.map((p) => `- ${p}`)] : []),
     '',
   ].join('\n');
