@@ -1,0 +1,146 @@
+/**
+ * Stack config policies: one typed object with defaults, every problem listed as
+ * `ownrelay:<key>: ...`, SSH never open to the world, placeholders refused on a
+ * real deploy, relay settings checked by the relay's schema at preview time.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as pulumi from '@pulumi/pulumi';
+import { isRealDeployStack, parseStackSettings, rawSettingsFromStackFile, readStackSettings, StackConfigError } from '../../infra/stack-config';
+
+const KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMr7ZpHw6VvM9q alice@laptop';
+
+function valid(overrides: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    domains: ['acme.org'],
+    dns: { mode: 'route53', zoneName: 'acme.org' },
+    ami: 'ami-0123456789abcdef0',
+    adminSshKeys: [KEY],
+    adminCidrs: ['198.51.100.0/24'],
+    ...overrides,
+  };
+}
+
+function problemsOf(raw: Record<string, unknown>, realDeploy = true): string[] {
+  try {
+    parseStackSettings(raw, { realDeploy });
+  } catch (err) {
+    assert.ok(err instanceof StackConfigError, String(err));
+    for (const line of err.message.split('\n').slice(1)) assert.match(line, /^ {2}ownrelay:\S+: /);
+    return err.problems;
+  }
+  assert.fail('the stack config was accepted');
+}
+
+test('a minimal stack gets the documented defaults', () => {
+  const settings = parseStackSettings(valid(), { realDeploy: true });
+  assert.equal(settings.hostname, 'mail.acme.org');
+  assert.equal(settings.region, 'eu-west-1');
+  assert.equal(settings.instanceType, 't3.small');
+  assert.equal(settings.nodes, 1);
+  assert.equal(settings.dkimSelector, 'ownrelay1');
+  assert.deepEqual(settings.dmarc, { policy: 'quarantine' });
+  assert.deepEqual(settings.mtaSts, { mode: 'testing', maxAgeSeconds: 604800 });
+  assert.equal(settings.http01, false);
+  assert.equal(settings.spoolVolumeGiB, 20);
+  assert.equal(settings.useDefaultVpc, false);
+  assert.equal(settings.relayConfig.hostname, 'mail.acme.org');
+  assert.match(settings.relayYaml, /^hostname: mail\.acme\.org$/m);
+});
+
+test('refuses SSH from 0.0.0.0/0 and says why', () => {
+  for (const open of ['0.0.0.0/0', '::/0']) {
+    const problems = problemsOf(valid({ adminCidrs: ['198.51.100.0/24', open] }));
+    assert.equal(problems.length, 1);
+    assert.match(problems[0] ?? '', /^ownrelay:adminCidrs\.1: SSH must not be open to the whole Internet/);
+  }
+});
+
+test('admin networks are required and must be CIDR ranges', () => {
+  assert.match(problemsOf(valid({ adminCidrs: [] })).join('\n'), /^ownrelay:adminCidrs: expected at least one admin network/);
+  assert.match(problemsOf(valid({ adminCidrs: undefined })).join('\n'), /^ownrelay:adminCidrs: required/);
+  assert.deepEqual(problemsOf(valid({ adminCidrs: ['198.51.100.7', '10.1.2.3/8'] })), [
+    'ownrelay:adminCidrs.0: expected a CIDR range such as 203.0.113.0/24 or 2001:db8::/48',
+    'ownrelay:adminCidrs.1: expected the network address of the range: 10.0.0.0/8',
+  ]);
+});
+
+test('every problem is listed at once, one line per key', () => {
+  const problems = problemsOf({ domains: [], dns: { mode: 'route53' }, ami: 'debian-13', adminSshKeys: ['not a key'], adminCidrs: ['0.0.0.0/0'], nodes: 11, dmarc: { policy: 'maybe' }, tlsRptRua: 'ftp://x', colour: 'blue' });
+  const keys = problems.map((p) => /^ownrelay:([^:]+):/.exec(p)?.[1]);
+  assert.deepEqual(keys.sort(), ['adminCidrs.0', 'adminSshKeys.0', 'ami', 'colour', 'dmarc.policy', 'dns', 'domains', 'nodes', 'tlsRptRua'].sort());
+  assert.ok(problems.includes('ownrelay:colour: unknown key'));
+  assert.ok(problems.includes('ownrelay:dns: expected zoneId or zoneName with mode route53 (or mode manual to print the records instead)'));
+});
+
+test('the AMI is required and pinned, never looked up', () => {
+  assert.match(problemsOf(valid({ ami: undefined })).join('\n'), /^ownrelay:ami: required: expected a pinned AMI id/);
+});
+
+test('placeholder domains are refused on a real deploy', () => {
+  for (const domain of ['example.com', 'example.org', 'shop.example.net', 'acme.example', 'acme.test', 'acme.invalid', 'acme.localhost']) {
+    const problems = problemsOf(valid({ domains: [domain], dns: { mode: 'manual' } }));
+    assert.ok(problems.includes(`ownrelay:domains.0: expected a real domain, not the placeholder ${domain}`), problems.join('\n'));
+  }
+  assert.deepEqual(problemsOf(valid({ hostname: 'mail.acme.test', dns: { mode: 'manual' } })), ['ownrelay:hostname: expected a real host name, not the placeholder mail.acme.test']);
+  assert.deepEqual(problemsOf(valid({ adminSshKeys: ['ssh-ed25519 AAAAexampleexample admin'] })), ['ownrelay:adminSshKeys.0: expected a real SSH public key, not the example one']);
+});
+
+test('placeholders are accepted outside a real deploy, and test/dev stacks are not real deploys', () => {
+  const settings = parseStackSettings(valid({ domains: ['example.org'], dns: { mode: 'manual' }, adminSshKeys: ['ssh-ed25519 AAAAexample admin'] }), { realDeploy: false });
+  assert.equal(settings.hostname, 'mail.example.org');
+  assert.equal(isRealDeployStack('acme'), true);
+  assert.equal(isRealDeployStack('prod-devon'), true);
+  assert.equal(isRealDeployStack('test-acme'), false);
+  assert.equal(isRealDeployStack('dev'), false);
+});
+
+test("a bad relay setting fails with the relay's own message", () => {
+  assert.deepEqual(problemsOf(valid({ relay: { limits: { bareLineEndings: 'sometimes' }, listeners: [{ role: 'mx', port: 'twenty-five' }] } })), [
+    'ownrelay:relay.listeners.0.port: expected number, received string',
+    'ownrelay:relay.limits.bareLineEndings: expected one of "reject", "normalize"',
+  ]);
+});
+
+test('relay overrides cannot rename the host or drop a domain whose MX points here', () => {
+  const problems = problemsOf(valid({ domains: ['acme.org', 'shop.acme.org'], relay: { hostname: 'other.acme.org', domains: [{ name: 'acme.org' }] } }));
+  assert.deepEqual(problems, [
+    'ownrelay:relay.hostname: expected mail.acme.org (the PTR name) or nothing; set ownrelay:hostname to change it',
+    'ownrelay:relay.domains: expected an entry for shop.acme.org: its MX points to this server',
+  ]);
+});
+
+test('a Route 53 zone must contain every name the stack publishes', () => {
+  assert.deepEqual(problemsOf(valid({ domains: ['acme.org', 'acme-shop.net'] })), ['ownrelay:dns.zoneName: expected a zone that contains acme-shop.net; use mode manual for names outside acme.org']);
+  assert.equal(parseStackSettings(valid({ dns: { mode: 'route53', zoneId: 'Z0123456789ABC' }, domains: ['acme.org', 'acme-shop.net'] }), { realDeploy: true }).dns.mode, 'route53');
+});
+
+test('DMARC and TLS-RPT report addresses must be mailto: (or https: for TLS-RPT) URIs', () => {
+  assert.deepEqual(problemsOf(valid({ dmarc: { rua: 'dmarc@acme.org' } })), ['ownrelay:dmarc.rua: expected a mailto: URI such as mailto:dmarc@acme.org']);
+  const settings = parseStackSettings(valid({ dmarc: { policy: 'reject', rua: 'mailto:dmarc@acme.org' }, tlsRptRua: 'https://reports.acme.org/tls' }), { realDeploy: true });
+  assert.deepEqual(settings.dmarc, { policy: 'reject', rua: 'mailto:dmarc@acme.org' });
+  assert.equal(settings.tlsRptRua, 'https://reports.acme.org/tls');
+});
+
+test('a stack file is read the way Pulumi reads it: prefix dropped, non-string keys parsed as JSON', () => {
+  const raw = rawSettingsFromStackFile({ 'aws:region': 'us-east-1', 'ownrelay:nodes': '3', 'ownrelay:http01': 'true', 'ownrelay:ami': 'ami-0123456789abcdef0', 'ownrelay:domains': ['acme.org'] });
+  assert.deepEqual(raw, { nodes: 3, http01: true, ami: 'ami-0123456789abcdef0', domains: ['acme.org'] });
+});
+
+test('the program reads the ownrelay namespace of the stack, strictly unless the stack is a test or dev stack', () => {
+  const set = (stack: string): void => {
+    pulumi.runtime.setMocks({ newResource: (args) => ({ id: `${args.name}-id`, state: args.inputs }), call: (args) => args.inputs }, 'ownrelay', stack);
+    pulumi.runtime.setConfig('ownrelay:domains', '["example.org"]');
+    pulumi.runtime.setConfig('ownrelay:dns', '{"mode":"manual"}');
+    pulumi.runtime.setConfig('ownrelay:ami', 'ami-0123456789abcdef0');
+    pulumi.runtime.setConfig('ownrelay:nodes', '2');
+    pulumi.runtime.setConfig('ownrelay:adminSshKeys', JSON.stringify([KEY]));
+    pulumi.runtime.setConfig('ownrelay:adminCidrs', '["198.51.100.0/24"]');
+  };
+  set('dev-acme');
+  const settings = readStackSettings();
+  assert.equal(settings.nodes, 2);
+  assert.equal(settings.hostname, 'mail.example.org');
+  set('acme');
+  assert.throws(() => readStackSettings(), /ownrelay:domains\.0: expected a real domain, not the placeholder example\.org/);
+});
