@@ -2,30 +2,46 @@
  * Builds dist/ownrelay.js: the relay and its dependencies in one file that runs
  * with plain `node` and nothing beside it. This file is what is shipped to servers.
  *
- * The file starts with a `#!/usr/bin/env -S node <flags>` line, so running it as a
- * program (`./ownrelay.js run ...`, as the service does) applies RELAY_NODE_FLAGS.
+ * The file starts with a `#!/usr/bin/env -S <environment> node <flags>` line, so
+ * running it as a program (`./ownrelay.js run ...`, as the service does) applies
+ * the production runtime settings of server/runtime-flags.ts.
  */
 import { build } from 'esbuild';
+import { chmod } from 'node:fs/promises';
 import { join } from 'node:path';
-import { RELAY_NODE_FLAGS } from './runtime-flags';
+import { bundleShebang } from './runtime-flags';
 
 const root = join(__dirname, '..');
 
-build({
-  entryPoints: [join(root, 'server', 'main.ts')],
-  outfile: join(root, 'dist', 'ownrelay.js'),
-  bundle: true,
-  platform: 'node',
-  target: 'node20',
-  // smaller source in memory; identifiers stay readable in stack traces
-  minifyWhitespace: true,
-  minifySyntax: true,
-  banner: { js: `#!/usr/bin/env -S node ${RELAY_NODE_FLAGS.join(' ')}` },
-  logLevel: 'warning',
-}).then(
-  async () => {
-    const { chmod } = await import('node:fs/promises');
-    await chmod(join(root, 'dist', 'ownrelay.js'), 0o755);
-  },
-  () => process.exit(1),
-);
+async function main(): Promise<void> {
+  // the delivery thread's program, embedded in the bundle as text (see delivery-thread.ts)
+  const worker = await build({
+    entryPoints: [join(root, 'server', 'delivery', 'delivery-worker.ts')],
+    bundle: true,
+    write: false,
+    platform: 'node',
+    target: 'node20',
+    minifyWhitespace: true,
+    minifySyntax: true,
+    logLevel: 'warning',
+  });
+  const workerSource = worker.outputFiles[0]!.text;
+  await build({
+    entryPoints: [join(root, 'server', 'main.ts')],
+    outfile: join(root, 'dist', 'ownrelay.js'),
+    bundle: true,
+    platform: 'node',
+    target: 'node20',
+    // smaller source in memory; identifiers stay readable in stack traces
+    minifyWhitespace: true,
+    minifySyntax: true,
+    define: { OWNRELAY_DELIVERY_WORKER_SOURCE: JSON.stringify(workerSource) },
+    // only resolved when running from the TypeScript sources (see delivery-thread.ts)
+    external: ['tsx/cjs'],
+    banner: { js: bundleShebang() },
+    logLevel: 'warning',
+  });
+  await chmod(join(root, 'dist', 'ownrelay.js'), 0o755);
+}
+
+main().catch(() => process.exit(1));

@@ -2,7 +2,7 @@
  * The relay's systemd unit, /etc/systemd/system/ownrelay.service.
  *
  * How the relay is launched: ExecStart runs the bundle itself, whose
- * `#!/usr/bin/env -S node <RELAY_NODE_FLAGS>` line (server/build-bundle.ts) applies
+ * `#!/usr/bin/env -S <environment> node <flags>` line (server/runtime-flags.ts) applies
  * the Node.js flags. The flags thus travel with the bundle: a deploy or a rollback
  * switches them together with the code they were tested with, while this unit is
  * written once at first boot. PATH is pinned so that `env` finds Debian's

@@ -20,7 +20,7 @@ import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { createInterface } from 'node:readline';
 import { parse as parseYaml } from 'yaml';
-import { RELAY_NODE_FLAGS } from '../../server/runtime-flags';
+import { RELAY_ENVIRONMENT, RELAY_NODE_FLAGS } from '../../server/runtime-flags';
 
 /** The project root: every relay command runs from here unless told otherwise. */
 export const PROJECT_ROOT = resolve(__dirname, '..', '..');
@@ -104,7 +104,7 @@ export async function startRelayProcess(configYaml: string, opts: StartRelayOpti
     : ['--import', TSX_LOADER, join(PROJECT_ROOT, 'server', 'main.ts'), 'run', '--config', configPath];
   const child = spawn(process.execPath, args, {
     cwd: opts.cwd ?? PROJECT_ROOT,
-    env: { ...process.env, ...opts.env },
+    env: { ...process.env, ...(opts.bundle || opts.bundleFile ? RELAY_ENVIRONMENT : {}), ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   running.add(child);
