@@ -1,0 +1,193 @@
+/**
+ * One customer's dedicated mail server, composed from the per-concern components:
+ * network, `nodes` hosts in different zones, an address with PTR per host, the DKIM
+ * key, and the DNS identity (Route 53 or a zone snippet).
+ *
+ * Contract: every resource's existence and name follow from the stack settings
+ * alone; outputs (IPs, the DKIM key) only fill in values. The Route 53 record sets
+ * are computed up front by rendering the records with placeholder addresses and
+ * key (names and types never depend on them), then created with their real values.
+ */
+import { generateKeyPairSync } from 'node:crypto';
+import * as aws from '@pulumi/aws';
+import * as pulumi from '@pulumi/pulumi';
+import * as tls from '@pulumi/tls';
+import { nodeHostnames, renderDnsRecords, renderMtaStsPolicy, type DnsIdentityInput, type DnsRecord, type MailNode } from '../render/dns-records';
+import { renderRelayConfig } from '../render/relay-config';
+import { renderUserData } from '../render/user-data';
+import type { StackSettings } from '../stack-config';
+import { RelayAddress } from './address';
+import { RelayDns, type RecordSetKey } from './dns';
+import { RelayHost, SpoolSnapshots } from './host';
+import { RelayNetwork } from './network';
+
+export interface CustomerMailServerArgs {
+  /** The validated stack settings (`readStackSettings()`); they decide which resources exist. */
+  settings: StackSettings;
+  /** The admin login created on every host; default `admin` (Debian's cloud user). */
+  adminUser?: string;
+}
+
+export class CustomerMailServer extends pulumi.ComponentResource {
+  readonly hostnames: string[];
+  readonly publicIps: pulumi.Output<string[]>;
+  readonly ipv6Addresses: pulumi.Output<(string | undefined)[]>;
+  readonly records: pulumi.Output<DnsRecord[]>;
+  readonly zoneSnippet: pulumi.Output<string>;
+  readonly sshCommands: pulumi.Output<string[]>;
+  readonly manualSteps: pulumi.Output<string[]>;
+  /** The text served at https://mta-sts.<domain>/.well-known/mta-sts.txt. */
+  readonly mtaStsPolicy: string;
+  /** The DKIM signing key for the relay (a secret). */
+  readonly dkimPrivateKeyPem: pulumi.Output<string>;
+  readonly instanceIds: pulumi.Output<string>[];
+
+  constructor(name: string, args: CustomerMailServerArgs, opts?: pulumi.ComponentResourceOptions) {
+    super('ownrelay:infra:CustomerMailServer', name, {}, opts);
+    const s = args.settings;
+    const adminUser = args.adminUser ?? 'admin';
+    const tags = { 'ownrelay:customer': name };
+    const provider = new aws.Provider(`${name}-aws`, { region: s.region as aws.Region, defaultTags: { tags } }, { parent: this });
+    const child = { parent: this, provider };
+
+    this.hostnames = nodeHostnames(s.hostname, s.nodes);
+    const zones = aws.getAvailabilityZonesOutput({ state: 'available' }, child).names;
+    const network = new RelayNetwork(`${name}-net`, {
+      // node i in zone i (round robin when nodes outnumber zones)
+      availabilityZones: this.hostnames.map((_, i) => zones.apply((names) => {
+        const zone = names[i % names.length];
+        if (zone === undefined) throw new Error(`no availability zone is available in ${s.region}`);
+        return zone;
+      })),
+      adminCidrs: s.adminCidrs,
+      http01: s.http01,
+      useDefaultVpc: s.useDefaultVpc,
+    }, child);
+
+    const dkim = new tls.PrivateKey(`${name}-dkim`, { algorithm: 'RSA', rsaBits: 2048 }, { parent: this });
+    this.dkimPrivateKeyPem = pulumi.secret(dkim.privateKeyPem);
+
+    const zoneId = s.dns.mode === 'route53'
+      ? (s.dns.zoneId ?? aws.route53.getZoneOutput({ name: s.dns.zoneName, privateZone: false }, child).zoneId)
+      : undefined;
+
+    const snapshotTag = `${pulumi.getProject()}/${pulumi.getStack()}`;
+    new SpoolSnapshots(`${name}-spool`, { spoolSnapshotTag: snapshotTag }, child);
+
+    const hosts: RelayHost[] = [];
+    const addresses: RelayAddress[] = [];
+    this.hostnames.forEach((hostname, i) => {
+      // no secrets in user-data (it is readable through IMDS): the base config, with this node's own HELO name; the deploy ships the real one
+      const relayConfigYaml = renderRelayConfig({ hostname, domains: s.domains, dkimSelector: s.dkimSelector, relay: {} }).yaml;
+      const host = new RelayHost(`${name}-node${i}`, {
+        hostname,
+        ami: s.ami,
+        instanceType: s.instanceType,
+        subnetId: network.subnetIds[i] as pulumi.Output<string>,
+        availabilityZone: network.availabilityZones[i] as pulumi.Output<string>,
+        securityGroupIds: [network.securityGroupId],
+        ipv6: network.hasIpv6,
+        userData: (spoolDevice) => renderUserData({
+          hostname,
+          adminUsers: [{ name: adminUser, sshKeys: s.adminSshKeys }],
+          adminCidrs: s.adminCidrs,
+          http01: s.http01,
+          relayConfigYaml,
+          spoolDevice,
+        }),
+        spoolVolumeGiB: s.spoolVolumeGiB,
+        spoolSnapshotTag: snapshotTag,
+        region: s.region,
+      }, child);
+      const address = new RelayAddress(`${name}-node${i}`, {
+        instanceId: host.instanceId,
+        hostname,
+        ...(zoneId === undefined ? {} : { zoneId }),
+        ...(network.hasIpv6 ? { ipv6Address: host.ipv6Address } : {}),
+      }, child);
+      hosts.push(host);
+      addresses.push(address);
+    });
+    this.instanceIds = hosts.map((h) => h.instanceId);
+    this.publicIps = pulumi.all(addresses.map((a) => a.publicIp));
+    this.ipv6Addresses = pulumi.all(hosts.map((h) => (network.hasIpv6 ? h.ipv6Address : pulumi.output(undefined))));
+
+    const identity = (nodes: MailNode[], publicKeyPem: string): DnsIdentityInput => ({
+      domains: s.domains,
+      hostname: s.hostname,
+      nodes,
+      dkim: { selector: s.dkimSelector, publicKeyPem },
+      dmarc: s.dmarc,
+      mtaSts: s.mtaSts,
+      ...(s.tlsRptRua === undefined ? {} : { tlsRptRua: s.tlsRptRua }),
+    });
+    this.records = pulumi.all([this.publicIps, this.ipv6Addresses, dkim.publicKeyPem]).apply(([ipv4s, ipv6s, publicKeyPem]) =>
+      renderDnsRecords(identity(this.hostnames.map((hostname, i) => mailNode(hostname, ipv4s[i] ?? '', ipv6s[i])), publicKeyPem)));
+    this.mtaStsPolicy = renderMtaStsPolicy({ ...s.mtaSts, mxHosts: this.hostnames }).text;
+
+    // the nodes' own A/AAAA records belong to RelayAddress (the PTR waits for them)
+    const nodeKeys = new Set(this.hostnames.flatMap((h) => [`${h} A`, `${h} AAAA`]));
+    const recordSets = zoneId === undefined ? [] : staticRecordSets(identity(this.hostnames.map((hostname, i) => placeholderNode(hostname, i, network.hasIpv6)), placeholderPublicKey()))
+      .filter((key) => !nodeKeys.has(`${key.name} ${key.type}`));
+    const dns = new RelayDns(`${name}-dns`, { records: this.records, ...(zoneId === undefined ? {} : { route53: { zoneId, recordSets } }) }, child);
+    this.zoneSnippet = dns.zoneSnippet;
+
+    this.sshCommands = this.publicIps.apply((ips) => ips.map((ip, i) => `ssh ${adminUser}@${ip}  # ${this.hostnames[i] ?? ''}`));
+    const ptrCommands = pulumi.all(addresses.map((a) => a.ptrCommand(s.region)));
+    this.manualSteps = pulumi.all([this.publicIps, ptrCommands]).apply(([ips, commands]) => manualSteps({
+      manualDns: zoneId === undefined,
+      nodes: this.hostnames.map((hostname, i) => ({ hostname, ip: ips[i] ?? '', ptrCommand: commands[i] ?? '' })),
+      domains: s.domains,
+      region: s.region,
+    }));
+
+    this.registerOutputs({
+      hostnames: this.hostnames,
+      publicIps: this.publicIps,
+      records: this.records,
+      zoneSnippet: this.zoneSnippet,
+      sshCommands: this.sshCommands,
+      manualSteps: this.manualSteps,
+    });
+  }
+}
+
+function mailNode(hostname: string, ipv4: string, ipv6: string | undefined): MailNode {
+  return ipv6 === undefined ? { hostname, ipv4 } : { hostname, ipv4, ipv6 };
+}
+
+function placeholderNode(hostname: string, i: number, ipv6: boolean): MailNode {
+  return mailNode(hostname, `192.0.2.${i + 1}`, ipv6 ? `2001:db8::${i + 1}` : undefined);
+}
+
+let placeholderKey: string | undefined;
+/** Any RSA public key: only the names and types of the records rendered with it are used. */
+function placeholderPublicKey(): string {
+  placeholderKey ??= generateKeyPairSync('rsa', { modulusLength: 1024 }).publicKey.export({ type: 'spki', format: 'pem' }).toString();
+  return placeholderKey;
+}
+
+function staticRecordSets(input: DnsIdentityInput): RecordSetKey[] {
+  return renderDnsRecords(input).map((r) => ({ name: r.name, type: r.type }));
+}
+
+/** What `pulumi up` cannot do, in order, with the addresses and names filled in. */
+export function manualSteps(input: { manualDns: boolean; nodes: { hostname: string; ip: string; ptrCommand: string }[]; domains: string[]; region: string }): string[] {
+  const steps: string[] = [];
+  if (input.manualDns) {
+    steps.push('Publish the records of the `zoneSnippet` output at your DNS host.');
+    steps.push(`Once ${input.nodes.map((n) => `${n.hostname} resolves to ${n.ip}`).join(' and ')}, set reverse DNS (AWS checks the A record first):\n${input.nodes.map((n) => `  ${n.ptrCommand}`).join('\n')}`);
+  }
+  const ptrState = input.manualDns ? 'will be set by the step above' : 'is already set';
+  steps.push([
+    'Ask AWS to lift the outbound port-25 block: open https://console.aws.amazon.com/support/contacts#/rdns-limits',
+    `(region ${input.region}) and send:`,
+    '',
+    `  Use case: a dedicated mail server for ${input.domains.join(', ')}, sending only the mail of its own users`,
+    '  (authenticated submission, no open relay, no bulk or marketing mail). Bounces and complaints are',
+    `  handled by postmaster@ and abuse@ of each domain; SPF, DKIM and DMARC are published.`,
+    `  Elastic IPs and reverse DNS (the PTR ${ptrState}):`,
+    ...input.nodes.map((n) => `    ${n.ip}  ->  ${n.hostname}`),
+  ].join('\n'));
+  return steps;
+}

@@ -1,0 +1,346 @@
+/**
+ * Policies of the Pulumi program, checked with Pulumi's mocks (AWS cannot be
+ * reached): each scenario sets a stack config, runs `createProgram()` against a
+ * fresh mock monitor, and records every resource the program registers (type,
+ * name, inputs, and the options the engine would see: retainOnDelete and
+ * dependencies). The assertions read what would be sent to AWS.
+ */
+import { before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import * as pulumi from '@pulumi/pulumi';
+import { route53TxtStrings } from '../../infra/components/dns';
+// no resource is created at import: createProgram() runs after each scenario's setMocks
+import { createProgram } from '../../infra/program';
+import type { DnsRecord } from '../../infra/render/dns-records';
+
+const KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMr7ZpHw6VvM9q alice@laptop';
+const ZONE_ID = 'Z0TESTZONE123';
+const DKIM = generateKeyPairSync('rsa', { modulusLength: 2048 });
+const DKIM_PUBLIC_PEM = DKIM.publicKey.export({ type: 'spki', format: 'pem' }).toString();
+const DKIM_PUBLIC_B64 = DKIM.publicKey.export({ type: 'spki', format: 'der' }).toString('base64');
+const DKIM_PRIVATE_PEM = DKIM.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+
+interface Created {
+  type: string;
+  name: string;
+  urn: string;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  inputs: Record<string, any>;
+  retainOnDelete: boolean;
+  dependencies: string[];
+}
+
+interface Outcome {
+  created: Created[];
+  hostnames: string[];
+  publicIps: string[];
+  records: DnsRecord[];
+  zoneSnippet: string;
+  sshCommands: string[];
+  manualSteps: string[];
+}
+
+function baseConfig(overrides: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    domains: ['acme-widgets.com'],
+    dns: { mode: 'route53', zoneName: 'acme-widgets.com' },
+    ami: 'ami-0123456789abcdef0',
+    adminSshKeys: [KEY],
+    adminCidrs: ['203.0.113.0/24', '2001:db8:42::/48'],
+    ...overrides,
+  };
+}
+
+function valueOf<T>(output: pulumi.Output<T>): Promise<T> {
+  return new Promise((resolve) => output.apply((value) => resolve(value)));
+}
+
+async function settle(created: Created[]): Promise<void> {
+  let last = -1;
+  let stable = 0;
+  while (stable < 5) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    if (created.length === last) stable++;
+    else {
+      stable = 0;
+      last = created.length;
+    }
+  }
+}
+
+async function setUpMocks(config: Record<string, unknown>, stack: string): Promise<Created[]> {
+  const created: Created[] = [];
+  const options = new Map<string, { urn: string; retainOnDelete: boolean; dependencies: string[] }>();
+  let eips = 0;
+  let instances = 0;
+  await pulumi.runtime.setMocks({
+    newResource(args) {
+      const n = created.length + 1;
+      const state: Record<string, unknown> = { ...args.inputs };
+      let id = `${args.name}-id`;
+      switch (args.type) {
+        case 'aws:ec2/eip:Eip':
+          eips++;
+          Object.assign(state, { publicIp: `198.51.100.${eips}`, allocationId: `eipalloc-${eips}` });
+          id = `eipalloc-${eips}`;
+          break;
+        case 'aws:ec2/instance:Instance':
+          instances++;
+          id = `i-0000${instances}`;
+          Object.assign(state, { ipv6Addresses: [`2600:1f18:1234:5600::${instances}`] });
+          break;
+        case 'aws:ec2/vpc:Vpc':
+          Object.assign(state, { ipv6CidrBlock: '2600:1f18:1234:5600::/56' });
+          break;
+        case 'aws:ebs/volume:Volume':
+          id = `vol-0abc${n}`;
+          break;
+        case 'aws:ec2/eipDomainName:EipDomainName':
+          Object.assign(state, { ptrRecord: `${String(args.inputs.domainName)}.` });
+          break;
+        case 'tls:index/privateKey:PrivateKey':
+          Object.assign(state, { publicKeyPem: DKIM_PUBLIC_PEM, privateKeyPem: DKIM_PRIVATE_PEM });
+          break;
+        case 'aws:iam/role:Role':
+          Object.assign(state, { arn: `arn:aws:iam::123456789012:role/${args.name}`, name: args.name });
+          break;
+        case 'aws:iam/instanceProfile:InstanceProfile':
+          Object.assign(state, { name: args.name });
+          break;
+      }
+      const opts = options.get(`${args.type}::${args.name}`) ?? { urn: '', retainOnDelete: false, dependencies: [] };
+      created.push({ type: args.type, name: args.name, inputs: args.inputs as Record<string, unknown>, ...opts });
+      return { id, state };
+    },
+    call(args) {
+      switch (args.token) {
+        case 'aws:index/getAvailabilityZones:getAvailabilityZones':
+          return { id: 'eu-west-1', names: ['eu-west-1a', 'eu-west-1b', 'eu-west-1c'], zoneIds: ['euw1-az1', 'euw1-az2', 'euw1-az3'], groupNames: ['eu-west-1'] };
+        case 'aws:route53/getZone:getZone':
+          return { id: ZONE_ID, zoneId: ZONE_ID, name: args.inputs.name as string };
+        case 'aws:ec2/getVpc:getVpc':
+          return { id: 'vpc-default', cidrBlock: '172.31.0.0/16' };
+        case 'aws:ec2/getSubnet:getSubnet':
+          return { id: `subnet-default-${String(args.inputs.availabilityZone)}`, availabilityZone: args.inputs.availabilityZone as string };
+        default:
+          throw new Error(`unmocked call ${args.token}`);
+      }
+    },
+  }, 'ownrelay', stack, false);
+
+  // the mock monitor's view of the options the program set (mocks only pass inputs on)
+  const monitor = pulumi.runtime.getMonitor() as unknown as { registerResource: (req: RegisterRequest, cb: unknown) => unknown; newUrn: (parent: string, type: string, name: string) => string };
+  const original = monitor.registerResource.bind(monitor);
+  monitor.registerResource = (req, cb) => {
+    const urn = monitor.newUrn(req.getParent(), req.getType(), req.getName());
+    options.set(`${req.getType()}::${req.getName()}`, { urn, retainOnDelete: req.getRetainondelete() === true, dependencies: req.getDependenciesList() });
+    return original(req, cb);
+  };
+
+  pulumi.runtime.setAllConfig(Object.fromEntries(Object.entries(config).map(([key, value]) => [`ownrelay:${key}`, typeof value === 'string' ? value : JSON.stringify(value)])));
+  return created;
+}
+
+interface RegisterRequest {
+  getType(): string;
+  getName(): string;
+  getParent(): string;
+  getRetainondelete(): boolean | undefined;
+  getDependenciesList(): string[];
+}
+
+async function runProgram(config: Record<string, unknown>, stack = 'acme'): Promise<Outcome> {
+  const created = await setUpMocks(config, stack);
+  const program = createProgram();
+  const [publicIps, records, zoneSnippet, sshCommands, manualSteps] = await Promise.all([
+    valueOf(program.publicIps), valueOf(program.dnsRecords), valueOf(program.zoneSnippet), valueOf(program.sshCommands), valueOf(program.manualSteps),
+  ]);
+  await settle(created);
+  return { created, hostnames: program.hostnames, publicIps, records, zoneSnippet, sshCommands, manualSteps };
+}
+
+const ofType = (outcome: Outcome, type: string): Created[] => outcome.created.filter((r) => r.type === type);
+
+interface Rule { protocol: string; fromPort: number; toPort: number; cidrBlocks?: string[]; ipv6CidrBlocks?: string[] }
+function ingressRules(outcome: Outcome): Rule[] {
+  const groups = ofType(outcome, 'aws:ec2/securityGroup:SecurityGroup');
+  assert.ok(groups.length > 0, 'no security group');
+  return groups.flatMap((g) => (g.inputs.ingress ?? []) as Rule[]);
+}
+const coversPort = (rule: Rule, port: number): boolean => rule.protocol === '-1' || (rule.fromPort <= port && port <= rule.toPort);
+const openToWorld = (rule: Rule): boolean => (rule.cidrBlocks ?? []).includes('0.0.0.0/0') || (rule.ipv6CidrBlocks ?? []).includes('::/0');
+
+let route53: Outcome; // two nodes, records in Route 53
+let manual: Outcome; // one node, manual DNS, HTTP-01 on, default VPC
+
+before(async () => {
+  route53 = await runProgram(baseConfig({ nodes: 2 }));
+  manual = await runProgram(baseConfig({ dns: { mode: 'manual' }, http01: true, useDefaultVpc: true }));
+});
+
+test('SSH is never open to 0.0.0.0/0', () => {
+  for (const outcome of [route53, manual]) {
+    const ssh = ingressRules(outcome).filter((rule) => coversPort(rule, 22));
+    assert.ok(ssh.length > 0, 'expected an SSH rule for the admins');
+    for (const rule of ssh) {
+      assert.equal(openToWorld(rule), false, `SSH rule open to the world: ${JSON.stringify(rule)}`);
+      assert.deepEqual([...(rule.cidrBlocks ?? []), ...(rule.ipv6CidrBlocks ?? [])].sort(), ['2001:db8:42::/48', '203.0.113.0/24']);
+    }
+  }
+});
+
+test('only the mail ports (and 80 when HTTP-01 is on) are open to the world', () => {
+  const worldPorts = (outcome: Outcome): number[] => ingressRules(outcome).filter(openToWorld).map((rule) => {
+    assert.equal(rule.protocol, 'tcp');
+    assert.equal(rule.fromPort, rule.toPort, 'no port ranges open to the world');
+    assert.deepEqual(rule.cidrBlocks, ['0.0.0.0/0']);
+    assert.deepEqual(rule.ipv6CidrBlocks, ['::/0']);
+    return rule.fromPort;
+  }).sort((a, b) => a - b);
+  assert.deepEqual(worldPorts(route53), [25, 465, 587]);
+  assert.deepEqual(worldPorts(manual), [25, 80, 465, 587]);
+});
+
+test('IMDSv2 is required', () => {
+  const instances = ofType(route53, 'aws:ec2/instance:Instance');
+  assert.equal(instances.length, 2);
+  for (const instance of [...instances, ...ofType(manual, 'aws:ec2/instance:Instance')]) {
+    assert.equal(instance.inputs.metadataOptions?.httpTokens, 'required');
+  }
+});
+
+test('every volume is encrypted', () => {
+  for (const outcome of [route53, manual]) {
+    for (const instance of ofType(outcome, 'aws:ec2/instance:Instance')) {
+      assert.equal(instance.inputs.rootBlockDevice?.encrypted, true);
+      assert.equal(instance.inputs.rootBlockDevice?.volumeType, 'gp3');
+      for (const device of instance.inputs.ebsBlockDevices ?? []) assert.equal(device.encrypted, true);
+    }
+    const volumes = ofType(outcome, 'aws:ebs/volume:Volume');
+    assert.ok(volumes.length > 0);
+    for (const volume of volumes) assert.equal(volume.inputs.encrypted, true, volume.name);
+  }
+});
+
+test('the spool volume survives instance termination', () => {
+  const volumes = ofType(route53, 'aws:ebs/volume:Volume');
+  const attachments = ofType(route53, 'aws:ec2/volumeAttachment:VolumeAttachment');
+  const instances = ofType(route53, 'aws:ec2/instance:Instance');
+  assert.equal(volumes.length, 2, 'one spool volume per node');
+  for (const volume of volumes) {
+    // a standalone volume, not a block device of the instance, and kept even if the stack drops it
+    assert.equal(volume.retainOnDelete, true, `${volume.name} is not retained`);
+    assert.equal(volume.inputs.type, 'gp3');
+    assert.equal(volume.inputs.tags?.['ownrelay:spool'], 'ownrelay/acme', 'tagged for the stack\'s DLM snapshots');
+  }
+  for (const instance of instances) {
+    assert.equal(instance.inputs.disableApiTermination, true);
+    assert.equal(instance.inputs.userDataReplaceOnChange, false);
+    assert.equal(instance.inputs.ami, 'ami-0123456789abcdef0');
+    assert.ok(!(instance.inputs.ebsBlockDevices ?? []).length, 'the spool is not an instance block device');
+  }
+  assert.deepEqual(attachments.map((a) => a.inputs.deviceName), ['/dev/sdf', '/dev/sdf']);
+  // each volume lives in its instance's zone: the zone of the subnet the instance is in
+  const subnets = ofType(route53, 'aws:ec2/subnet:Subnet');
+  for (const attachment of attachments) {
+    const instance = instances.find((i) => `i-0000${instances.indexOf(i) + 1}` === attachment.inputs.instanceId);
+    const volume = volumes.find((v) => v.inputs.availabilityZone !== undefined && attachment.dependencies.includes(v.urn));
+    assert.ok(instance && volume, 'attachment joins an instance and a volume');
+    const subnet = subnets.find((s) => `${s.name}-id` === instance.inputs.subnetId);
+    assert.equal(volume.inputs.availabilityZone, subnet?.inputs.availabilityZone);
+  }
+  // the user-data finds the volume by its NVMe serial (the volume id), not by probe order
+  for (const instance of instances) assert.match(String(instance.inputs.userData), /\/dev\/disk\/by-id\/nvme-Amazon_Elastic_Block_Store_vol0abc\d+/);
+  const [policy] = ofType(route53, 'aws:dlm/lifecyclePolicy:LifecyclePolicy');
+  assert.deepEqual(policy?.inputs.policyDetails?.targetTags, { 'ownrelay:spool': 'ownrelay/acme' });
+  assert.equal(policy?.inputs.policyDetails?.schedules?.[0]?.retainRule?.count, 7);
+  assert.equal(policy?.inputs.policyDetails?.schedules?.[0]?.createRule?.interval, 24);
+  const alarms = ofType(route53, 'aws:cloudwatch/metricAlarm:MetricAlarm').filter((a) => a.inputs.metricName === 'StatusCheckFailed_System');
+  assert.equal(alarms.length, 2);
+  for (const alarm of alarms) assert.deepEqual(alarm.inputs.alarmActions, ['arn:aws:automate:eu-west-1:ec2:recover']);
+});
+
+test('the PTR name equals the A record name equals the node hostname', () => {
+  assert.deepEqual(route53.hostnames, ['mail.acme-widgets.com', 'mail2.acme-widgets.com']);
+  const ptrs = ofType(route53, 'aws:ec2/eipDomainName:EipDomainName');
+  const aRecords = ofType(route53, 'aws:route53/record:Record').filter((r) => r.inputs.type === 'A');
+  assert.equal(ptrs.length, 2);
+  route53.hostnames.forEach((hostname, i) => {
+    const ip = route53.publicIps[i];
+    const a = aRecords.find((r) => r.inputs.name === hostname);
+    assert.ok(a, `no A record for ${hostname}`);
+    assert.deepEqual(a.inputs.records, [ip]);
+    const ptr = ptrs.find((p) => p.inputs.domainName === hostname);
+    assert.ok(ptr, `no PTR for ${hostname}`);
+    assert.equal(ptr.inputs.allocationId, `eipalloc-${i + 1}`);
+    assert.ok(ptr.dependencies.includes(a.urn), 'the PTR waits for its A record (AWS checks it)');
+    const user = /^fqdn: (\S+)$/m.exec(String(ofType(route53, 'aws:ec2/instance:Instance')[i]?.inputs.userData));
+    assert.equal(user?.[1], hostname, 'the host calls itself by its PTR name');
+  });
+});
+
+test('MX and SPF list every node\'s IP', () => {
+  assert.equal(route53.publicIps.length, 2);
+  const mx = route53.records.find((r) => r.name === 'acme-widgets.com' && r.type === 'MX');
+  assert.deepEqual(mx?.values, ['10 mail.acme-widgets.com', '10 mail2.acme-widgets.com']);
+  const spf = route53.records.find((r) => r.name === 'acme-widgets.com' && r.type === 'TXT')?.values[0] ?? '';
+  for (const ip of route53.publicIps) assert.ok(spf.includes(`ip4:${ip}`), `${ip} missing from ${spf}`);
+  assert.match(spf, /^v=spf1 .* -all$/);
+  const published = ofType(route53, 'aws:route53/record:Record');
+  assert.deepEqual(published.find((r) => r.inputs.name === 'acme-widgets.com' && r.inputs.type === 'MX')?.inputs.records, mx?.values);
+  assert.deepEqual(published.find((r) => r.inputs.name === 'acme-widgets.com' && r.inputs.type === 'TXT')?.inputs.records, [spf]);
+});
+
+test('the DKIM TXT carries the public half of the generated key and no string exceeds 255 bytes', () => {
+  const [key] = ofType(route53, 'tls:index/privateKey:PrivateKey');
+  assert.equal(key?.inputs.algorithm, 'RSA');
+  assert.equal(key?.inputs.rsaBits, 2048);
+  const dkim = ofType(route53, 'aws:route53/record:Record').find((r) => r.inputs.name === 'ownrelay1._domainkey.acme-widgets.com');
+  assert.equal(dkim?.inputs.type, 'TXT');
+  const [value] = dkim?.inputs.records as string[];
+  const strings = route53TxtStrings(value ?? '');
+  assert.ok(strings.length > 1, 'a 2048-bit key needs more than one string');
+  for (const s of strings) assert.ok(Buffer.byteLength(s) <= 255, `${Buffer.byteLength(s)} bytes`);
+  assert.equal(strings.join(''), `v=DKIM1; k=rsa; p=${DKIM_PUBLIC_B64}`);
+  for (const record of ofType(route53, 'aws:route53/record:Record').filter((r) => r.inputs.type === 'TXT')) {
+    for (const v of record.inputs.records as string[]) for (const s of route53TxtStrings(v)) assert.ok(Buffer.byteLength(s) <= 255);
+  }
+});
+
+test('DMARC, MTA-STS and TLS-RPT records are published', () => {
+  const txt = (name: string): string[] => (ofType(route53, 'aws:route53/record:Record').find((r) => r.inputs.name === name && r.inputs.type === 'TXT')?.inputs.records ?? []) as string[];
+  assert.match(txt('_dmarc.acme-widgets.com')[0] ?? '', /^v=DMARC1; p=quarantine/);
+  assert.match(txt('_mta-sts.acme-widgets.com')[0] ?? '', /^v=STSv1; id=[0-9a-f]{32}$/);
+  assert.match(txt('_smtp._tls.acme-widgets.com')[0] ?? '', /^v=TLSRPTv1; rua=mailto:/);
+  const mtaStsA = ofType(route53, 'aws:route53/record:Record').find((r) => r.inputs.name === 'mta-sts.acme-widgets.com' && r.inputs.type === 'A');
+  assert.deepEqual(mtaStsA?.inputs.records, route53.publicIps);
+  for (const record of ofType(route53, 'aws:route53/record:Record')) assert.equal(record.inputs.zoneId, ZONE_ID);
+  // every rendered record is in Route 53, and nothing else is
+  const published = ofType(route53, 'aws:route53/record:Record').map((r) => `${String(r.inputs.name)} ${String(r.inputs.type)}`).sort();
+  assert.deepEqual(published, route53.records.map((r) => `${r.name} ${r.type}`).sort());
+});
+
+test('manual DNS mode creates no Route 53 record', () => {
+  assert.deepEqual(manual.created.filter((r) => r.type.startsWith('aws:route53/')), []);
+  assert.deepEqual(ofType(manual, 'aws:ec2/eipDomainName:EipDomainName'), [], 'no PTR before the A record exists');
+  for (const record of manual.records) {
+    for (const value of record.values) assert.ok(manual.zoneSnippet.includes(`${record.name}.\t`), `${record.name} ${value} missing from the snippet`);
+  }
+  assert.match(manual.zoneSnippet, /^mail\.acme-widgets\.com\.\t3600\tIN\tA\t198\.51\.100\.1$/m);
+  const steps = manual.manualSteps.join('\n');
+  assert.match(steps, /aws ec2 modify-address-attribute --region eu-west-1 --allocation-id eipalloc-1 --domain-name mail\.acme-widgets\.com/);
+  assert.match(steps, /port-25/);
+  assert.match(steps, /198\.51\.100\.1 {2}-> {2}mail\.acme-widgets\.com/);
+  assert.match(route53.manualSteps.join('\n'), /PTR is already set/);
+  assert.deepEqual(manual.sshCommands, ['ssh admin@198.51.100.1  # mail.acme-widgets.com']);
+});
+
+test('a bad stack config fails with a clear message', async () => {
+  await setUpMocks(baseConfig({ adminCidrs: ['0.0.0.0/0'] }), 'acme');
+  assert.throws(() => createProgram(), (err: Error) => {
+    assert.equal(err.name, 'StackConfigError');
+    assert.match(err.message, /ownrelay:adminCidrs\.0: SSH must not be open to the whole Internet/);
+    return true;
+  });
+});
