@@ -14,18 +14,6 @@ import { bundleShebang } from './runtime-flags';
 const root = join(__dirname, '..');
 
 async function main(): Promise<void> {
-  // the delivery thread's program, embedded in the bundle as text (see delivery-thread.ts)
-  const worker = await build({
-    entryPoints: [join(root, 'server', 'delivery', 'delivery-worker.ts')],
-    bundle: true,
-    write: false,
-    platform: 'node',
-    target: 'node20',
-    minifyWhitespace: true,
-    minifySyntax: true,
-    logLevel: 'warning',
-  });
-  const workerSource = worker.outputFiles[0]!.text;
   await build({
     entryPoints: [join(root, 'server', 'main.ts')],
     outfile: join(root, 'dist', 'ownrelay.js'),
@@ -35,9 +23,6 @@ async function main(): Promise<void> {
     // smaller source in memory; identifiers stay readable in stack traces
     minifyWhitespace: true,
     minifySyntax: true,
-    define: { OWNRELAY_DELIVERY_WORKER_SOURCE: JSON.stringify(workerSource) },
-    // only resolved when running from the TypeScript sources (see delivery-thread.ts)
-    external: ['tsx/cjs'],
     banner: { js: bundleShebang() },
     logLevel: 'warning',
   });

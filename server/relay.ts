@@ -7,9 +7,14 @@
  */
 import type { RelayConfig } from './config/schema';
 import type { Logger } from './log/logger';
-import { DeliveryThread } from './delivery/delivery-thread';
+import { AddressGuard } from './delivery/address-guard';
+import { MaildirTransport } from './delivery/maildir';
+import { MxResolver } from './delivery/mx-resolver';
+import { Router } from './delivery/router';
+import { SmtpDelivery } from './delivery/smtp-transport';
 import { SmtpListener } from './listener/smtp-listener';
 import { loadTlsCredentials } from './listener/tls-credentials';
+import { Scheduler } from './queue/scheduler';
 import { Spool } from './queue/spool';
 import { RelayPolicy } from './stages/policy';
 
@@ -24,7 +29,8 @@ export class Relay {
   private constructor(
     readonly config: RelayConfig,
     readonly spool: Spool,
-    private readonly delivery: DeliveryThread,
+    private readonly scheduler: Scheduler,
+    private readonly router: Router,
     private readonly listeners: SmtpListener[],
     private readonly logger: Logger,
     private readonly options: RelayOptions,
@@ -36,13 +42,25 @@ export class Relay {
     if (recovered.requeued > 0 || recovered.removedPartial > 0) {
       logger.warn({ event: 'spool-recovered', ...recovered }, `requeued ${recovered.requeued} message(s) that were in delivery; removed ${recovered.removedPartial} partial file(s) that never got a 250`);
     }
-    const delivery = await DeliveryThread.start(config, logger, options.mxPort !== undefined ? { mxPort: options.mxPort } : {});
+    const maildir = new MaildirTransport({ mailRoot: config.paths.mail, hostname: config.hostname, domains: config.domains, logger });
+    const smtp = new SmtpDelivery({
+      hostname: config.hostname,
+      resolver: new MxResolver(config.dns.servers),
+      guard: new AddressGuard(config.delivery.allowedDestinations),
+      connectTimeoutMs: config.delivery.connectTimeoutMs,
+      commandTimeoutMs: config.delivery.commandTimeoutMs,
+      logger,
+      ...(options.mxPort !== undefined ? { mxPort: options.mxPort } : {}),
+    });
+    const router = new Router(config, maildir, smtp);
+    const scheduler = new Scheduler({ spool, router, config, logger });
+    await scheduler.start();
     const tls = await loadTlsCredentials(config, logger);
     const policy = new RelayPolicy(config);
     const listeners = config.listeners.map(
-      (listener, index) => new SmtpListener(index, listener, { config, policy, spool, tls, logger, onQueued: (entry, preloaded) => delivery.enqueue(entry, preloaded) }),
+      (listener, index) => new SmtpListener(index, listener, { config, policy, spool, tls, logger, onQueued: (entry, preloaded) => scheduler.enqueue(entry, preloaded) }),
     );
-    const relay = new Relay(config, spool, delivery, listeners, logger, options);
+    const relay = new Relay(config, spool, scheduler, router, listeners, logger, options);
     try {
       for (const listener of listeners) await listener.listen();
     } catch (err) {
@@ -61,7 +79,8 @@ export class Relay {
   async stop(): Promise<void> {
     this.logger.info({ event: 'stopping' }, 'stopping: no new connections; finishing sessions and deliveries');
     await Promise.all(this.listeners.map((l) => l.close()));
-    await this.delivery.stop(this.options.shutdownTimeoutMs ?? 20_000);
+    await this.scheduler.stop(this.options.shutdownTimeoutMs ?? 20_000);
+    await this.router.close();
     await this.spool.close();
     this.logger.info({ event: 'stopped' }, 'stopped');
   }

@@ -4,7 +4,7 @@
  * program is enough.
  *
  * Memory is the reason for each. Messages stream through short-lived buffers on
- * three threads (receiving, group commit, delivery):
+ * two threads (the event loop and the spool's group-commit thread):
  * - a smaller young generation lets fewer dead buffers wait for a collection;
  * - glibc would otherwise give each thread its own malloc arenas and keep freed
  *   message memory around instead of returning it to the system.

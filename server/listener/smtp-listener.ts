@@ -196,7 +196,7 @@ export class SmtpListener {
       date: new Date(now),
     });
     try {
-      const { entry, size, message, messageIsOwned, bodyOffset } = await receiveMessage(spool, envelope, trace, stream, {
+      const { entry, size, message, bodyOffset } = await receiveMessage(spool, envelope, trace, stream, {
         maxMessageBytes: config.limits.maxMessageBytes,
         bareLineEndings: config.limits.bareLineEndings,
       });
@@ -217,7 +217,7 @@ export class SmtpListener {
         },
         `accepted ${envelope.id} from <${envelope.from}>`,
       );
-      this.deps.onQueued(entry, message ? { info: { envelope, bodyOffset, size }, message, transferable: messageIsOwned } : undefined);
+      this.deps.onQueued(entry, message ? { info: { envelope, bodyOffset, size }, message } : undefined);
       cb(null, `2.0.0 Ok: queued as ${envelope.id}`);
     } catch (err) {
       const error = asSmtpError(err, 'receiving message');

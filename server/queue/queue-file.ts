@@ -95,5 +95,5 @@ function parseEnvelope(path: string, json: Buffer): QueueEnvelope {
 
 /** Streams the message bytes of a queue file. */
 export function openMessage(path: string, bodyOffset: number): Readable {
-  return createReadStream(path, { start: bodyOffset, highWaterMark: 64 * 1024 });
+  return createReadStream(path, { start: bodyOffset, highWaterMark: 256 * 1024 });
 }

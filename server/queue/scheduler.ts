@@ -30,8 +30,6 @@ const PRELOAD_MAX_MESSAGE_BYTES = 256 * 1024;
 export interface PreloadedMessage {
   info: QueueFileInfo;
   message: Buffer;
-  /** the memory behind `message` belongs to it alone, so it can move to another thread without a copy */
-  transferable?: boolean;
 }
 
 export interface SchedulerDeps {
@@ -39,8 +37,6 @@ export interface SchedulerDeps {
   router: Router;
   config: RelayConfig;
   logger: Logger;
-  /** told when the bytes of a handed-over message are no longer held (delivered, deferred or not kept) */
-  onPreloadReleased?: (bytes: number) => void;
 }
 
 export class Scheduler {
@@ -74,8 +70,6 @@ export class Scheduler {
     if (preloaded && preloaded.message.length <= PRELOAD_MAX_MESSAGE_BYTES && this.preloadedBytes + preloaded.message.length <= PRELOAD_BUDGET_BYTES) {
       this.preloaded.set(entry.id, preloaded);
       this.preloadedBytes += preloaded.message.length;
-    } else if (preloaded) {
-      this.deps.onPreloadReleased?.(preloaded.message.length);
     }
     this.ready.push(entry);
     this.pump();
@@ -98,7 +92,7 @@ export class Scheduler {
     while (!this.stopping && this.inFlight.size < this.deps.config.delivery.maxActive) {
       const entry = this.ready.shift() ?? this.takeDue();
       if (!entry) break;
-      const task: Promise<void> = this.attemptReleasing(entry)
+      const task: Promise<void> = this.attempt(entry)
         .catch((err: unknown) => this.deps.logger.error({ event: 'scheduler-error', queueId: entry.id, err: String(err) }, 'delivery attempt failed unexpectedly'))
         .finally(() => {
           this.inFlight.delete(task);
@@ -141,16 +135,6 @@ export class Scheduler {
     const known = new Set(this.due.map((e) => e.name));
     for (const entry of await this.deps.spool.list('deferred')) if (!known.has(entry.name)) this.addDue(entry);
     this.pump();
-  }
-
-  /** An attempt, then the handed-over bytes (if any) are reported released. */
-  private async attemptReleasing(entry: QueueEntry): Promise<void> {
-    const bytes = this.preloaded.get(entry.id)?.message.length;
-    try {
-      await this.attempt(entry);
-    } finally {
-      if (bytes !== undefined) this.deps.onPreloadReleased?.(bytes);
-    }
   }
 
   private async attempt(entry: QueueEntry): Promise<void> {

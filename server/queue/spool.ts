@@ -39,26 +39,18 @@ export interface QueueEntry {
 
 export class Spool {
   private readonly sync = new GroupSync();
-  /** @internal group commit of whole small files, used by MessageWriter; absent where little is written */
-  readonly io?: SpoolIoThread;
+  /** @internal group commit of whole small files, used by MessageWriter */
+  readonly io = new SpoolIoThread();
 
   private constructor(
     readonly dir: string,
     private readonly logger: Logger,
-    groupCommitThread: boolean,
-  ) {
-    if (groupCommitThread) this.io = new SpoolIoThread();
-  }
+  ) {}
 
-  /**
-   * Opens (and creates) the spool. `groupCommitThread: false` leaves out the I/O
-   * thread, for a user of the spool that writes few new files (the delivery side:
-   * bounces only); every write then goes through the thread pool.
-   */
-  static async open(dir: string, logger: Logger, options: { groupCommitThread?: boolean } = {}): Promise<Spool> {
+  static async open(dir: string, logger: Logger): Promise<Spool> {
     await mkdir(dir, { recursive: true, mode: 0o700 });
     for (const sub of ['tmp', ...QUEUE_STATES]) await mkdir(join(dir, sub), { recursive: true, mode: 0o700 });
-    return new Spool(dir, logger, options.groupCommitThread ?? true);
+    return new Spool(dir, logger);
   }
 
   pathOf(entry: QueueEntry): string {
@@ -137,13 +129,13 @@ export class Spool {
 
   /** Removes a finished entry (all recipients delivered or bounced). */
   async remove(entry: QueueEntry): Promise<void> {
-    if (this.io?.usable) await this.io.unlink(this.pathOf(entry));
+    if (this.io.usable) await this.io.unlink(this.pathOf(entry));
     else await unlink(this.pathOf(entry));
   }
 
   /** Stops the spool's I/O thread; call after the last write. */
   async close(): Promise<void> {
-    await this.io?.close();
+    await this.io.close();
   }
 
   /** Moves an unreadable file to corrupt/ so it is kept for inspection and never retried. */
@@ -191,12 +183,7 @@ export class Spool {
  * message costs one write, one fsync and one rename.
  */
 export class MessageWriter {
-  /**
-   * Messages up to this size are gathered in memory and committed whole by the
-   * group-commit thread; larger ones are written as they arrive, in pieces of this
-   * size, so a large message never sits in memory twice.
-   */
-  private static readonly FLUSH_BYTES = 64 * 1024;
+  private static readonly FLUSH_BYTES = 256 * 1024;
   /** created by the first flush; a message that fits in memory never opens one here */
   private file?: RawFile;
   private finished = false;
@@ -206,8 +193,6 @@ export class MessageWriter {
   private flushedBytes = 0;
   /** the whole file, when it was written in one piece (see committedMessage) */
   private written?: Buffer;
-  /** `written` owns its memory alone (not a slice of Node's shared pool), so it may be transferred to a thread */
-  writtenIsOwned = false;
   bytesWritten = 0;
   /** bytes of the queue-file header (the envelope), not part of the message */
   headerBytes = 0;
@@ -253,11 +238,9 @@ export class MessageWriter {
     if (this.finished) throw new Error('message already committed or aborted');
     this.finished = true;
     const incomingDir = join(this.spool.dir, 'incoming');
-    const io = this.spool.io;
-    if (!this.file && io?.usable) {
+    if (!this.file && this.spool.io.usable) {
       // the whole message is in memory: one job for the group-commit thread
-      this.written = await io.commit(this.tmpPath, this.spool.incomingPath(this.id), incomingDir, this.takePending(true));
-      this.writtenIsOwned = true;
+      this.written = await this.spool.io.commit(this.tmpPath, this.spool.incomingPath(this.id), incomingDir, this.takePending(true));
     } else {
       const sync = this.spool.groupSync();
       try {

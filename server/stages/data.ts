@@ -24,8 +24,6 @@ export interface Received {
   size: number;
   /** the queued message bytes, when small enough to keep (saves reading them back) */
   message?: Buffer;
-  /** `message` is a view of memory nothing else uses, so it may be transferred to another thread */
-  messageIsOwned: boolean;
   /** where the message starts in the queue file */
   bodyOffset: number;
 }
@@ -69,7 +67,7 @@ export async function receiveMessage(
   try {
     const entry = await writer.commit();
     // the size is that of the message as queued, trace header included
-    return { entry, size: writer.bytesWritten - writer.headerBytes, message: writer.committedMessage(), messageIsOwned: writer.writtenIsOwned, bodyOffset: writer.headerBytes };
+    return { entry, size: writer.bytesWritten - writer.headerBytes, message: writer.committedMessage(), bodyOffset: writer.headerBytes };
   } catch (err) {
     throw asSmtpError(err, 'spool commit failed');
   }
