@@ -72,6 +72,11 @@ const StackSchema = z
     spoolVolumeGiB: z.number().int().min(1).max(16_384).default(20),
     useDefaultVpc: z.boolean().default(false),
     relay: z.record(z.string(), z.unknown()).default({}),
+    // the private key of one of adminSshKeys, for the deploy over SSH (set it with `pulumi config set --secret`);
+    // without it the hosts are created and the relay is deployed by hand
+    deployPrivateKey: z.string().regex(/-----BEGIN [A-Z ]*PRIVATE KEY-----/, 'expected a PEM or OpenSSH private key').optional(),
+    // the relay bundle to deploy, relative to the project root (`npm run bundle` builds it)
+    bundlePath: z.string().default('dist/ownrelay.js'),
   })
   .strict();
 
@@ -91,6 +96,7 @@ export const STACK_KEYS: Record<keyof ParsedStack, 'string' | 'object'> = {
   domains: 'object', hostname: 'string', dns: 'object', region: 'string', instanceType: 'string', ami: 'string',
   adminSshKeys: 'object', adminCidrs: 'object', nodes: 'object', dkimSelector: 'string', dmarc: 'object',
   mtaSts: 'object', tlsRptRua: 'string', http01: 'object', spoolVolumeGiB: 'object', useDefaultVpc: 'object', relay: 'object',
+  deployPrivateKey: 'string', bundlePath: 'string',
 };
 
 const PLACEHOLDER_DOMAIN = /(^|\.)(example\.(com|net|org))$|\.(example|invalid|test|localhost)$|^localhost$/;

@@ -9,6 +9,8 @@
  * key (names and types never depend on them), then created with their real values.
  */
 import { generateKeyPairSync } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import * as aws from '@pulumi/aws';
 import * as pulumi from '@pulumi/pulumi';
 import * as tls from '@pulumi/tls';
@@ -17,6 +19,7 @@ import { renderRelayConfig } from '../render/relay-config';
 import { renderUserData } from '../render/user-data';
 import type { StackSettings } from '../stack-config';
 import { RelayAddress } from './address';
+import { RelayDeploy } from './deploy';
 import { RelayDns, type RecordSetKey } from './dns';
 import { RelayHost, SpoolSnapshots } from './host';
 import { RelayNetwork } from './network';
@@ -27,6 +30,9 @@ export interface CustomerMailServerArgs {
   /** The admin login created on every host; default `admin` (Debian's cloud user). */
   adminUser?: string;
 }
+
+/** The project root: where Pulumi.yaml and dist/ are. */
+const PROJECT_ROOT = join(__dirname, '..', '..');
 
 export class CustomerMailServer extends pulumi.ComponentResource {
   readonly hostnames: string[];
@@ -41,6 +47,8 @@ export class CustomerMailServer extends pulumi.ComponentResource {
   /** The DKIM signing key for the relay (a secret). */
   readonly dkimPrivateKeyPem: pulumi.Output<string>;
   readonly instanceIds: pulumi.Output<string>[];
+  /** One per node when `deployPrivateKey` is set; otherwise the relay is deployed by hand. */
+  readonly deploys: RelayDeploy[] = [];
 
   constructor(name: string, args: CustomerMailServerArgs, opts?: pulumi.ComponentResourceOptions) {
     super('ownrelay:infra:CustomerMailServer', name, {}, opts);
@@ -79,6 +87,8 @@ export class CustomerMailServer extends pulumi.ComponentResource {
     this.hostnames.forEach((hostname, i) => {
       // no secrets in user-data (it is readable through IMDS): the base config, with this node's own HELO name; the deploy ships the real one
       const relayConfigYaml = renderRelayConfig({ hostname, domains: s.domains, dkimSelector: s.dkimSelector, relay: {} }).yaml;
+      // generated here so that the deploy can pin it before the first connection
+      const hostKey = new tls.PrivateKey(`${name}-node${i}-ssh-host-key`, { algorithm: 'ED25519' }, { parent: this });
       const host = new RelayHost(`${name}-node${i}`, {
         hostname,
         ami: s.ami,
@@ -87,14 +97,15 @@ export class CustomerMailServer extends pulumi.ComponentResource {
         availabilityZone: network.availabilityZones[i] as pulumi.Output<string>,
         securityGroupIds: [network.securityGroupId],
         ipv6: network.hasIpv6,
-        userData: (spoolDevice) => renderUserData({
+        userData: (spoolDevice) => pulumi.all([hostKey.privateKeyOpenssh, hostKey.publicKeyOpenssh]).apply(([privateKeyOpenssh, publicKeyOpenssh]) => renderUserData({
           hostname,
           adminUsers: [{ name: adminUser, sshKeys: s.adminSshKeys }],
           adminCidrs: s.adminCidrs,
           http01: s.http01,
           relayConfigYaml,
           spoolDevice,
-        }),
+          sshHostKey: { privateKeyOpenssh, publicKeyOpenssh },
+        })),
         spoolVolumeGiB: s.spoolVolumeGiB,
         spoolSnapshotTag: snapshotTag,
         region: s.region,
@@ -107,6 +118,20 @@ export class CustomerMailServer extends pulumi.ComponentResource {
       }, child);
       hosts.push(host);
       addresses.push(address);
+      if (s.deployPrivateKey !== undefined) {
+        // the real config (stack overrides included, credentials too) goes only this way, never into user-data
+        const bundlePath = resolve(PROJECT_ROOT, s.bundlePath);
+        if (!existsSync(bundlePath)) throw new Error(`ownrelay:bundlePath: ${bundlePath} does not exist; build it with \`npm run bundle\` before \`pulumi up\``);
+        const nodeConfig = renderRelayConfig({ hostname, domains: s.domains, dkimSelector: s.dkimSelector, relay: s.relay }).yaml;
+        this.deploys.push(new RelayDeploy(`${name}-node${i}`, {
+          host: address.publicIp,
+          user: adminUser,
+          privateKey: pulumi.secret(s.deployPrivateKey),
+          hostPublicKey: hostKey.publicKeyOpenssh.apply((key) => key.trim()),
+          bundlePath,
+          configYaml: pulumi.secret(nodeConfig),
+        }, { parent: this, dependsOn: [host, address] }));
+      }
     });
     this.instanceIds = hosts.map((h) => h.instanceId);
     this.publicIps = pulumi.all(addresses.map((a) => a.publicIp));
@@ -134,7 +159,9 @@ export class CustomerMailServer extends pulumi.ComponentResource {
 
     this.sshCommands = this.publicIps.apply((ips) => ips.map((ip, i) => `ssh ${adminUser}@${ip}  # ${this.hostnames[i] ?? ''}`));
     const ptrCommands = pulumi.all(addresses.map((a) => a.ptrCommand(s.region)));
+    const deployByHand = s.deployPrivateKey === undefined;
     this.manualSteps = pulumi.all([this.publicIps, ptrCommands]).apply(([ips, commands]) => manualSteps({
+      deployByHand,
       manualDns: zoneId === undefined,
       nodes: this.hostnames.map((hostname, i) => ({ hostname, ip: ips[i] ?? '', ptrCommand: commands[i] ?? '' })),
       domains: s.domains,
@@ -172,8 +199,11 @@ function staticRecordSets(input: DnsIdentityInput): RecordSetKey[] {
 }
 
 /** What `pulumi up` cannot do, in order, with the addresses and names filled in. */
-export function manualSteps(input: { manualDns: boolean; nodes: { hostname: string; ip: string; ptrCommand: string }[]; domains: string[]; region: string }): string[] {
+export function manualSteps(input: { manualDns: boolean; deployByHand?: boolean; nodes: { hostname: string; ip: string; ptrCommand: string }[]; domains: string[]; region: string }): string[] {
   const steps: string[] = [];
+  if (input.deployByHand) {
+    steps.push('Deploy the relay: give Pulumi the private half of one of the admin SSH keys (`pulumi config set --secret ownrelay:deployPrivateKey < ~/.ssh/id_ed25519`), build the bundle (`npm run bundle`) and run `pulumi up` again.');
+  }
   if (input.manualDns) {
     steps.push('Publish the records of the `zoneSnippet` output at your DNS host.');
     steps.push(`Once ${input.nodes.map((n) => `${n.hostname} resolves to ${n.ip}`).join(' and ')}, set reverse DNS (AWS checks the A record first):\n${input.nodes.map((n) => `  ${n.ptrCommand}`).join('\n')}`);

@@ -36,7 +36,7 @@ export interface RelayHostArgs {
   /** Give the instance an IPv6 address (the subnet must have a /64). */
   ipv6: boolean;
   /** Renders the user-data once the spool's device path is known (it names the volume id). */
-  userData: (spoolDevice: string) => string;
+  userData: (spoolDevice: string) => pulumi.Input<string>;
   spoolVolumeGiB: pulumi.Input<number>;
   /** The value of the `ownrelay:spool` tag that `SpoolSnapshots` targets. */
   spoolSnapshotTag: pulumi.Input<string>;
@@ -102,7 +102,7 @@ export class RelayHost extends pulumi.ComponentResource {
       metadataOptions: { httpTokens: 'required', httpEndpoint: 'enabled', httpPutResponseHopLimit: 1 },
       rootBlockDevice: { volumeType: 'gp3', volumeSize: args.rootVolumeGiB ?? 10, encrypted: true, deleteOnTermination: true },
       disableApiTermination: true,
-      userData: this.spoolDevice.apply((device) => args.userData(device)),
+      userData: this.spoolDevice.apply((device) => pulumi.output(args.userData(device))),
       userDataReplaceOnChange: false,
       monitoring: false,
       tags: pulumi.all([tagMap, args.hostname]).apply(([t, hostname]) => ({ ...t, Name: hostname })),

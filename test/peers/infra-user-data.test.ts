@@ -17,11 +17,20 @@ import { createHash } from 'node:crypto';
 import { parse } from 'yaml';
 import { renderNftables } from '../../infra/render/firewall';
 import { mountUnitName, renderRelayUnit, renderSpoolMountUnit } from '../../infra/render/systemd-unit';
+import { renderRelayConfig } from '../../infra/render/relay-config';
 import { ALLOWED_TOP_LEVEL_KEYS, USER_DATA_MAX_BYTES, renderUserData, type UserDataInput } from '../../infra/render/user-data';
 
 const EXAMPLE_CONFIG = readFileSync(join(__dirname, '..', '..', 'server', 'config', 'ownrelay.example.yaml'), 'utf8');
 const ED25519 = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHb6mYzT3m4jXb0H0m9gWnqk0cYl2bU3o8v6X1r2s3t4';
 const RSA2048 = `ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ${'C'.repeat(338)}`;
+
+const HOST_KEY = (() => {
+  const dir = mkdtempSync(join(tmpdir(), 'ownrelay-hostkey-'));
+  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', '', '-f', join(dir, 'key')]);
+  const key = { privateKeyOpenssh: readFileSync(join(dir, 'key'), 'utf8'), publicKeyOpenssh: readFileSync(join(dir, 'key.pub'), 'utf8') };
+  rmSync(dir, { recursive: true, force: true });
+  return key;
+})();
 
 function input(overrides: Partial<UserDataInput> = {}): UserDataInput {
   return {
@@ -31,6 +40,8 @@ function input(overrides: Partial<UserDataInput> = {}): UserDataInput {
     http01: false,
     relayConfigYaml: EXAMPLE_CONFIG,
     spoolDevice: '/dev/nvme1n1',
+    // a real key pair, so cloud-init's schema sees the shape it would get from the infra program
+    sshHostKey: HOST_KEY,
     ...overrides,
   };
 }
@@ -83,7 +94,7 @@ test('the user-data is valid cloud-config according to Debian\'s cloud-init sche
   try {
     for (const [name, text] of [
       ['plain.yaml', renderUserData(input())],
-      ['compressed.yaml', renderUserData(input({ adminUsers: tenAdmins(RSA2048) }))],
+      ['compressed.yaml', renderUserData(input({ adminUsers: tenAdmins(RSA2048), sshHostKey: undefined }))],
     ] as const) {
       assert.equal(text.includes('encoding: gz+b64'), name === 'compressed.yaml', `${name} covers its encoding of the relay config`);
       const file = join(dir, name);
@@ -246,8 +257,10 @@ function tenAdmins(key: string): UserDataInput['adminUsers'] {
 }
 
 test('the user-data stays under 16 KB with 10 admins and a long relay config', () => {
-  for (const key of [ED25519, RSA2048]) {
-    const text = renderUserData(input({ adminUsers: tenAdmins(key), http01: true, adminCidrs: ['203.0.113.0/24', '198.51.100.0/24', '2001:db8::/32'] }));
+  // the worst cases: 10 Ed25519 admins with the host key and the whole commented example
+  // config, and 10 RSA-2048 admins with that config but no host key
+  for (const [key, sshHostKey] of [[ED25519, HOST_KEY], [RSA2048, undefined]] as const) {
+    const text = renderUserData(input({ adminUsers: tenAdmins(key), sshHostKey, http01: true, adminCidrs: ['203.0.113.0/24', '198.51.100.0/24', '2001:db8::/32'] }));
     assert.ok(Buffer.byteLength(text) <= USER_DATA_MAX_BYTES, `${Buffer.byteLength(text)} bytes`);
     const config = cloudConfigOf(text);
     assert.equal(config.users.length, 11);
@@ -260,4 +273,17 @@ test('the user-data stays under 16 KB with 10 admins and a long relay config', (
   const noise = Array.from({ length: 700 }, (_, i) => createHash('sha256').update(String(i)).digest('base64')).join('');
   const huge = `${EXAMPLE_CONFIG}\n# ${noise}\n`;
   assert.throws(() => renderUserData(input({ relayConfigYaml: huge })), /over the 16384-byte limit/);
+});
+
+test('what the infra program really ships fits: 10 RSA-2048 admins, the host key and the rendered relay config', () => {
+  const { yaml } = renderRelayConfig({ hostname: 'mail.acme.example', domains: ['acme.example'], dkimSelector: 'ownrelay1', relay: {} });
+  const text = renderUserData(input({ adminUsers: tenAdmins(RSA2048), relayConfigYaml: yaml }));
+  assert.ok(Buffer.byteLength(text) <= USER_DATA_MAX_BYTES, `${Buffer.byteLength(text)} bytes`);
+  assert.doesNotMatch(text, /gz\+b64/, 'with room to spare: the config stays readable');
+});
+
+test('the host SSH key the infra program generated is installed, so the deploy can pin it', () => {
+  const config = parse(renderUserData(input()).replace(/^#cloud-config\n/, '')) as { ssh_keys?: Record<string, string> };
+  assert.equal(config.ssh_keys?.ed25519_public, HOST_KEY.publicKeyOpenssh.trim());
+  assert.match(config.ssh_keys?.ed25519_private ?? '', /^-----BEGIN OPENSSH PRIVATE KEY-----/);
 });

@@ -8,6 +8,9 @@
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import * as pulumi from '@pulumi/pulumi';
 import { route53TxtStrings } from '../../infra/components/dns';
 // no resource is created at import: createProgram() runs after each scenario's setMocks
@@ -100,7 +103,14 @@ async function setUpMocks(config: Record<string, unknown>, stack: string): Promi
           Object.assign(state, { ptrRecord: `${String(args.inputs.domainName)}.` });
           break;
         case 'tls:index/privateKey:PrivateKey':
-          Object.assign(state, { publicKeyPem: DKIM_PUBLIC_PEM, privateKeyPem: DKIM_PRIVATE_PEM });
+          if (args.inputs.algorithm === 'ED25519') {
+            Object.assign(state, {
+              publicKeyOpenssh: `ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKey${args.name.replace(/[^A-Za-z0-9]/g, '')}\n`,
+              privateKeyOpenssh: `-----BEGIN OPENSSH PRIVATE KEY-----\nkey-of-${args.name}\n-----END OPENSSH PRIVATE KEY-----\n`,
+            });
+          } else {
+            Object.assign(state, { publicKeyPem: DKIM_PUBLIC_PEM, privateKeyPem: DKIM_PRIVATE_PEM });
+          }
           break;
         case 'aws:iam/role:Role':
           Object.assign(state, { arn: `arn:aws:iam::123456789012:role/${args.name}`, name: args.name });
@@ -293,7 +303,7 @@ test('MX and SPF list every node\'s IP', () => {
 });
 
 test('the DKIM TXT carries the public half of the generated key and no string exceeds 255 bytes', () => {
-  const [key] = ofType(route53, 'tls:index/privateKey:PrivateKey');
+  const [key] = ofType(route53, 'tls:index/privateKey:PrivateKey').filter((k) => k.inputs.algorithm === 'RSA');
   assert.equal(key?.inputs.algorithm, 'RSA');
   assert.equal(key?.inputs.rsaBits, 2048);
   const dkim = ofType(route53, 'aws:route53/record:Record').find((r) => r.inputs.name === 'ownrelay1._domainkey.acme-widgets.com');
@@ -343,4 +353,37 @@ test('a bad stack config fails with a clear message', async () => {
     assert.match(err.message, /ownrelay:adminCidrs\.0: SSH must not be open to the whole Internet/);
     return true;
   });
+});
+
+test('every host gets its own SSH host key through user-data, and no relay is deployed without a deploy key', () => {
+  const hostKeys = ofType(route53, 'tls:index/privateKey:PrivateKey').filter((k) => k.inputs.algorithm === 'ED25519');
+  assert.equal(hostKeys.length, 2, 'one host key per node');
+  const instances = ofType(route53, 'aws:ec2/instance:Instance');
+  for (const [i, instance] of instances.entries()) {
+    const userData = String(instance.inputs.userData);
+    assert.match(userData, /ssh_keys:\s*\n\s*ed25519_private: \|?[\s\S]*key-of-acme-node\d-ssh-host-key/, `node ${i} gets a host key`);
+  }
+  assert.equal(ofType(route53, 'command:remote:Command').length, 0);
+  assert.ok(route53.manualSteps.some((step) => /ownrelay:deployPrivateKey/.test(step)), 'the manual steps say how to deploy');
+});
+
+test('with a deploy key, the relay is deployed to every node over SSH with that node\'s host key pinned', async () => {
+  const bundleDir = mkdtempSync(join(tmpdir(), 'ownrelay-bundle-'));
+  writeFileSync(join(bundleDir, 'ownrelay.js'), '#!/usr/bin/env node\n');
+  const deployed = await runProgram(baseConfig({
+    nodes: 2,
+    bundlePath: join(bundleDir, 'ownrelay.js'),
+    deployPrivateKey: '-----BEGIN OPENSSH PRIVATE KEY-----\nadmin\n-----END OPENSSH PRIVATE KEY-----\n',
+  }));
+  const runs = ofType(deployed, 'command:remote:Command').filter((c) => c.name.endsWith('-run'));
+  assert.equal(runs.length, 2);
+  for (const [i, run] of runs.entries()) {
+    const wire = run.inputs.connection as Record<string, unknown>;
+    const connection = (wire['4dabf18193072939515e22adb298388d'] ? wire.value : wire) as Record<string, unknown>;
+    assert.equal(connection.hostKey, `ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyacmenode${i}sshhostkey`);
+    assert.equal(connection.host, deployed.publicIps[i]);
+    assert.equal(connection.user, 'admin');
+  }
+  const configs = ofType(deployed, 'command:remote:CopyToRemote').filter((c) => c.name.endsWith('-config'));
+  assert.equal(configs.length, 2);
 });
