@@ -19,7 +19,7 @@ import { parseArgs } from 'node:util';
 import { parse } from 'yaml';
 import { renderDnsRecords, nodeHostnames, renderZoneSnippet, renderMtaStsPolicy, type MailNode } from './render/dns-records';
 import { RELAY_CONFIG_PATH } from './render/relay-config';
-import { StackConfigError, isRealDeployStack, parseStackSettings, rawSettingsFromStackFile } from './stack-config';
+import { StackConfigError, dnsIdentity, isRealDeployStack, parseStackSettings, rawSettingsFromStackFile } from './stack-config';
 
 function main(argv: string[]): number {
   const { values } = parseArgs({
@@ -65,15 +65,7 @@ function main(argv: string[]): number {
     notes.push('the DKIM key is a throwaway placeholder; the real one is the stack output of the key Pulumi generates');
   }
 
-  const records = renderDnsRecords({
-    domains: settings.domains,
-    hostname: settings.hostname,
-    nodes,
-    dkim: { selector: settings.dkimSelector, publicKeyPem },
-    dmarc: settings.dmarc,
-    mtaSts: settings.mtaSts,
-    ...(settings.tlsRptRua === undefined ? {} : { tlsRptRua: settings.tlsRptRua }),
-  });
+  const records = renderDnsRecords(dnsIdentity(settings, nodes, publicKeyPem));
   const policy = renderMtaStsPolicy({ ...settings.mtaSts, mxHosts: nodes.map((n) => n.hostname) });
 
   const out: string[] = [];

@@ -14,6 +14,7 @@ import { z } from 'zod';
 import { ConfigError } from '../server/config/load';
 import type { RelayConfig } from '../server/config/schema';
 import { renderRelayConfig } from './render/relay-config';
+import type { DnsIdentityInput, MailNode } from './render/dns-records';
 
 export class StackConfigError extends Error {
   constructor(readonly problems: string[]) {
@@ -228,4 +229,17 @@ function valueAt(root: unknown, path: string[]): unknown {
     value = (value as Record<string, unknown>)[key];
   }
   return value;
+}
+
+/** The DNS identity the stack publishes, for the given nodes and DKIM public key. */
+export function dnsIdentity(settings: StackSettings, nodes: MailNode[], dkimPublicKeyPem: string): DnsIdentityInput {
+  return {
+    domains: settings.domains,
+    hostname: settings.hostname,
+    nodes,
+    dkim: { selector: settings.dkimSelector, publicKeyPem: dkimPublicKeyPem },
+    dmarc: settings.dmarc,
+    mtaSts: settings.mtaSts,
+    ...(settings.tlsRptRua === undefined ? {} : { tlsRptRua: settings.tlsRptRua }),
+  };
 }

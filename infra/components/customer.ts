@@ -17,7 +17,7 @@ import * as tls from '@pulumi/tls';
 import { nodeHostnames, renderDnsRecords, renderMtaStsPolicy, type DnsIdentityInput, type DnsRecord, type MailNode } from '../render/dns-records';
 import { renderRelayConfig } from '../render/relay-config';
 import { renderUserData } from '../render/user-data';
-import type { StackSettings } from '../stack-config';
+import { dnsIdentity, type StackSettings } from '../stack-config';
 import { RelayAddress } from './address';
 import { RelayDeploy } from './deploy';
 import { RelayDns, type RecordSetKey } from './dns';
@@ -137,22 +137,13 @@ export class CustomerMailServer extends pulumi.ComponentResource {
     this.publicIps = pulumi.all(addresses.map((a) => a.publicIp));
     this.ipv6Addresses = pulumi.all(hosts.map((h) => (network.hasIpv6 ? h.ipv6Address : pulumi.output(undefined))));
 
-    const identity = (nodes: MailNode[], publicKeyPem: string): DnsIdentityInput => ({
-      domains: s.domains,
-      hostname: s.hostname,
-      nodes,
-      dkim: { selector: s.dkimSelector, publicKeyPem },
-      dmarc: s.dmarc,
-      mtaSts: s.mtaSts,
-      ...(s.tlsRptRua === undefined ? {} : { tlsRptRua: s.tlsRptRua }),
-    });
     this.records = pulumi.all([this.publicIps, this.ipv6Addresses, dkim.publicKeyPem]).apply(([ipv4s, ipv6s, publicKeyPem]) =>
-      renderDnsRecords(identity(this.hostnames.map((hostname, i) => mailNode(hostname, ipv4s[i] ?? '', ipv6s[i])), publicKeyPem)));
+      renderDnsRecords(dnsIdentity(s, this.hostnames.map((hostname, i) => mailNode(hostname, ipv4s[i] ?? '', ipv6s[i])), publicKeyPem)));
     this.mtaStsPolicy = renderMtaStsPolicy({ ...s.mtaSts, mxHosts: this.hostnames }).text;
 
     // the nodes' own A/AAAA records belong to RelayAddress (the PTR waits for them)
     const nodeKeys = new Set(this.hostnames.flatMap((h) => [`${h} A`, `${h} AAAA`]));
-    const recordSets = zoneId === undefined ? [] : staticRecordSets(identity(this.hostnames.map((hostname, i) => placeholderNode(hostname, i, network.hasIpv6)), placeholderPublicKey()))
+    const recordSets = zoneId === undefined ? [] : staticRecordSets(dnsIdentity(s, this.hostnames.map((hostname, i) => placeholderNode(hostname, i, network.hasIpv6)), placeholderPublicKey()))
       .filter((key) => !nodeKeys.has(`${key.name} ${key.type}`));
     const dns = new RelayDns(`${name}-dns`, { records: this.records, ...(zoneId === undefined ? {} : { route53: { zoneId, recordSets } }) }, child);
     this.zoneSnippet = dns.zoneSnippet;

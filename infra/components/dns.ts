@@ -17,7 +17,7 @@
  */
 import * as aws from '@pulumi/aws';
 import * as pulumi from '@pulumi/pulumi';
-import { renderZoneSnippet, splitTxt, type DnsRecord } from '../render/dns-records';
+import { escapeTxtString, renderZoneSnippet, splitTxt, type DnsRecord } from '../render/dns-records';
 
 export interface RecordSetKey {
   name: string;
@@ -80,15 +80,7 @@ export function route53Value(type: DnsRecord['type'], value: string): string {
  */
 export function route53TxtValue(text: string): string {
   return splitTxt(text)
-    .map((chunk) => {
-      let out = '';
-      for (const byte of Buffer.from(chunk, 'utf8')) {
-        if (byte === 0x22 || byte === 0x5c) out += `\\${String.fromCharCode(byte)}`;
-        else if (byte >= 0x20 && byte <= 0x7e) out += String.fromCharCode(byte);
-        else out += `\\${byte.toString(8).padStart(3, '0')}`;
-      }
-      return out;
-    })
+    .map((chunk) => escapeTxtString(chunk, 'octal'))
     .join('""');
 }
 

@@ -162,20 +162,27 @@ export function splitTxt(value: string): string[] {
 }
 
 /**
+ * Escapes one TXT character-string: `"` and `\` get a backslash, bytes outside
+ * printable ASCII become a backslash and three digits, decimal in RFC 1035
+ * presentation form and octal in Route 53's.
+ */
+export function escapeTxtString(chunk: string, digits: 'decimal' | 'octal'): string {
+  let out = '';
+  for (const byte of Buffer.from(chunk, 'utf8')) {
+    if (byte === 0x22 || byte === 0x5c) out += `\\${String.fromCharCode(byte)}`;
+    else if (byte >= 0x20 && byte <= 0x7e) out += String.fromCharCode(byte);
+    else out += `\\${byte.toString(digits === 'octal' ? 8 : 10).padStart(3, '0')}`;
+  }
+  return out;
+}
+
+/**
  * A TXT value in RFC 1035 presentation form: its character-strings quoted and
  * separated by spaces; `"` and `\` escaped, bytes outside printable ASCII as \DDD.
  */
 export function quoteTxt(value: string): string {
   return splitTxt(value)
-    .map((chunk) => {
-      let out = '';
-      for (const byte of Buffer.from(chunk, 'utf8')) {
-        if (byte === 0x22 || byte === 0x5c) out += `\\${String.fromCharCode(byte)}`;
-        else if (byte >= 0x20 && byte <= 0x7e) out += String.fromCharCode(byte);
-        else out += `\\${byte.toString().padStart(3, '0')}`;
-      }
-      return `"${out}"`;
-    })
+    .map((chunk) => `"${escapeTxtString(chunk, 'decimal')}"`)
     .join(' ');
 }
 

@@ -17,7 +17,7 @@ import type { ClientContext, RelayPolicy } from '../stages/policy';
 import { protocolName, receivedHeader } from '../stages/received-header';
 import { SessionRegistry, newTransaction, type SessionState } from '../stages/session';
 import { SmtpError, asSmtpError } from '../stages/smtp-error';
-import { accept, trailItem, type Verdict } from '../stages/verdict';
+import { accept, refuse, trailItem, type Verdict } from '../stages/verdict';
 import { AdaptedSmtpServer } from './smtp-server-adapter';
 import type { TlsCredentials } from './tls-credentials';
 
@@ -138,9 +138,7 @@ export class SmtpListener {
       return cb(null, { user: name });
     }
     this.deps.logger.warn({ event: 'auth', listener: this.name, client: session.remoteAddress, user: name, result: 'failed' }, `authentication failed for ${name} from ${session.remoteAddress}`);
-    state.errors++;
-    if (state.errors >= this.deps.config.limits.maxErrors) return cb(new SmtpError(421, '4.7.0', 'Too many errors, closing connection'));
-    cb(new SmtpError(535, '5.7.8', 'Authentication credentials invalid'));
+    this.settle(state, refuse('auth', 535, '5.7.8', 'Authentication credentials invalid', `authentication failed for ${name}`), cb);
   }
 
   private onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, cb: Callback): void {

@@ -35,8 +35,4 @@ export class SessionRegistry {
   delete(id: string): void {
     this.sessions.delete(id);
   }
-
-  get size(): number {
-    return this.sessions.size;
-  }
 }
