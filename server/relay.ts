@@ -7,11 +7,14 @@
  */
 import type { RelayConfig } from './config/schema';
 import type { Logger } from './log/logger';
+import { loadDkimKeys } from './dkim/keys';
+import { DkimSigner } from './dkim/signer';
 import { AddressGuard } from './delivery/address-guard';
 import { MaildirTransport } from './delivery/maildir';
 import { MxResolver } from './delivery/mx-resolver';
 import { Router } from './delivery/router';
 import { SmtpDelivery } from './delivery/smtp-transport';
+import { InboundAuthenticator } from './inbound/authentication';
 import { SmtpListener } from './listener/smtp-listener';
 import { loadTlsCredentials } from './listener/tls-credentials';
 import { Scheduler } from './queue/scheduler';
@@ -37,6 +40,8 @@ export class Relay {
   ) {}
 
   static async start(config: RelayConfig, logger: Logger, options: RelayOptions = {}): Promise<Relay> {
+    // keys first: a bad key stops the start before the spool is touched
+    const dkimKeys = await loadDkimKeys(config.dkim.keys);
     const spool = await Spool.open(config.paths.spool, logger);
     const recovered = await spool.recover();
     if (recovered.requeued > 0 || recovered.removedPartial > 0) {
@@ -52,13 +57,18 @@ export class Relay {
       logger,
       ...(options.mxPort !== undefined ? { mxPort: options.mxPort } : {}),
     });
-    const router = new Router(config, maildir, smtp);
+    const router = new Router(config, maildir, smtp, new DkimSigner(dkimKeys));
+    for (const key of dkimKeys) {
+      logger.info({ event: 'dkim-key', domain: key.domain, selector: key.selector, algorithm: key.algorithm, record: key.dnsRecord }, `DKIM: signing mail from ${key.domain} with ${key.selector}._domainkey.${key.domain} (${key.algorithm})`);
+    }
     const scheduler = new Scheduler({ spool, router, config, logger });
     await scheduler.start();
     const tls = await loadTlsCredentials(config, logger);
     const policy = new RelayPolicy(config);
+    const authenticator = config.inbound.authentication ? new InboundAuthenticator(config) : undefined;
     const listeners = config.listeners.map(
-      (listener, index) => new SmtpListener(index, listener, { config, policy, spool, tls, logger, onQueued: (entry, preloaded) => scheduler.enqueue(entry, preloaded) }),
+      (listener, index) =>
+        new SmtpListener(index, listener, { config, policy, spool, tls, logger, ...(authenticator ? { authenticator } : {}), onQueued: (entry, preloaded) => scheduler.enqueue(entry, preloaded) }),
     );
     const relay = new Relay(config, spool, scheduler, router, listeners, logger, options);
     try {

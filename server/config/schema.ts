@@ -23,6 +23,10 @@ const tlsOutbound = z
   .enum(['opportunistic', 'required', 'implicit', 'none'])
   .describe('opportunistic: STARTTLS when offered; required: STARTTLS or fail; implicit: TLS from the first byte (port 465); none: plain text');
 
+const dmarcRejectPolicy = z
+  .enum(['refuse', 'mark'])
+  .describe('mail failing the DMARC p=reject policy of its From domain: refuse it (550 5.7.1) or accept and mark it in Authentication-Results');
+
 export const NextHopSchema = z
   .object({
     host: hostname.describe('host name or IP address of the next hop'),
@@ -69,6 +73,7 @@ export const DomainSchema = z
       .default({})
       .describe('local part -> mailbox of this domain (e.g. root: postmaster)'),
     forwardTo: NextHopSchema.optional().describe('next hop for delivery: forward'),
+    dmarcRejectPolicy: dmarcRejectPolicy.optional().describe('overrides inbound.dmarcRejectPolicy for mail to this domain'),
   })
   .strict()
   .superRefine((domain, ctx) => {
@@ -88,6 +93,17 @@ export const UserSchema = z
       .array(z.string().min(2))
       .min(1)
       .describe('envelope senders this user may use: full addresses (app@example.org) or whole domains (@example.org)'),
+  })
+  .strict();
+
+export const DkimKeySchema = z
+  .object({
+    domain: hostname.describe('the signing domain (d=); signs mail whose From is this domain or one of its subdomains'),
+    selector: z
+      .string()
+      .regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i, 'expected a DNS label such as s2026 (published at <selector>._domainkey.<domain>)')
+      .describe('the selector (s=): the key is published at <selector>._domainkey.<domain>'),
+    privateKeyFile: z.string().min(1).describe('PEM private key, RSA (2048 bits or more) or Ed25519; the algorithm follows the key'),
   })
   .strict();
 
@@ -174,6 +190,35 @@ export const RelayConfigSchema = z
       .strict()
       .prefault({})
       .describe('name resolution for delivery'),
+    inbound: z
+      .object({
+        authentication: z
+          .boolean()
+          .default(true)
+          .describe('check SPF, DKIM, DMARC and ARC of mail from other servers on mx listeners and record the results in an Authentication-Results header (clients in relay.networks and authenticated users are not checked)'),
+        dmarcRejectPolicy: dmarcRejectPolicy.default('refuse'),
+      })
+      .strict()
+      .prefault({})
+      .describe('checks of mail arriving from the Internet'),
+    dkim: z
+      .object({
+        keys: z
+          .array(DkimKeySchema)
+          .default([])
+          .describe('signing keys; two keys of one domain (RSA and Ed25519) sign each message twice (RFC 8463)'),
+      })
+      .strict()
+      .prefault({})
+      .superRefine((dkim, ctx) => {
+        const seen = new Set<string>();
+        dkim.keys.forEach((key, index) => {
+          const name = `${key.selector}._domainkey.${key.domain}`.toLowerCase();
+          if (seen.has(name)) ctx.addIssue({ code: 'custom', path: ['keys', index, 'selector'], message: `${name} is listed twice` });
+          seen.add(name);
+        });
+      })
+      .describe('DKIM signing of mail sent on (not of mail stored in local Maildirs)'),
     log: z
       .object({
         level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info').describe('least important log level written'),
@@ -190,3 +235,4 @@ export type ListenerConfig = z.output<typeof ListenerSchema>;
 export type DomainConfig = z.output<typeof DomainSchema>;
 export type UserConfig = z.output<typeof UserSchema>;
 export type NextHop = z.output<typeof NextHopSchema>;
+export type DkimKeyConfig = z.output<typeof DkimKeySchema>;

@@ -3,9 +3,13 @@
  * a local maildir domain; a local forward domain's next hop; `delivery.routes`;
  * `delivery.smarthost`; otherwise the domain's MX. Recipients of one message
  * that share a route are delivered together, in one SMTP transaction.
+ *
+ * Mail that leaves over SMTP (next hops and MX) is DKIM-signed on the way out;
+ * mail stored in a local Maildir is not. A signing error defers the recipients.
  */
 import type { NextHop, RelayConfig } from '../config/schema';
 import { domainOf } from '../queue/envelope';
+import type { DkimSigner } from '../dkim/signer';
 import type { OutboundMessage, RecipientResult } from './types';
 import type { MaildirTransport } from './maildir';
 import type { SmtpDelivery } from './smtp-transport';
@@ -25,6 +29,7 @@ export class Router {
     private readonly config: RelayConfig,
     private readonly maildir: MaildirTransport,
     private readonly smtp: SmtpDelivery,
+    private readonly signer?: DkimSigner,
   ) {}
 
   routeFor(domain: string): Route {
@@ -50,15 +55,16 @@ export class Router {
     return [...groups.values()];
   }
 
-  deliver(route: Route, message: OutboundMessage): Promise<RecipientResult[]> {
-    switch (route.kind) {
-      case 'maildir':
-        return this.maildir.deliver(message);
-      case 'next-hop':
-        return this.smtp.deliverViaNextHop(route.hop, message);
-      case 'mx':
-        return this.smtp.deliverViaMx(route.domain, message);
+  async deliver(route: Route, message: OutboundMessage): Promise<RecipientResult[]> {
+    if (route.kind === 'maildir') return this.maildir.deliver(message);
+    let signed: OutboundMessage;
+    try {
+      signed = this.signer ? await this.signer.sign(message, message.receivedAt ?? Date.now()) : message;
+    } catch (err) {
+      const reply = `451 4.7.0 ${err instanceof Error ? err.message : String(err)}`;
+      return message.recipients.map((address) => ({ address, outcome: 'deferred', reply }));
     }
+    return route.kind === 'next-hop' ? this.smtp.deliverViaNextHop(route.hop, signed) : this.smtp.deliverViaMx(route.domain, signed);
   }
 
   async close(): Promise<void> {

@@ -31,6 +31,8 @@ export interface OutboundMessage {
   open(): Readable;
   /** queue id, for logs */
   queueId: string;
+  /** when the message was accepted (ms since epoch): the DKIM signature time; default now */
+  receivedAt?: number;
 }
 
 export interface Transport {

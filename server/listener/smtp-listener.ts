@@ -11,7 +11,8 @@ import type { QueueEnvelope } from '../queue/envelope';
 import { newQueueId } from '../queue/queue-id';
 import type { QueueEntry, Spool } from '../queue/spool';
 import type { PreloadedMessage } from '../queue/scheduler';
-import { receiveMessage } from '../stages/data';
+import type { InboundAuthenticator } from '../inbound/authentication';
+import { receiveMessage, type ReceiveOptions } from '../stages/data';
 import { UNMATCHABLE_HASH, verifyPassword } from '../stages/password';
 import type { ClientContext, RelayPolicy } from '../stages/policy';
 import { protocolName, receivedHeader } from '../stages/received-header';
@@ -27,6 +28,8 @@ export interface ListenerDeps {
   spool: Spool;
   tls: TlsCredentials;
   logger: Logger;
+  /** inbound SPF/DKIM/DMARC checks for mail from other servers (mx listeners) */
+  authenticator?: InboundAuthenticator;
   /** called after a message is durably queued (and before the 250 is sent) */
   onQueued(entry: QueueEntry, preloaded?: PreloadedMessage): void;
 }
@@ -106,6 +109,23 @@ export class SmtpListener {
   /** Stops accepting; resolves when open sessions have finished (or after smtp-server's close timeout). */
   close(): Promise<void> {
     return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+
+  /** Mail from other servers is checked on mx listeners; our own clients (relay networks, AUTH) are not. */
+  private inspectorFor(session: SMTPServerSession, envelope: QueueEnvelope): ReceiveOptions['inspect'] {
+    const authenticator = this.deps.authenticator;
+    const client = this.client(session);
+    if (!authenticator || this.listener.role !== 'mx' || client.user || this.deps.policy.mayRelay(client)) return undefined;
+    return async (message) => {
+      const inspected = await authenticator.inspect(message, {
+        clientAddress: session.remoteAddress,
+        helo: session.hostNameAppearsAs,
+        sender: envelope.from,
+        recipients: envelope.recipients.map((r) => r.address),
+      });
+      this.deps.logger.info({ event: 'authentication', queueId: envelope.id, from: envelope.from, client: session.remoteAddress, results: inspected.summary }, `${envelope.id}: ${inspected.summary}`);
+      return inspected;
+    };
   }
 
   private client(session: SMTPServerSession): ClientContext {
@@ -194,9 +214,12 @@ export class SmtpListener {
       date: new Date(now),
     });
     try {
+      const inspect = this.inspectorFor(session, envelope);
       const { entry, size, message, bodyOffset } = await receiveMessage(spool, envelope, trace, stream, {
         maxMessageBytes: config.limits.maxMessageBytes,
         bareLineEndings: config.limits.bareLineEndings,
+        authservId: config.hostname,
+        ...(inspect ? { inspect } : {}),
       });
       transaction.trail.push(accept('data', 'queued'));
       logger.info(

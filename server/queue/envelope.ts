@@ -39,6 +39,17 @@ export interface QueueEnvelope {
   client: ClientInfo;
   /** true for DSNs this relay generated */
   isBounce?: boolean;
+  /**
+   * Header fields this relay adds in front of the message when it passes it on
+   * (Authentication-Results, Received-SPF), each ending in CRLF. They are kept
+   * here because they are known only after the message bytes were spooled.
+   */
+  headers?: string;
+}
+
+/** The bytes of envelope.headers, or undefined when there are none. */
+export function addedHeaders(envelope: QueueEnvelope): Buffer | undefined {
+  return envelope.headers ? Buffer.from(envelope.headers, 'utf8') : undefined;
 }
 
 export function pendingRecipients(envelope: QueueEnvelope): RecipientState[] {

@@ -2,7 +2,7 @@
  * The queue file format: one file per message, envelope first, then the bytes.
  *
  *   "ORQ1 <n>\n"      magic and the byte length n of the JSON envelope
- *   <n bytes JSON>   the QueueEnvelope
+ *   <n bytes JSON>   the QueueEnvelope (maybe followed by spaces: room it may grow into)
  *   "\n"
  *   <message>        the message as received (CRLF lines, our Received header first)
  *
@@ -27,9 +27,27 @@ export class CorruptQueueFile extends Error {
   }
 }
 
-export function encodeHeader(envelope: QueueEnvelope): Buffer {
+/**
+ * The queue-file header. With `reserveBytes`, the JSON is followed by that many
+ * spaces (still valid JSON), room for encodeEnvelopeInPlace to grow the envelope
+ * after the message bytes are written.
+ */
+export function encodeHeader(envelope: QueueEnvelope, reserveBytes = 0): Buffer {
   const json = Buffer.from(JSON.stringify(envelope), 'utf8');
-  return Buffer.concat([Buffer.from(`${MAGIC}${json.length}\n`, 'latin1'), json, Buffer.from('\n', 'latin1')]);
+  const region = reserveBytes > 0 ? Buffer.concat([json, Buffer.alloc(reserveBytes, 0x20)]) : json;
+  return Buffer.concat([Buffer.from(`${MAGIC}${region.length}\n`, 'latin1'), region, Buffer.from('\n', 'latin1')]);
+}
+
+/**
+ * The envelope JSON padded to exactly the JSON region of `header` (as made by
+ * encodeHeader), and where that region starts; undefined when it does not fit.
+ */
+export function encodeEnvelopeInPlace(header: Buffer, envelope: QueueEnvelope): { json: Buffer; position: number } | undefined {
+  const newline = header.indexOf(0x0a);
+  const region = header.length - newline - 2;
+  const json = Buffer.from(JSON.stringify(envelope), 'utf8');
+  if (json.length > region) return undefined;
+  return { json: Buffer.concat([json, Buffer.alloc(region - json.length, 0x20)]), position: newline + 1 };
 }
 
 export interface QueueFileInfo {

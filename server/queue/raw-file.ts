@@ -8,8 +8,8 @@ import fs from 'node:fs';
 import { promisify } from 'node:util';
 
 const openFd = promisify(fs.open);
-function writeFd(fd: number, buffer: Buffer, offset: number, length: number): Promise<number> {
-  return new Promise((resolve, reject) => fs.write(fd, buffer, offset, length, null, (err, written) => (err ? reject(err) : resolve(written))));
+function writeFd(fd: number, buffer: Buffer, offset: number, length: number, position: number | null = null): Promise<number> {
+  return new Promise((resolve, reject) => fs.write(fd, buffer, offset, length, position, (err, written) => (err ? reject(err) : resolve(written))));
 }
 const fdatasync = promisify(fs.fdatasync);
 const fsyncFd = promisify(fs.fsync);
@@ -27,6 +27,12 @@ export class RawFile {
   async write(data: Buffer): Promise<void> {
     let offset = 0;
     while (offset < data.length) offset += await writeFd(this.fd, data, offset, data.length - offset);
+  }
+
+  /** Overwrites bytes at `position` without moving the append position. */
+  async writeAt(data: Buffer, position: number): Promise<void> {
+    let offset = 0;
+    while (offset < data.length) offset += await writeFd(this.fd, data, offset, data.length - offset, position + offset);
   }
 
   /** Flushes the data and the metadata needed to read it back (the size). */

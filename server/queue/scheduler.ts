@@ -15,7 +15,8 @@ import type { Router } from '../delivery/router';
 import { queueBounce } from '../delivery/bounce';
 import type { RecipientResult } from '../delivery/types';
 import type { Logger } from '../log/logger';
-import { pendingRecipients, type QueueEnvelope } from './envelope';
+import { openWithPrefix } from '../delivery/prefixed-message';
+import { addedHeaders, pendingRecipients, type QueueEnvelope } from './envelope';
 import { retryPlan } from './retry-schedule';
 import type { QueueEntry, Spool } from './spool';
 import type { QueueFileInfo } from './queue-file';
@@ -178,6 +179,8 @@ export class Scheduler {
     const { router, spool } = this.deps;
     const envelope = info.envelope;
     const groups = router.group(pendingRecipients(envelope).map((r) => r.address));
+    const added = addedHeaders(envelope);
+    const openQueued = (): Readable => (message ? Readable.from([message]) : spool.openMessage(entry, info));
     const perGroup = await Promise.all(
       groups.map((group) =>
         this.destinations
@@ -185,9 +188,10 @@ export class Scheduler {
             router.deliver(group.route, {
               from: envelope.from,
               recipients: group.recipients,
-              size: info.size,
-              open: () => (message ? Readable.from([message]) : spool.openMessage(entry, info)),
+              size: info.size + (added?.length ?? 0),
+              open: added ? openWithPrefix(added, openQueued) : openQueued,
               queueId: envelope.id,
+              receivedAt: envelope.receivedAt,
             }),
           )
           .catch((err: unknown): RecipientResult[] =>

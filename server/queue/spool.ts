@@ -22,7 +22,7 @@ import type { Logger } from '../log/logger';
 import type { QueueEnvelope } from './envelope';
 import { GroupSync } from './group-sync';
 import { SpoolIoThread } from './spool-io-thread';
-import { CorruptQueueFile, encodeHeader, openMessage, readQueueFile, type QueueFileInfo } from './queue-file';
+import { CorruptQueueFile, encodeEnvelopeInPlace, encodeHeader, openMessage, readQueueFile, type QueueFileInfo } from './queue-file';
 import { isQueueId } from './queue-id';
 
 export const QUEUE_STATES = ['incoming', 'active', 'deferred', 'hold', 'corrupt'] as const;
@@ -58,9 +58,13 @@ export class Spool {
   }
 
   /** Starts writing a new message; nothing is visible in the queue until commit(). */
-  async beginMessage(envelope: QueueEnvelope): Promise<MessageWriter> {
+  /**
+   * Starts a queue file. `reserveBytes` leaves room in the envelope for
+   * MessageWriter.updateEnvelope to add to it after the message is written.
+   */
+  async beginMessage(envelope: QueueEnvelope, reserveBytes = 0): Promise<MessageWriter> {
     const writer = new MessageWriter(this, join(this.dir, 'tmp', envelope.id), envelope.id);
-    const header = encodeHeader(envelope);
+    const header = encodeHeader(envelope, reserveBytes);
     writer.headerBytes = header.length;
     await writer.writeChunk(header);
     return writer;
@@ -191,6 +195,8 @@ export class MessageWriter {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
   private flushedBytes = 0;
+  /** the queue-file header, once the file has been flushed to disk */
+  private headerCopy?: Buffer;
   /** the whole file, when it was written in one piece (see committedMessage) */
   private written?: Buffer;
   bytesWritten = 0;
@@ -221,9 +227,32 @@ export class MessageWriter {
 
   private async flush(): Promise<void> {
     if (this.pendingBytes === 0) return;
+    if (!this.file) this.headerCopy = Buffer.from(this.pending[0]!);
     const data = this.takePending();
     this.file ??= await RawFile.open(this.tmpPath, 'wx');
     await this.file.write(data);
+  }
+
+  /**
+   * Replaces the envelope before commit. While the whole file is still in memory
+   * the header is simply re-encoded; once part of it is on disk, the new envelope
+   * must fit in the room reserved by beginMessage, or this throws (and the file
+   * is unchanged).
+   */
+  async updateEnvelope(envelope: QueueEnvelope): Promise<void> {
+    if (this.finished) throw new Error('message already committed or aborted');
+    if (!this.file) {
+      const header = encodeHeader(envelope);
+      const old = this.pending[0]!;
+      this.pending[0] = header;
+      this.pendingBytes += header.length - old.length;
+      this.bytesWritten += header.length - old.length;
+      this.headerBytes = header.length;
+      return;
+    }
+    const placed = encodeEnvelopeInPlace(this.headerCopy!, envelope);
+    if (!placed) throw new Error(`envelope of ${this.id} outgrew the room reserved for it`);
+    await this.file.writeAt(placed.json, placed.position);
   }
 
   /**

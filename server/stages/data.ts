@@ -5,9 +5,16 @@
  * spool's commit (fsync, rename, directory fsync), so the listener's 250 means
  * durable. On any refusal or I/O error the client stream is drained to its end,
  * the partial file is removed, and an SmtpError says why (552 size, 554 bare line
- * endings or a mail loop, 451 local error).
+ * endings or a mail loop, 550 a failed check, 451 local error).
+ *
+ * On the way to the spool, Authentication-Results fields that claim this
+ * server's authserv-id are removed. With `inspect`, the same bytes also go to the
+ * inbound checks; their header fields are stored with the envelope (they are
+ * known only at the end) and put in front of the message when it is passed on.
  */
-import type { Readable } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
+import type { InspectedMessage } from '../inbound/authentication';
+import { ForeignAuthResultsFilter } from '../inbound/header-filter';
 import type { QueueEnvelope } from '../queue/envelope';
 import type { QueueEntry, Spool, MessageWriter } from '../queue/spool';
 import { countHops, MAX_HOPS } from './hop-count';
@@ -17,7 +24,14 @@ import { SmtpError, asSmtpError } from './smtp-error';
 export interface ReceiveOptions {
   maxMessageBytes: number;
   bareLineEndings: 'normalize' | 'reject';
+  /** this server's authserv-id (its hostname): such Authentication-Results from outside are removed */
+  authservId: string;
+  /** inbound checks, given the message as it is spooled; resolves once they are done */
+  inspect?: (message: Readable) => Promise<InspectedMessage>;
 }
+
+/** room left in the queue-file envelope for the checks' header fields of messages too large to keep in memory */
+const INSPECTION_RESERVE_BYTES = 4096;
 
 export interface Received {
   entry: QueueEntry;
@@ -36,18 +50,22 @@ export async function receiveMessage(
   options: ReceiveOptions,
 ): Promise<Received> {
   const guard = new MessageGuard(options.maxMessageBytes, options.bareLineEndings);
+  const filter = new ForeignAuthResultsFilter(options.authservId);
   let writer: MessageWriter | undefined;
   try {
-    writer = await spool.beginMessage(envelope);
+    writer = await spool.beginMessage(envelope, options.inspect ? INSPECTION_RESERVE_BYTES : 0);
     await writer.writeChunk(traceHeader);
   } catch (err) {
     await writer?.abort().catch(() => undefined);
     await drain(stream);
     throw asSmtpError(err, 'spool write failed');
   }
+  const feed = options.inspect ? new PassThrough() : undefined;
+  const inspection = feed ? options.inspect!(feed).catch((err: unknown) => err as Error) : undefined;
   try {
-    await copyToSpool(stream, guard, writer);
+    await copyToSpool(stream, guard, filter, writer, feed);
   } catch (err) {
+    feed?.end();
     await writer.abort().catch(() => undefined);
     throw asSmtpError(err, 'spool write failed');
   }
@@ -64,6 +82,28 @@ export async function receiveMessage(
     await writer.abort();
     throw new SmtpError(554, '5.6.0', 'Bare CR or LF in message; lines must end with CRLF', 'bare CR or LF in DATA');
   }
+  if (inspection) {
+    const inspected = await inspection;
+    if (inspected instanceof Error) {
+      await writer.abort();
+      throw asSmtpError(inspected, 'inbound checks failed');
+    }
+    if (inspected.refusal) {
+      await writer.abort();
+      throw inspected.refusal;
+    }
+    try {
+      envelope.headers = inspected.headers;
+      await writer.updateEnvelope(envelope);
+    } catch {
+      // only a message already partly on disk with huge results gets here: keep the summary
+      envelope.headers = inspected.compactHeaders;
+      await writer.updateEnvelope(envelope).catch(async (err: unknown) => {
+        await writer!.abort();
+        throw asSmtpError(err, 'spool write failed');
+      });
+    }
+  }
   try {
     const entry = await writer.commit();
     // the size is that of the message as queued, trace header included
@@ -78,22 +118,24 @@ export async function receiveMessage(
  * stream is never destroyed: after a write error the rest is read and dropped,
  * so the session stays in sync and can answer 451 after the final dot.
  */
-function copyToSpool(stream: Readable, guard: MessageGuard, writer: MessageWriter): Promise<void> {
+function copyToSpool(stream: Readable, guard: MessageGuard, filter: ForeignAuthResultsFilter, writer: MessageWriter, feed?: PassThrough): Promise<void> {
   return new Promise((resolve, reject) => {
     let writeError: Error | undefined;
     let writing = Promise.resolve();
-    guard.on('data', (chunk: Buffer) => {
+    filter.on('data', (chunk: Buffer) => {
+      feed?.write(chunk);
       if (writeError) return;
-      guard.pause();
+      filter.pause();
       writing = writer.writeChunk(chunk).then(
-        () => void guard.resume(),
+        () => void filter.resume(),
         (err: Error) => {
           writeError = err;
-          guard.resume();
+          filter.resume();
         },
       );
     });
-    guard.on('end', () => {
+    filter.on('end', () => {
+      feed?.end();
       void writing.then(() => (writeError ? reject(writeError) : resolve()));
     });
     const abandoned = () => reject(new Error('client stream ended before the end of DATA'));
@@ -101,7 +143,7 @@ function copyToSpool(stream: Readable, guard: MessageGuard, writer: MessageWrite
     stream.on('close', () => {
       if (!stream.readableEnded) abandoned();
     });
-    stream.pipe(guard);
+    stream.pipe(guard).pipe(filter);
   });
 }
 

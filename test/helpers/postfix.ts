@@ -31,7 +31,7 @@ export interface CommandResult {
 }
 
 /** Runs a program with a time limit and collects its output; never rejects on a non-zero exit. */
-export function runCommand(file: string, args: string[], opts: { timeoutMs?: number; input?: string } = {}): Promise<CommandResult> {
+export function runCommand(file: string, args: string[], opts: { timeoutMs?: number; input?: string | Buffer } = {}): Promise<CommandResult> {
   return new Promise((resolveRun, rejectRun) => {
     const child = execFile(
       file,

@@ -33,6 +33,8 @@ export function baseConfig(dir: string): Record<string, unknown> {
     domains: [{ name: 'relay.test', delivery: 'maildir', mailboxes: ['alice', 'bob'], aliases: { root: 'alice' } }],
     paths: { spool: join(dir, 'spool'), mail: join(dir, 'mail'), state: join(dir, 'state') },
     delivery: { allowedDestinations: ['127.0.0.0/8', '::1/128'], retry: { minBackoffMs: 200, maxBackoffMs: 400 } },
+    // off unless a test turns it on (with dns.servers on loopback): no lookups through the system resolver
+    inbound: { authentication: false },
   };
 }
 

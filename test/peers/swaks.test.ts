@@ -67,6 +67,7 @@ listeners:
 domains:
   - { name: localhost, delivery: maildir }
 relay: { networks: [] }
+inbound: { authentication: false }   # SPF/DKIM/DMARC checks have their own tests; no DNS lookups here
 users:
   - name: ${USER}
     passwordHash: '${hash}'
@@ -156,6 +157,7 @@ listeners:
 domains:
   - { name: localhost, delivery: maildir }
 relay: { networks: [] }
+inbound: { authentication: false }   # SPF/DKIM/DMARC checks have their own tests; no DNS lookups here
 paths: { spool: ${dir}/spool, mail: ${dir}/mail, state: ${dir}/state }
 delivery:
   allowedDestinations: [127.0.0.0/8]
