@@ -19,6 +19,7 @@ import { SmtpListener } from './listener/smtp-listener';
 import { loadTlsCredentials } from './listener/tls-credentials';
 import { Scheduler } from './queue/scheduler';
 import { Spool } from './queue/spool';
+import { AuthThrottle } from './stages/auth-throttle';
 import { RelayPolicy } from './stages/policy';
 
 export interface RelayOptions {
@@ -66,9 +67,10 @@ export class Relay {
     const tls = await loadTlsCredentials(config, logger);
     const policy = new RelayPolicy(config);
     const authenticator = config.inbound.authentication ? new InboundAuthenticator(config) : undefined;
+    const authThrottle = new AuthThrottle(config.limits.auth);
     const listeners = config.listeners.map(
       (listener, index) =>
-        new SmtpListener(index, listener, { config, policy, spool, tls, logger, ...(authenticator ? { authenticator } : {}), onQueued: (entry, preloaded) => scheduler.enqueue(entry, preloaded) }),
+        new SmtpListener(index, listener, { config, policy, spool, tls, logger, authThrottle, ...(authenticator ? { authenticator } : {}), onQueued: (entry, preloaded) => scheduler.enqueue(entry, preloaded) }),
     );
     const relay = new Relay(config, spool, scheduler, router, listeners, logger, options);
     try {

@@ -23,6 +23,7 @@
  */
 import { gzipSync } from 'node:zlib';
 import { Document, isSeq, parse, visit } from 'yaml';
+import { FAIL2BAN_FILTER_PATH, FAIL2BAN_JAIL_PATH, renderFail2banFilter, renderFail2banJail } from './fail2ban';
 import { renderNftables } from './firewall';
 import { RELAY_UNIT_DEFAULTS, RELAY_UNIT_NAME, RELAY_UNIT_PATH, SPOOL_LABEL, mountUnitName, renderRelayUnit, renderSpoolMountUnit } from './systemd-unit';
 
@@ -81,7 +82,7 @@ export const ALLOWED_TOP_LEVEL_KEYS: readonly string[] = Object.freeze([
 ]);
 
 /** Debian packages the relay host needs; the image carries them, the first boot only makes sure. */
-export const HOST_PACKAGES: readonly string[] = Object.freeze(['nodejs', 'unattended-upgrades', 'nftables', 'chrony']);
+export const HOST_PACKAGES: readonly string[] = Object.freeze(['nodejs', 'unattended-upgrades', 'nftables', 'chrony', 'fail2ban']);
 
 export const SSHD_DROP_IN_PATH = '/etc/ssh/sshd_config.d/00-ownrelay.conf';
 export const RELAY_USER = RELAY_UNIT_DEFAULTS.user;
@@ -140,7 +141,7 @@ function validate(input: UserDataInput): void {
 }
 
 /** The cloud-config as data; renderUserData serializes it. */
-export function buildCloudConfig(input: UserDataInput, opts: { compressRelayConfig?: boolean } = {}): Record<string, unknown> {
+export function buildCloudConfig(input: UserDataInput, opts: { compressFiles?: boolean } = {}): Record<string, unknown> {
   validate(input);
   const { spoolDir, stateDir, mailDir, configPath } = RELAY_UNIT_DEFAULTS;
   const spoolMount = mountUnitName(spoolDir);
@@ -182,10 +183,10 @@ export function buildCloudConfig(input: UserDataInput, opts: { compressRelayConf
       { path: RELAY_UNIT_PATH, permissions: '0644', content: renderRelayUnit() },
       { path: '/etc/apt/apt.conf.d/20auto-upgrades', permissions: '0644', content: APT_PERIODIC, defer: true },
       { path: '/etc/apt/apt.conf.d/52ownrelay-unattended-upgrades', permissions: '0644', content: UNATTENDED_UPGRADES, defer: true },
-      opts.compressRelayConfig
-        ? { path: configPath, permissions: '0640', owner: `root:${RELAY_USER}`, encoding: 'gz+b64', content: gzipSync(input.relayConfigYaml, { level: 9 }).toString('base64'), defer: true }
-        : { path: configPath, permissions: '0640', owner: `root:${RELAY_USER}`, content: input.relayConfigYaml, defer: true },
-    ],
+      { path: FAIL2BAN_FILTER_PATH, permissions: '0644', content: renderFail2banFilter(), defer: true },
+      { path: FAIL2BAN_JAIL_PATH, permissions: '0644', content: renderFail2banJail({ ignoreIps: input.adminCidrs }), defer: true },
+      { path: configPath, permissions: '0640', owner: `root:${RELAY_USER}`, content: input.relayConfigYaml, defer: true },
+    ].map((file) => (opts.compressFiles ? compressed(file) : file)),
     // partition "auto" reuses an ext4 labelled ownrelay-spool and leaves a disk with any other
     // filesystem alone; "none" would format the raw device on every new instance
     fs_setup: [{ label: SPOOL_LABEL, filesystem: 'ext4', device: input.spoolDevice, partition: 'auto', overwrite: false }],
@@ -194,6 +195,9 @@ export function buildCloudConfig(input: UserDataInput, opts: { compressRelayConf
       ['systemctl', 'enable', '--now', 'nftables.service'],
       ['systemctl', 'enable', '--now', 'chrony.service'],
       ['systemctl', 'enable', '--now', 'unattended-upgrades.service'],
+      // restart: the package may have started it before our jail was written
+      ['systemctl', 'enable', 'fail2ban.service'],
+      ['systemctl', 'restart', 'fail2ban.service'],
       ['systemctl', 'enable', '--now', spoolMount],
       // the volume may come from a previous instance, where the relay user had another uid
       ['sh', '-c', 'mountpoint -q "$1" && chown -R "$2" "$1" && chmod 0750 "$1"', 'own-spool', spoolDir, owner],
@@ -203,6 +207,11 @@ export function buildCloudConfig(input: UserDataInput, opts: { compressRelayConf
       ['systemctl', 'start', '--no-block', RELAY_UNIT_NAME],
     ],
   };
+}
+
+/** A write_files entry as gzip+base64 (cloud-init's `gz+b64`): about a third of the bytes for config text. */
+function compressed(file: { content: string } & Record<string, unknown>): Record<string, unknown> {
+  return { ...file, encoding: 'gz+b64', content: gzipSync(file.content, { level: 9 }).toString('base64') };
 }
 
 /** Throws when the user-data is larger than AWS accepts, with the size and the limit. */
@@ -225,14 +234,14 @@ function serialize(config: Record<string, unknown>): string {
 }
 
 /**
- * Renders the user-data. The relay config is written as plain text when everything
+ * Renders the user-data. The files are written as plain text when everything
  * fits in USER_DATA_MAX_BYTES, gzip+base64 (cloud-init's `gz+b64`) when only that
  * fits; otherwise it throws.
  */
 export function renderUserData(input: UserDataInput): string {
   const plain = serialize(buildCloudConfig(input));
   if (Buffer.byteLength(plain, 'utf8') <= USER_DATA_MAX_BYTES) return plain;
-  const compressed = serialize(buildCloudConfig(input, { compressRelayConfig: true }));
-  assertUserDataSize(compressed);
-  return compressed;
+  const smaller = serialize(buildCloudConfig(input, { compressFiles: true }));
+  assertUserDataSize(smaller);
+  return smaller;
 }

@@ -142,6 +142,17 @@ export const RelayConfigSchema = z
         maxClients: z.number().int().positive().default(1000).describe('concurrent connections per listener'),
         idleTimeoutMs: z.number().int().positive().default(300_000).describe('close a connection that is silent this long'),
         bareLineEndings: z.enum(['reject', 'normalize']).default('normalize').describe('a bare CR or LF in DATA: reject the message (554) or turn it into CRLF'),
+        auth: z
+          .object({
+            maxFailuresPerConnection: z.number().int().positive().default(3).describe('failed AUTH attempts on one connection before 421 and disconnect'),
+            maxFailuresPerIp: z.number().int().positive().default(10).describe('failed AUTH attempts from one IP within windowMs before its attempts get 454 without a password check'),
+            windowMs: z.number().int().positive().default(900_000).describe('how long a failure counts'),
+            baseDelayMs: z.number().int().nonnegative().default(500).describe('answer delay after the first failure of an IP or user; doubles with each further failure'),
+            maxDelayMs: z.number().int().nonnegative().default(8_000).describe('the answer delay never grows past this'),
+          })
+          .strict()
+          .prefault({})
+          .describe('brute-force protection for SMTP AUTH (failures are logged for fail2ban too)'),
       })
       .strict()
       .prefault({})

@@ -12,6 +12,7 @@ import { newQueueId } from '../queue/queue-id';
 import type { QueueEntry, Spool } from '../queue/spool';
 import type { PreloadedMessage } from '../queue/scheduler';
 import type { InboundAuthenticator } from '../inbound/authentication';
+import type { AuthThrottle } from '../stages/auth-throttle';
 import { receiveMessage, type ReceiveOptions } from '../stages/data';
 import { UNMATCHABLE_HASH, verifyPassword } from '../stages/password';
 import type { ClientContext, RelayPolicy } from '../stages/policy';
@@ -30,6 +31,8 @@ export interface ListenerDeps {
   logger: Logger;
   /** inbound SPF/DKIM/DMARC checks for mail from other servers (mx listeners) */
   authenticator?: InboundAuthenticator;
+  /** AUTH failure counts, shared by all listeners */
+  authThrottle: AuthThrottle;
   /** called after a message is durably queued (and before the 250 is sent) */
   onQueued(entry: QueueEntry, preloaded?: PreloadedMessage): void;
 }
@@ -144,20 +147,43 @@ export class SmtpListener {
     cb(verdict.error);
   }
 
+  /**
+   * AUTH: a blocked IP gets 454 without a password check; otherwise the answer
+   * waits the throttle's delay, and the connection is closed with 421 after
+   * limits.auth.maxFailuresPerConnection failures. Every failure is logged with
+   * `"event":"auth"`, the client IP and `"result":"failed"` (fail2ban's filter).
+   */
   private async onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, cb: (err: Error | null | undefined, response?: SMTPServerAuthenticationResponse) => void): Promise<void> {
     const state = this.sessions.get(session.id);
+    const { authThrottle, logger, config } = this.deps;
+    const ip = session.remoteAddress;
     const name = auth.username ?? '';
+    if (authThrottle.blocked(ip)) {
+      logger.warn({ event: 'auth', listener: this.name, client: ip, user: name, result: 'blocked' }, `authentication from ${ip} refused: too many failures`);
+      return this.settle(state, refuse('auth', 454, '4.7.0', 'Too many authentication failures, try again later', `auth blocked for ${ip}`), cb);
+    }
+    const delay = authThrottle.delayMs(ip, name);
     const user = this.deps.policy.user(name);
     // PLAIN may carry an authorization identity: acting as someone else is not allowed
     const authzid = (auth as { authzid?: string }).authzid;
     const impersonating = Boolean(authzid) && authzid !== name;
     // an unknown user costs the same scrypt work as a known one
-    const ok = (await verifyPassword(auth.password ?? '', user?.passwordHash ?? UNMATCHABLE_HASH)) && user !== undefined && !impersonating;
+    const [ok] = await Promise.all([
+      verifyPassword(auth.password ?? '', user?.passwordHash ?? UNMATCHABLE_HASH).then((match) => match && user !== undefined && !impersonating),
+      delay > 0 ? new Promise((resolve) => setTimeout(resolve, delay)) : undefined,
+    ]);
     if (ok) {
-      this.deps.logger.info({ event: 'auth', listener: this.name, client: session.remoteAddress, user: name, result: 'ok' }, 'authenticated');
+      authThrottle.succeeded(ip, name);
+      logger.info({ event: 'auth', listener: this.name, client: ip, user: name, result: 'ok' }, 'authenticated');
       return cb(null, { user: name });
     }
-    this.deps.logger.warn({ event: 'auth', listener: this.name, client: session.remoteAddress, user: name, result: 'failed' }, `authentication failed for ${name} from ${session.remoteAddress}`);
+    authThrottle.failed(ip, name);
+    state.authFailures++;
+    logger.warn({ event: 'auth', listener: this.name, client: ip, user: name, result: 'failed' }, `authentication failed for ${name} from ${ip}`);
+    if (state.authFailures >= config.limits.auth.maxFailuresPerConnection) {
+      state.transaction.trail.push(refuse('auth', 535, '5.7.8', 'Authentication credentials invalid', `authentication failed for ${name}`));
+      return cb(new SmtpError(421, '4.7.0', 'Too many authentication failures, closing connection', `too many auth failures (${state.authFailures})`));
+    }
     this.settle(state, refuse('auth', 535, '5.7.8', 'Authentication credentials invalid', `authentication failed for ${name}`), cb);
   }
 

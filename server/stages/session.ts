@@ -13,6 +13,8 @@ export interface Transaction {
 
 export interface SessionState {
   errors: number;
+  /** failed AUTH attempts on this connection */
+  authFailures: number;
   transaction: Transaction;
 }
 
@@ -26,7 +28,7 @@ export class SessionRegistry {
   get(id: string): SessionState {
     let state = this.sessions.get(id);
     if (!state) {
-      state = { errors: 0, transaction: newTransaction() };
+      state = { errors: 0, authFailures: 0, transaction: newTransaction() };
       this.sessions.set(id, state);
     }
     return state;

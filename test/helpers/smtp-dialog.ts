@@ -21,12 +21,13 @@ export class SmtpDialog {
     this.attach(socket);
   }
 
-  static connect(port: number, options: { implicitTls?: boolean; host?: string } = {}): Promise<SmtpDialog> {
+  static connect(port: number, options: { implicitTls?: boolean; host?: string; localAddress?: string } = {}): Promise<SmtpDialog> {
     const host = options.host ?? '127.0.0.1';
+    const local = options.localAddress ? { localAddress: options.localAddress } : {};
     return new Promise((resolve, reject) => {
       const socket = options.implicitTls
-        ? tls.connect({ port, host, rejectUnauthorized: false }, () => resolve(new SmtpDialog(socket)))
-        : net.connect({ port, host }, () => resolve(new SmtpDialog(socket)));
+        ? tls.connect({ port, host, rejectUnauthorized: false, ...local }, () => resolve(new SmtpDialog(socket)))
+        : net.connect({ port, host, ...local }, () => resolve(new SmtpDialog(socket)));
       socket.once('error', reject);
     });
   }
