@@ -21,6 +21,7 @@ import { Scheduler } from './queue/scheduler';
 import { Spool } from './queue/spool';
 import { AuthThrottle } from './stages/auth-throttle';
 import { RelayPolicy } from './stages/policy';
+import { SendingLimiter } from './stages/sending-limit';
 
 export interface RelayOptions {
   /** for tests and labs: the port MX deliveries connect to (default 25) */
@@ -68,9 +69,10 @@ export class Relay {
     const policy = new RelayPolicy(config);
     const authenticator = config.inbound.authentication ? new InboundAuthenticator(config) : undefined;
     const authThrottle = new AuthThrottle(config.limits.auth);
+    const sendingLimiter = new SendingLimiter(config);
     const listeners = config.listeners.map(
       (listener, index) =>
-        new SmtpListener(index, listener, { config, policy, spool, tls, logger, authThrottle, ...(authenticator ? { authenticator } : {}), onQueued: (entry, preloaded) => scheduler.enqueue(entry, preloaded) }),
+        new SmtpListener(index, listener, { config, policy, spool, tls, logger, authThrottle, sendingLimiter, ...(authenticator ? { authenticator } : {}), onQueued: (entry, preloaded) => scheduler.enqueue(entry, preloaded) }),
     );
     const relay = new Relay(config, spool, scheduler, router, listeners, logger, options);
     try {

@@ -82,6 +82,16 @@ export const DomainSchema = z
     }
   });
 
+const SendingLimitSchema = z
+  .object({
+    messagesPerHour: z.number().int().positive().default(1000).describe('messages an authenticated user may send in any hour'),
+    action: z
+      .enum(['defer', 'hold'])
+      .default('defer')
+      .describe('over the limit: defer (450 4.7.1 at MAIL FROM: the application retries later) or hold (accept into the hold queue, not delivered until released, and log an alert)'),
+  })
+  .strict();
+
 export const UserSchema = z
   .object({
     name: z.string().min(1).describe('user name for SMTP AUTH'),
@@ -93,6 +103,7 @@ export const UserSchema = z
       .array(z.string().min(2))
       .min(1)
       .describe('envelope senders this user may use: full addresses (app@example.org) or whole domains (@example.org)'),
+    sendingLimit: SendingLimitSchema.optional().describe('overrides limits.sending for this user'),
   })
   .strict();
 
@@ -153,6 +164,7 @@ export const RelayConfigSchema = z
           .strict()
           .prefault({})
           .describe('brute-force protection for SMTP AUTH (failures are logged for fail2ban too)'),
+        sending: SendingLimitSchema.prefault({}).describe('per authenticated user: a leaked password must not burn the IP\'s reputation'),
       })
       .strict()
       .prefault({})

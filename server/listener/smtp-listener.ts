@@ -13,6 +13,7 @@ import type { QueueEntry, Spool } from '../queue/spool';
 import type { PreloadedMessage } from '../queue/scheduler';
 import type { InboundAuthenticator } from '../inbound/authentication';
 import type { AuthThrottle } from '../stages/auth-throttle';
+import type { SendingLimiter } from '../stages/sending-limit';
 import { receiveMessage, type ReceiveOptions } from '../stages/data';
 import { UNMATCHABLE_HASH, verifyPassword } from '../stages/password';
 import type { ClientContext, RelayPolicy } from '../stages/policy';
@@ -33,6 +34,8 @@ export interface ListenerDeps {
   authenticator?: InboundAuthenticator;
   /** AUTH failure counts, shared by all listeners */
   authThrottle: AuthThrottle;
+  /** messages per hour per authenticated user, shared by all listeners */
+  sendingLimiter: SendingLimiter;
   /** called after a message is durably queued (and before the 250 is sent) */
   onQueued(entry: QueueEntry, preloaded?: PreloadedMessage): void;
 }
@@ -114,6 +117,22 @@ export class SmtpListener {
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
 
+  /**
+   * Moves an accepted message to the hold queue (not delivered until released)
+   * and raises the alert. If the move fails the message stays queued for delivery:
+   * it was accepted, so it is never dropped.
+   */
+  private async hold(entry: QueueEntry, envelope: QueueEnvelope, reason: string): Promise<void> {
+    const { spool, logger } = this.deps;
+    try {
+      await spool.move(entry, 'hold');
+      logger.error({ event: 'held', alert: 'sending-limit', queueId: envelope.id, user: envelope.client.user, from: envelope.from, to: envelope.recipients.map((r) => r.address), reason }, `held ${envelope.id}: ${reason}`);
+    } catch (err) {
+      logger.error({ event: 'hold-failed', queueId: envelope.id, err: String(err) }, `could not hold ${envelope.id}; it will be delivered`);
+      this.deps.onQueued(entry);
+    }
+  }
+
   /** Mail from other servers is checked on mx listeners; our own clients (relay networks, AUTH) are not. */
   private inspectorFor(session: SMTPServerSession, envelope: QueueEnvelope): ReceiveOptions['inspect'] {
     const authenticator = this.deps.authenticator;
@@ -190,7 +209,18 @@ export class SmtpListener {
   private onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, cb: Callback): void {
     const state = this.sessions.get(session.id);
     state.transaction = newTransaction();
-    this.settle(state, this.deps.policy.checkSender(this.client(session), address.address), cb);
+    const client = this.client(session);
+    const verdict = this.deps.policy.checkSender(client, address.address);
+    const user = client.user !== undefined ? this.deps.policy.user(client.user) : undefined;
+    const sending = verdict.action === 'accept' && user ? this.deps.sendingLimiter.check(user) : { over: false as const };
+    if (!sending.over) return this.settle(state, verdict, cb);
+    const reason = `${user!.name} is over its limit of ${sending.limit} messages per hour`;
+    if (sending.action === 'hold') {
+      state.transaction.hold = reason;
+      return this.settle(state, verdict, cb);
+    }
+    this.deps.logger.warn({ event: 'sending-limit', user: user!.name, client: session.remoteAddress, limit: sending.limit, action: 'defer' }, reason);
+    this.settle(state, refuse('sender', 450, '4.7.1', `Sending limit of ${sending.limit} messages per hour reached, try again later`, reason), cb);
   }
 
   private onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb: Callback): void {
@@ -247,7 +277,9 @@ export class SmtpListener {
         authservId: config.hostname,
         ...(inspect ? { inspect } : {}),
       });
-      transaction.trail.push(accept('data', 'queued'));
+      transaction.trail.push(accept('data', transaction.hold ? 'held' : 'queued'));
+      const sender = envelope.client.user !== undefined ? this.deps.policy.user(envelope.client.user) : undefined;
+      if (sender) this.deps.sendingLimiter.record(sender);
       logger.info(
         {
           event: 'accepted',
@@ -264,7 +296,8 @@ export class SmtpListener {
         },
         `accepted ${envelope.id} from <${envelope.from}>`,
       );
-      this.deps.onQueued(entry, message ? { info: { envelope, bodyOffset, size }, message } : undefined);
+      if (transaction.hold) await this.hold(entry, envelope, transaction.hold);
+      else this.deps.onQueued(entry, message ? { info: { envelope, bodyOffset, size }, message } : undefined);
       cb(null, `2.0.0 Ok: queued as ${envelope.id}`);
     } catch (err) {
       const error = asSmtpError(err, 'receiving message');

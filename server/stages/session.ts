@@ -9,6 +9,8 @@ export interface Transaction {
   /** normalized recipients in RCPT order (domainless postmaster made explicit) */
   recipients: string[];
   trail: Verdict[];
+  /** set when the message goes to the hold queue instead of delivery (why) */
+  hold?: string;
 }
 
 export interface SessionState {
