@@ -16,6 +16,7 @@ import { MtaStsPolicies } from './mta-sts-cache';
 import { httpsPolicyFetcher } from './mta-sts-fetch';
 import type { MxResolver } from './mx-resolver';
 import { TlsReportStore } from './tls-report-store';
+import { tlsReportDir } from './tls-report';
 
 export interface OutboundTlsTestOptions {
   /** PEM CA certificates trusted in addition to the bundled ones */
@@ -33,7 +34,7 @@ export interface OutboundTlsParts {
 export function outboundTlsParts(config: RelayConfig, resolver: MxResolver, guard: AddressGuard, logger: Logger, test: OutboundTlsTestOptions = {}): OutboundTlsParts {
   const ca = test.extraCaPem && test.extraCaPem.length > 0 ? [...rootCertificates, ...test.extraCaPem] : undefined;
   const { mtaSts, tlsReports } = config.delivery;
-  const reports = tlsReports.enabled ? new TlsReportStore(tlsReports.dir ?? join(config.paths.state, 'tls-reports'), logger) : undefined;
+  const reports = tlsReports.enabled ? new TlsReportStore(tlsReportDir(config), logger) : undefined;
   if (!mtaSts.enabled) return { ca, tlsReports: reports };
   const policies = new MtaStsPolicies({
     lookupTxt: (name) => resolver.resolveTxt(name),
