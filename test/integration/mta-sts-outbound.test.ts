@@ -8,17 +8,25 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { promisify } from 'node:util';
+import { stringify } from 'yaml';
 import nodemailer from 'nodemailer';
 import { hashPassword } from '../../server/stages/password';
 import type { TlsDayRecord } from '../../server/delivery/tls-report-store';
 import { startDnsServer, type DnsServerHandle } from '../helpers/dns-server';
 import { startDestination, type DestinationServer } from '../helpers/destination-server';
 import { createTestCa, policyText, startPolicyServer, type PolicyServer, type TestCa } from '../helpers/mta-sts-peers';
+import { PROJECT_ROOT } from '../helpers/relay-process';
 import { spoolCounts, waitFor } from '../helpers/spool-files';
 import { startTestRelay, type TestRelay } from '../helpers/test-relay';
+
+const execFileAsync = promisify(execFile);
+const TSX_LOADER = pathToFileURL(require.resolve('tsx', { paths: [PROJECT_ROOT] })).href;
 
 let dns: DnsServerHandle;
 let ca: TestCa;
@@ -197,6 +205,20 @@ test('testing: the message is delivered as usual and what enforce would refuse i
   }
   const report = totals(await reportsOf(relay));
   assert.deepEqual(report, { ok: 0, failed: 1, resultTypes: ['certificate-host-mismatch'], failureMx: ['mx.sts.test'] });
+
+  // the customer's view: `ownrelay tls-report` prints the RFC 8460 report of that day
+  const [day] = await readdir(join(relay.dir, 'state', 'tls-reports'));
+  const configFile = join(relay.dir, 'report-config.yaml');
+  await writeFile(configFile, stringify({ hostname: 'relay.test', listeners: [{ role: 'mx', port: 25 }], paths: { state: join(relay.dir, 'state') } }));
+  const { stdout } = await execFileAsync(process.execPath, ['--import', TSX_LOADER, join(PROJECT_ROOT, 'server', 'main.ts'), 'tls-report', '-c', configFile, '--domain', 'sts.test', '--day', day!]);
+  const rfc8460 = JSON.parse(stdout) as Record<string, unknown> & { policies: TlsDayRecord['policies'] };
+  assert.equal(rfc8460['organization-name'], 'relay.test');
+  assert.equal(rfc8460['contact-info'], 'postmaster@relay.test');
+  assert.equal(rfc8460['report-id'], `${day}T00:00:00Z_sts.test@relay.test`);
+  assert.deepEqual(rfc8460['date-range'], { 'start-datetime': `${day}T00:00:00Z`, 'end-datetime': `${day}T23:59:59Z` });
+  assert.equal(rfc8460.policies[0]!.policy['policy-string'][1], 'mode: testing');
+  assert.equal(rfc8460.policies[0]!['failure-details'][0]!['result-type'], 'certificate-host-mismatch');
+  assert.equal(rfc8460.policies[0]!['failure-details'][0]!['receiving-ip'], '127.0.0.1');
 });
 
 test('a cached policy survives a restart and is enforced while the policy server is gone', async () => {
