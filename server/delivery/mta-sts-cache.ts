@@ -13,7 +13,8 @@
  *   policy; the failure is reported to `onFetchFailure` (TLS-RPT) and the fetch
  *   is not tried again for `fetchRetryMs`;
  * - a cached policy past half its max_age is fetched again in the background.
- * Concurrent calls for one domain share one lookup.
+ * Concurrent calls for one domain share one lookup. Memory holds at most
+ * MAX_DOMAINS_IN_MEMORY domains; forgotten ones are read from disk again.
  */
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -47,6 +48,8 @@ export interface MtaStsPoliciesOptions {
 
 interface DomainState {
   txtCheckedAtMs?: number;
+  /** the id of the last TXT answer; undefined for no (valid) record or a failed lookup */
+  txtId?: string;
   failedId?: string;
   failedAtMs?: number;
   refreshing?: boolean;
@@ -55,6 +58,8 @@ interface DomainState {
 const DEFAULT_TXT_RECHECK_MS = 5 * 60_000;
 const DEFAULT_FETCH_RETRY_MS = 5 * 60_000;
 const FILE_VERSION = 1;
+/** domains remembered in memory; the oldest are forgotten beyond this (policies stay on disk) */
+const MAX_DOMAINS_IN_MEMORY = 10_000;
 
 export class MtaStsPolicies {
   private readonly memory = new Map<string, CachedPolicy | null>();
@@ -71,6 +76,7 @@ export class MtaStsPolicies {
     if (name === '') return Promise.resolve(undefined);
     const running = this.inFlight.get(name);
     if (running) return running;
+    this.forgetOldest();
     const lookup = this.resolve(name)
       .catch((err: unknown) => {
         this.opts.logger.error({ event: 'mta-sts-error', domain: name, err: String(err) }, `MTA-STS lookup for ${name} failed unexpectedly`);
@@ -86,22 +92,25 @@ export class MtaStsPolicies {
     const cached = await this.cached(domain);
     const valid = cached && cached.expiresAtMs > now ? cached : undefined;
     const state = this.stateOf(domain);
-    if (valid && state.txtCheckedAtMs !== undefined && now - state.txtCheckedAtMs < (this.opts.txtRecheckMs ?? DEFAULT_TXT_RECHECK_MS)) return valid;
-
-    let id: string | undefined;
-    try {
-      id = policyIdOf(await this.opts.lookupTxt(`_mta-sts.${domain}`));
-    } catch (err) {
-      this.opts.logger.debug({ domain, err: String(err) }, 'MTA-STS TXT lookup failed; using the cached policy if there is one');
-      return valid;
+    const fresh = state.txtCheckedAtMs !== undefined && now - state.txtCheckedAtMs < (this.opts.txtRecheckMs ?? DEFAULT_TXT_RECHECK_MS);
+    if (!fresh) {
+      state.txtCheckedAtMs = now;
+      try {
+        state.txtId = policyIdOf(await this.opts.lookupTxt(`_mta-sts.${domain}`));
+      } catch (err) {
+        state.txtId = undefined;
+        this.opts.logger.debug({ domain, err: String(err) }, 'MTA-STS TXT lookup failed; using the cached policy if there is one');
+      }
     }
-    state.txtCheckedAtMs = now;
+    const id = state.txtId;
     if (id === undefined) return valid;
+    const recentlyFailed = state.failedId === id && state.failedAtMs !== undefined && now - state.failedAtMs < (this.opts.fetchRetryMs ?? DEFAULT_FETCH_RETRY_MS);
     if (valid && valid.id === id) {
-      if (now - valid.fetchedAtMs > (valid.expiresAtMs - valid.fetchedAtMs) / 2) this.refreshInBackground(domain, id);
+      const halfLife = (valid.expiresAtMs - valid.fetchedAtMs) / 2;
+      if (now - valid.fetchedAtMs > halfLife && !recentlyFailed) this.refreshInBackground(domain, id);
       return valid;
     }
-    if (state.failedId === id && state.failedAtMs !== undefined && now - state.failedAtMs < (this.opts.fetchRetryMs ?? DEFAULT_FETCH_RETRY_MS)) return valid;
+    if (recentlyFailed) return valid;
     return (await this.fetch(domain, id)) ?? valid;
   }
 
@@ -136,6 +145,17 @@ export class MtaStsPolicies {
     if (state.refreshing) return;
     state.refreshing = true;
     void this.fetch(domain, id).finally(() => (state.refreshing = false));
+  }
+
+  private forgetOldest(): void {
+    for (const map of [this.memory, this.state]) {
+      if (map.size < MAX_DOMAINS_IN_MEMORY) continue;
+      let drop = map.size - MAX_DOMAINS_IN_MEMORY / 2;
+      for (const key of map.keys()) {
+        if (drop-- <= 0) break;
+        map.delete(key);
+      }
+    }
   }
 
   private stateOf(domain: string): DomainState {

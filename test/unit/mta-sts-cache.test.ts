@@ -197,3 +197,16 @@ test('a policy past half its max_age is still used and fetched again in the back
   assert.deepEqual(refreshed.policy.mx, ['mx.example.org', 'mx2.example.org']);
   assert.equal(state.fetches, 2);
 });
+
+test('a domain without a record is not asked again before txtRecheckMs', async () => {
+  const { state, options } = world();
+  state.txt = [];
+  const policies = new MtaStsPolicies(options({ txtRecheckMs: 60_000 }));
+  assert.equal(await policies.policyFor('example.org'), undefined);
+  assert.equal(await policies.policyFor('example.org'), undefined);
+  assert.equal(state.txtLookups, 1);
+  state.nowMs += 61_000;
+  state.txt = [['v=STSv1; id=one']];
+  assert.equal((await policies.policyFor('example.org'))?.id, 'one', 'a record published later is found at the next check');
+  assert.equal(state.txtLookups, 2);
+});
