@@ -37,6 +37,8 @@ export interface StsPlan {
   /** why nothing may be tried (enforce with no matching MX) */
   refusal?: string;
   observer: SessionObserver;
+  /** the reply of a deferred recipient, saying that the policy refused TLS when it did */
+  explain(reply: string): string;
 }
 
 interface Problem {
@@ -55,6 +57,8 @@ export function applyStsPolicy(entry: CachedPolicy, mxHosts: readonly string[], 
     'mx-host': entry.policy.mx,
   };
   const matching = mxHosts.filter((host) => mxAllowed(host, entry.policy));
+  let refusedTls = false;
+  const explain = (reply: string): string => (mode === 'enforce' && refusedTls ? `MTA-STS policy of ${entry.domain} (enforce) requires STARTTLS with a valid certificate: ${reply}` : reply);
 
   const report = (endpoint: Pick<Endpoint, 'host' | 'address'>, problem: Problem, sendingMtaIp?: string): void => {
     const failure: TlsFailure = {
@@ -81,18 +85,20 @@ export function applyStsPolicy(entry: CachedPolicy, mxHosts: readonly string[], 
     },
     failed(endpoint, err) {
       const problem = tlsProblemOf(err);
-      if (problem) report(endpoint, problem);
+      if (!problem) return;
+      refusedTls = true;
+      report(endpoint, problem);
     },
   };
 
-  if (mode === 'testing') return { mode, hosts: [...mxHosts], tls: 'opportunistic', verifyCertificate: false, observer };
+  if (mode === 'testing') return { mode, hosts: [...mxHosts], tls: 'opportunistic', verifyCertificate: false, observer, explain };
 
   if (matching.length === 0) {
     for (const host of mxHosts) report({ host, address: '' }, { resultType: 'validation-failure', code: 'mx-mismatch', reason: 'is not listed in the policy' });
     const refusal = `MTA-STS policy of ${entry.domain} (enforce) allows mx ${entry.policy.mx.join(', ')}; none of its MX hosts (${mxHosts.join(', ')}) matches`;
-    return { mode, hosts: [], tls: 'required', verifyCertificate: true, refusal, observer };
+    return { mode, hosts: [], tls: 'required', verifyCertificate: true, refusal, observer, explain };
   }
-  return { mode, hosts: matching, tls: 'required', verifyCertificate: true, observer };
+  return { mode, hosts: matching, tls: 'required', verifyCertificate: true, observer, explain };
 }
 
 /** What enforce would have refused about a session opened in testing mode. */

@@ -91,7 +91,8 @@ export class SmtpDelivery {
       const applied = applyStsPolicy(sts, hosts, this.opts.tlsReports, this.logger);
       if (applied.refusal !== undefined) return everyone(message, 'deferred', { reason: applied.refusal });
       const route: Route = { port: this.mxPort, tls: applied.tls, verifyCertificate: applied.verifyCertificate };
-      return this.deliverToHosts(applied.hosts, route, message, applied.observer);
+      const results = await this.deliverToHosts(applied.hosts, route, message, applied.observer);
+      return results.map((result) => (result.outcome === 'deferred' ? { ...result, reply: applied.explain(result.reply) } : result));
     }
     // MX delivery: STARTTLS when offered, never a certificate check, never AUTH
     const route: Route = { port: this.mxPort, tls: 'opportunistic', verifyCertificate: false };

@@ -109,7 +109,7 @@ test('enforce: an MX whose certificate is for another name gets nothing, not eve
   try {
     await submit(relay, 'must not leak');
     const [first] = await deferrals(relay, 2); // the first attempt and a retry
-    assert.match(String(first!.reply), /mx\.sts\.test\[127\.0\.0\.1\]:\d+: .*(altnames|does not match)/i);
+    assert.match(String(first!.reply), /^MTA-STS policy of sts\.test \(enforce\) requires STARTTLS with a valid certificate: mx\.sts\.test\[127\.0\.0\.1\]:\d+: .*(altnames|does not match)/i);
     assert.ok(destination.connections >= 2, 'the MX was tried on each attempt');
     assert.equal(destination.messages.length, 0, 'nothing delivered, in plain text or otherwise');
     const counts = await spoolCounts(join(relay.dir, 'spool'));
@@ -178,7 +178,8 @@ test('enforce: an MX without STARTTLS is refused (starttls-not-supported) and th
   const relay = await relayTo(destination);
   try {
     await submit(relay, 'no starttls');
-    await deferrals(relay, 1);
+    const [first] = await deferrals(relay, 1);
+    assert.match(String(first!.reply), /^MTA-STS policy of sts\.test \(enforce\) requires STARTTLS with a valid certificate: mx\.sts\.test\[127\.0\.0\.1\]:\d+: 5\d\d /);
     assert.ok(destination.connections >= 1);
     assert.equal(destination.messages.length, 0);
   } finally {
@@ -219,6 +220,32 @@ test('testing: the message is delivered as usual and what enforce would refuse i
   assert.equal(rfc8460.policies[0]!.policy['policy-string'][1], 'mode: testing');
   assert.equal(rfc8460.policies[0]!['failure-details'][0]!['result-type'], 'certificate-host-mismatch');
   assert.equal(rfc8460.policies[0]!['failure-details'][0]!['receiving-ip'], '127.0.0.1');
+});
+
+test('with delivery.mtaSts.enabled false, policies are not looked up and STARTTLS stays opportunistic', async () => {
+  policyServer.serve(policyText('enforce', ['mx.sts.test']));
+  const requestsBefore = policyServer.requests;
+  const destination = await startDestination({ credentials: await ca.issue(['mx.wrong.test']) });
+  const stateDir = await mkdtemp(join(tmpdir(), 'ownrelay-sts-'));
+  dirs.push(stateDir);
+  const relay = await startTestRelay(
+    (dir) => ({
+      dns: { servers: dns.servers },
+      users: [{ name: 'app', passwordHash, senders: ['@relay.test'] }],
+      delivery: { allowedDestinations: ['127.0.0.0/8'], retry: { minBackoffMs: 200, maxBackoffMs: 400 }, mtaSts: { enabled: false }, tlsReports: { enabled: true, dir: join(dir, 'records') } },
+    }),
+    { dir: stateDir, mxPort: destination.port, outboundTls: { extraCaPem: [ca.cert], mtaStsHttpsPort: policyServer.port } },
+  );
+  try {
+    await submit(relay, 'no mta-sts');
+    const [message] = await destination.waitForMessages(1);
+    assert.equal(message!.secure, true, 'opportunistic STARTTLS, certificate not checked');
+  } finally {
+    await relay.stop();
+    await destination.close();
+  }
+  assert.equal(policyServer.requests, requestsBefore);
+  assert.deepEqual(await readdir(join(stateDir, 'records')).catch(() => []), [], 'no policy, no TLS report records');
 });
 
 test('a cached policy survives a restart and is enforced while the policy server is gone', async () => {
