@@ -152,6 +152,27 @@ test('enforce: an MX with a certificate valid for its name (signed by a trusted 
   assert.deepEqual({ ok: report.ok, failed: report.failed }, { ok: 1, failed: 0 });
 });
 
+test('enforce: a self-signed or expired certificate is refused as not trusted or expired', async () => {
+  policyServer.serve(policyText('enforce', ['mx.sts.test']));
+  const cases = [
+    { credentials: undefined, resultType: 'certificate-not-trusted' }, // the shared self-signed certificate of the destination helper
+    { credentials: await ca.issue(['mx.sts.test'], { notBefore: new Date(Date.now() - 10 * 86400_000), notAfter: new Date(Date.now() - 86400_000) }), resultType: 'certificate-expired' },
+  ];
+  for (const { credentials, resultType } of cases) {
+    const destination = await startDestination(credentials ? { credentials } : {});
+    const relay = await relayTo(destination);
+    try {
+      await submit(relay, resultType);
+      await deferrals(relay, 1);
+      assert.equal(destination.messages.length, 0);
+    } finally {
+      await relay.stop();
+      await destination.close();
+    }
+    assert.deepEqual(totals(await reportsOf(relay)).resultTypes, [resultType]);
+  }
+});
+
 test('enforce: an MX that is not in the policy is never connected to; the message is deferred', async () => {
   policyServer.serve(policyText('enforce', ['mx1.elsewhere.test', '*.mail.sts.test']));
   const destination = await startDestination({ credentials: await ca.issue(['mx.sts.test']) });
