@@ -1,7 +1,8 @@
 /**
  * The `ownrelay` command. `run` starts the relay (on the embedded default config
  * when no --config is given); `check-config` validates a file with the same
- * schema and messages the relay uses; `hash-password` makes a users[].passwordHash.
+ * schema and messages the relay uses; `hash-password` makes a users[].passwordHash;
+ * `tls-report` prints a day's RFC 8460 TLS report for a destination domain.
  */
 // file fsyncs run on libuv's thread pool; concurrent sessions need more than 4 threads
 process.env.UV_THREADPOOL_SIZE ??= '16';
@@ -13,6 +14,7 @@ import { Relay } from './relay';
 import { hashPassword } from './stages/password';
 import { RelayConfigSchema } from './config/schema';
 import { z } from 'zod';
+import { previousUtcDay, tlsReportDir, tlsReportForDay } from './delivery/tls-report';
 
 const program = new Command('ownrelay').description('a dedicated, durable SMTP relay').showHelpAfterError();
 
@@ -60,6 +62,24 @@ program
     const password = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
     if (!password) throw new Error('no password on standard input');
     process.stdout.write(`${await hashPassword(password)}\n`);
+  });
+
+program
+  .command('tls-report')
+  .description('print the RFC 8460 TLS report (JSON) of one destination domain for one UTC day')
+  .option('-c, --config <file>', 'YAML config file (default: the embedded development config)')
+  .requiredOption('-d, --domain <domain>', 'the policy domain, e.g. example.com')
+  .option('--day <YYYY-MM-DD>', 'the UTC day (default: yesterday)')
+  .option('--organization <name>', 'organization-name of the report (default: the hostname setting)')
+  .option('--contact <address>', 'contact-info of the report (default: postmaster@<hostname>)')
+  .action(async (options: { config?: string; domain: string; day?: string; organization?: string; contact?: string }) => {
+    const config = options.config ? loadConfigFile(options.config) : defaultConfig();
+    const day = options.day ?? previousUtcDay();
+    const dir = tlsReportDir(config);
+    const meta = { organizationName: options.organization ?? config.hostname, contactInfo: options.contact ?? `postmaster@${config.hostname}` };
+    const report = await tlsReportForDay(dir, day, options.domain, meta);
+    if (!report) throw new Error(`no TLS sessions to ${options.domain} were recorded on ${day} (in ${dir})`);
+    process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
   });
 
 program

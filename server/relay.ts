@@ -12,6 +12,7 @@ import { DkimSigner } from './dkim/signer';
 import { AddressGuard } from './delivery/address-guard';
 import { MaildirTransport } from './delivery/maildir';
 import { MxResolver } from './delivery/mx-resolver';
+import { type OutboundTlsTestOptions, outboundTlsParts } from './delivery/mta-sts-setup';
 import { Router } from './delivery/router';
 import { SmtpDelivery } from './delivery/smtp-transport';
 import { InboundAuthenticator } from './inbound/authentication';
@@ -28,6 +29,8 @@ export interface RelayOptions {
   mxPort?: number;
   /** how long a stop waits for deliveries in flight */
   shutdownTimeoutMs?: number;
+  /** for tests and labs: a private CA to trust and the HTTPS port of MTA-STS policy hosts */
+  outboundTls?: OutboundTlsTestOptions;
 }
 
 export class Relay {
@@ -50,10 +53,13 @@ export class Relay {
       logger.warn({ event: 'spool-recovered', ...recovered }, `requeued ${recovered.requeued} message(s) that were in delivery; removed ${recovered.removedPartial} partial file(s) that never got a 250`);
     }
     const maildir = new MaildirTransport({ mailRoot: config.paths.mail, hostname: config.hostname, domains: config.domains, logger });
+    const resolver = new MxResolver(config.dns.servers);
+    const guard = new AddressGuard(config.delivery.allowedDestinations);
     const smtp = new SmtpDelivery({
       hostname: config.hostname,
-      resolver: new MxResolver(config.dns.servers),
-      guard: new AddressGuard(config.delivery.allowedDestinations),
+      resolver,
+      guard,
+      ...outboundTlsParts(config, resolver, guard, logger, options.outboundTls),
       connectTimeoutMs: config.delivery.connectTimeoutMs,
       commandTimeoutMs: config.delivery.commandTimeoutMs,
       logger,

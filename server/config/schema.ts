@@ -199,6 +199,22 @@ export const RelayConfigSchema = z
           .array(cidr)
           .default([])
           .describe('private, loopback or link-local addresses that delivery may connect to anyway (labs and tests)'),
+        mtaSts: z
+          .object({
+            enabled: z.boolean().default(true).describe('apply the MTA-STS policies (RFC 8461) of destination domains: with mode enforce, only their listed MX hosts over verified TLS'),
+            cacheDir: z.string().optional().describe('where fetched policies are kept across restarts (default <paths.state>/mta-sts)'),
+          })
+          .strict()
+          .prefault({})
+          .describe('MTA-STS for MX delivery; without a policy, STARTTLS stays opportunistic'),
+        tlsReports: z
+          .object({
+            enabled: z.boolean().default(true).describe('count TLS sessions to domains with an MTA-STS policy, per domain and day (RFC 8460 report shape)'),
+            dir: z.string().optional().describe('where the daily records are kept (default <paths.state>/tls-reports)'),
+          })
+          .strict()
+          .prefault({})
+          .describe('TLS reporting records of outbound sessions'),
       })
       .strict()
       .prefault({})

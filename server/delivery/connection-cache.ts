@@ -15,6 +15,7 @@
  * them after maxMessagesPerConnection transactions.
  */
 import net from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { Logger } from '../log/logger';
 
@@ -37,6 +38,8 @@ export interface SessionSettings {
   connectTimeoutMs: number;
   commandTimeoutMs: number;
   logger: Logger;
+  /** CA certificates (PEM) trusted for certificate checks instead of Node's bundled list */
+  ca?: string[];
 }
 
 /** The error shape nodemailer uses: a code such as ECONNECTION, and the reply when there was one. */
@@ -47,6 +50,8 @@ export interface SmtpError extends Error {
   command?: string;
   recipient?: string;
   rejectedErrors?: SmtpError[];
+  /** the code of the underlying error (e.g. ERR_TLS_CERT_ALTNAME_INVALID) when nodemailer replaced it */
+  originalCode?: string;
 }
 
 /** Why a session could not be set up. `tlsHandshake` marks a failed TLS handshake, which opportunistic TLS retries in plain text. */
@@ -56,8 +61,10 @@ export class SessionError extends Error {
     readonly tlsHandshake: boolean,
     /** true when the failure was a reply of the server (so the host was reached) */
     readonly replied: boolean,
+    /** nodemailer's error, when the failure was one (its originalCode tells certificate problems apart) */
+    cause?: SmtpError,
   ) {
-    super(message);
+    super(message, cause ? { cause } : undefined);
   }
 }
 
@@ -118,7 +125,7 @@ export function openSession(endpoint: Endpoint, settings: SessionSettings, plain
     greetingTimeout: settings.commandTimeoutMs,
     socketTimeout: settings.commandTimeoutMs,
     logger: false,
-    tls: { minVersion: 'TLSv1.2', rejectUnauthorized: verify },
+    tls: { minVersion: 'TLSv1.2', rejectUnauthorized: verify, ...(settings.ca ? { ca: settings.ca } : {}) },
   });
   const name = endpointName(endpoint);
   const logger = settings.logger.child({ remote: name, smtpSession: connection.id });
@@ -126,18 +133,18 @@ export function openSession(endpoint: Endpoint, settings: SessionSettings, plain
 
   return new Promise<Session>((resolve, reject) => {
     let settled = false;
-    const fail = (message: string, tlsHandshake: boolean, replied: boolean): void => {
+    const fail = (message: string, tlsHandshake: boolean, replied: boolean, cause?: SmtpError): void => {
       if (settled) return;
       settled = true;
       connection.close();
       logger.debug({ reason: message }, 'SMTP session setup failed');
-      reject(new SessionError(message, tlsHandshake, replied));
+      reject(new SessionError(message, tlsHandshake, replied, cause));
     };
     // nodemailer emits 'error' for socket failures at any time; without a listener it would throw
     connection.on('error', (err: SmtpError) => {
       if (!settled) {
         const tlsHandshake = err.code === 'ETLS' || (connection.upgrading === true && !connection.secure);
-        fail(`${name}: ${describeError(err)}`, tlsHandshake, err.response !== undefined);
+        fail(`${name}: ${describeError(err)}`, tlsHandshake, err.response !== undefined, err);
       } else {
         logger.debug({ err: err.message, code: err.code }, 'SMTP connection error');
       }
@@ -151,10 +158,13 @@ export function openSession(endpoint: Endpoint, settings: SessionSettings, plain
 
     connection.connect((err?: SmtpError) => {
       if (settled) return;
-      if (err) return fail(`${name}: ${describeError(err)}`, false, err.response !== undefined);
+      if (err) return fail(`${name}: ${describeError(err)}`, false, err.response !== undefined, err);
       // belt and braces: nodemailer enforces requireTLS, a session without TLS never goes on
       if ((endpoint.tls === 'required' || endpoint.tls === 'implicit') && !connection.secure) {
         return fail(`${name}: TLS is required but the session is not encrypted`, false, false);
+      }
+      if (verify && (connection._socket as TLSSocket).authorized !== true) {
+        return fail(`${name}: the certificate was not verified`, false, false);
       }
       const ready = (): void => {
         settled = true;

@@ -13,6 +13,9 @@
  * none or does not exist) and throws for any other DNS failure. An IP literal is
  * returned as is, and a domain literal ("[192.0.2.1]", "[IPv6:2001:db8::1]")
  * is planned as that single address.
+ *
+ * `resolveTxt` answers the TXT records of a name ([] when there are none) and
+ * throws for a DNS failure.
  */
 import { Resolver } from 'node:dns/promises';
 import net from 'node:net';
@@ -101,6 +104,16 @@ export class MxResolver {
       if (result.status === 'rejected' && !NO_DATA.has(errorCode(result.reason) ?? '')) throw result.reason;
     }
     return [];
+  }
+
+  /** TXT records of a name as their character-strings; [] when it has none or does not exist; throws for other DNS failures. */
+  async resolveTxt(name: string): Promise<string[][]> {
+    try {
+      return await this.withTimeout(this.resolver.resolveTxt(name.replace(/\.$/, '')), `TXT ${name}`);
+    } catch (err) {
+      if (NO_DATA.has(errorCode(err) ?? '')) return [];
+      throw err;
+    }
   }
 
   /** Bounds a lookup by timeoutMs; c-ares keeps its own per-try timer, this caps the total. */

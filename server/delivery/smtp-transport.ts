@@ -10,6 +10,10 @@
  * inside a transaction decide per recipient: 2xx delivered, 5xx failed (503, a
  * sequencing error, is deferred), anything else deferred.
  *
+ * MX delivery applies the destination's MTA-STS policy when it has one (see
+ * mta-sts-enforcement.ts): with `enforce`, only the policy's MX hosts, over
+ * STARTTLS with a verified certificate, else the recipients are deferred.
+ *
  * A connection lost after message bytes were sent is deferred rather than tried
  * on the next host: the first host may have taken the message, and a later
  * retry is less harmful than a certain duplicate.
@@ -22,6 +26,9 @@ import type { Readable } from 'node:stream';
 import type { NextHop } from '../config/schema';
 import type { Logger } from '../log/logger';
 import type { AddressGuard } from './address-guard';
+import type { MtaStsPolicies } from './mta-sts-cache';
+import { applyStsPolicy, type SessionObserver } from './mta-sts-enforcement';
+import type { TlsReportStore } from './tls-report-store';
 import type { MxResolver } from './mx-resolver';
 import type { OutboundMessage, RecipientOutcome, RecipientResult } from './types';
 import {
@@ -51,6 +58,12 @@ export interface SmtpDeliveryOptions {
   maxMessagesPerConnection?: number;
   /** TCP port of MX hosts; always 25 on the Internet, exists for tests and labs that run MX servers on other ports */
   mxPort?: number;
+  /** MTA-STS policies of destination domains; without it MX delivery is opportunistic only */
+  mtaSts?: MtaStsPolicies;
+  /** where TLS sessions under an MTA-STS policy are counted */
+  tlsReports?: TlsReportStore;
+  /** CA certificates (PEM) trusted for certificate checks instead of Node's bundled list */
+  ca?: string[];
 }
 
 type Route = Omit<Endpoint, 'host' | 'address'>;
@@ -70,12 +83,20 @@ export class SmtpDelivery {
   }
 
   async deliverViaMx(domain: string, message: OutboundMessage): Promise<RecipientResult[]> {
-    const plan = await this.opts.resolver.resolveDomain(domain);
+    const [plan, sts] = await Promise.all([this.opts.resolver.resolveDomain(domain), this.opts.mtaSts?.policyFor(domain)]);
     if (plan.kind === 'permanent') return everyone(message, 'failed', { reason: plan.reason });
     if (plan.kind === 'temporary') return everyone(message, 'deferred', { reason: plan.reason });
+    const hosts = plan.hosts.map((host) => host.name);
+    if (sts && sts.policy.mode !== 'none') {
+      const applied = applyStsPolicy(sts, hosts, this.opts.tlsReports, this.logger);
+      if (applied.refusal !== undefined) return everyone(message, 'deferred', { reason: applied.refusal });
+      const route: Route = { port: this.mxPort, tls: applied.tls, verifyCertificate: applied.verifyCertificate };
+      const results = await this.deliverToHosts(applied.hosts, route, message, applied.observer);
+      return results.map((result) => (result.outcome === 'deferred' ? { ...result, reply: applied.explain(result.reply) } : result));
+    }
     // MX delivery: STARTTLS when offered, never a certificate check, never AUTH
     const route: Route = { port: this.mxPort, tls: 'opportunistic', verifyCertificate: false };
-    return this.deliverToHosts(plan.hosts.map((host) => host.name), route, message);
+    return this.deliverToHosts(hosts, route, message);
   }
 
   async deliverViaNextHop(hop: NextHop, message: OutboundMessage): Promise<RecipientResult[]> {
@@ -89,9 +110,10 @@ export class SmtpDelivery {
 
   async close(): Promise<void> {
     await this.cache.close();
+    await this.opts.tlsReports?.close();
   }
 
-  private async deliverToHosts(hosts: readonly string[], route: Route, message: OutboundMessage): Promise<RecipientResult[]> {
+  private async deliverToHosts(hosts: readonly string[], route: Route, message: OutboundMessage, observer?: SessionObserver): Promise<RecipientResult[]> {
     if (message.recipients.length === 0) return [];
     const refused: string[] = [];
     let last: Failure | undefined;
@@ -110,7 +132,7 @@ export class SmtpDelivery {
           refused.push(`${host}[${address}]: ${verdict.reason}`);
           continue;
         }
-        const outcome = await this.attempt({ ...route, host, address }, message);
+        const outcome = await this.attempt({ ...route, host, address }, message, observer);
         if (outcome.kind === 'done') return outcome.results;
         last = outcome.failure;
       }
@@ -122,7 +144,7 @@ export class SmtpDelivery {
   }
 
   /** Delivers over a cached session to the endpoint, or a new one. */
-  private async attempt(endpoint: Endpoint, message: OutboundMessage): Promise<AttemptOutcome> {
+  private async attempt(endpoint: Endpoint, message: OutboundMessage, observer?: SessionObserver): Promise<AttemptOutcome> {
     const key = sessionKey(endpoint);
     for (let session = this.cache.take(key); session; session = this.cache.take(key)) {
       session.logger.debug({ queueId: message.queueId, transactions: session.transactions }, 'reusing SMTP session');
@@ -133,7 +155,7 @@ export class SmtpDelivery {
 
     let session: Session;
     try {
-      session = await this.open(endpoint);
+      session = await this.open(endpoint, observer);
     } catch (err) {
       const failure: Failure = { reason: err instanceof Error ? err.message : String(err) };
       if (err instanceof SessionError && err.replied) failure.remoteHost = endpoint.host;
@@ -143,12 +165,18 @@ export class SmtpDelivery {
     return outcome.kind === 'stale' ? { kind: 'next', failure: { reason: `${endpointName(endpoint)}: connection lost` } } : outcome;
   }
 
-  /** openSession, retried once in plain text when opportunistic TLS fails in the handshake (RFC 7435). */
-  private async open(endpoint: Endpoint): Promise<Session> {
-    const settings = { hostname: this.opts.hostname, connectTimeoutMs: this.opts.connectTimeoutMs, commandTimeoutMs: this.opts.commandTimeoutMs, logger: this.logger };
+  /**
+   * openSession, retried once in plain text when opportunistic TLS fails in the
+   * handshake (RFC 7435). The observer hears of the first try only.
+   */
+  private async open(endpoint: Endpoint, observer?: SessionObserver): Promise<Session> {
+    const settings = { hostname: this.opts.hostname, connectTimeoutMs: this.opts.connectTimeoutMs, commandTimeoutMs: this.opts.commandTimeoutMs, logger: this.logger, ca: this.opts.ca };
     try {
-      return await openSession(endpoint, settings);
+      const session = await openSession(endpoint, settings);
+      observer?.opened(session);
+      return session;
     } catch (err) {
+      observer?.failed(endpoint, err);
       if (!(err instanceof SessionError && err.tlsHandshake && endpoint.tls === 'opportunistic')) throw err;
       this.logger.debug({ remote: endpointName(endpoint), reason: err.message }, 'TLS handshake failed, retrying in plain text');
       return openSession(endpoint, settings, true);

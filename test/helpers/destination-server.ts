@@ -25,6 +25,8 @@ export interface DestinationOptions {
   auth?: { user: string; pass: string };
   /** never offer STARTTLS */
   noTls?: boolean;
+  /** TLS key and certificate (PEM) instead of the shared self-signed one for mx.dest.test */
+  credentials?: { key: string; cert: string };
 }
 
 export interface DestinationServer {
@@ -45,7 +47,7 @@ function testCredentials(): Promise<{ key: string; cert: string }> {
 }
 
 export async function startDestination(options: DestinationOptions = {}): Promise<DestinationServer> {
-  const { key, cert } = await testCredentials();
+  const { key, cert } = options.credentials ?? (await testCredentials());
   const attempts = new Map<string, number>();
   const state: DestinationServer = {
     port: 0,
