@@ -13,7 +13,7 @@ import { MxResolver } from './delivery/mx-resolver';
 import { Router } from './delivery/router';
 import { SmtpDelivery } from './delivery/smtp-transport';
 import { SmtpListener } from './listener/smtp-listener';
-import { loadTlsCredentials } from './listener/tls-credentials';
+import { TlsService, type TlsServiceOptions } from './tls/tls-service';
 import { Scheduler } from './queue/scheduler';
 import { Spool } from './queue/spool';
 import { RelayPolicy } from './stages/policy';
@@ -23,6 +23,8 @@ export interface RelayOptions {
   mxPort?: number;
   /** how long a stop waits for deliveries in flight */
   shutdownTimeoutMs?: number;
+  /** certificate sources given in code (a DNS-01 provider) */
+  tls?: TlsServiceOptions;
 }
 
 export class Relay {
@@ -34,6 +36,8 @@ export class Relay {
     private readonly listeners: SmtpListener[],
     private readonly logger: Logger,
     private readonly options: RelayOptions,
+    /** the certificate store, ACME and the MTA-STS policy server */
+    readonly tls: TlsService,
   ) {}
 
   static async start(config: RelayConfig, logger: Logger, options: RelayOptions = {}): Promise<Relay> {
@@ -55,12 +59,12 @@ export class Relay {
     const router = new Router(config, maildir, smtp);
     const scheduler = new Scheduler({ spool, router, config, logger });
     await scheduler.start();
-    const tls = await loadTlsCredentials(config, logger);
+    const tls = await TlsService.start(config, logger, options.tls);
     const policy = new RelayPolicy(config);
     const listeners = config.listeners.map(
-      (listener, index) => new SmtpListener(index, listener, { config, policy, spool, tls, logger, onQueued: (entry, preloaded) => scheduler.enqueue(entry, preloaded) }),
+      (listener, index) => new SmtpListener(index, listener, { config, policy, spool, tls: tls.store, logger, onQueued: (entry, preloaded) => scheduler.enqueue(entry, preloaded) }),
     );
-    const relay = new Relay(config, spool, scheduler, router, listeners, logger, options);
+    const relay = new Relay(config, spool, scheduler, router, listeners, logger, options, tls);
     try {
       for (const listener of listeners) await listener.listen();
     } catch (err) {
@@ -79,6 +83,7 @@ export class Relay {
   async stop(): Promise<void> {
     this.logger.info({ event: 'stopping' }, 'stopping: no new connections; finishing sessions and deliveries');
     await Promise.all(this.listeners.map((l) => l.close()));
+    await this.tls.stop();
     await this.scheduler.stop(this.options.shutdownTimeoutMs ?? 20_000);
     await this.router.close();
     await this.spool.close();
