@@ -9,6 +9,7 @@
  * (RFC 8461 3.3 forbids following them). A renewed certificate is used for new
  * connections at once (the store's change event).
  */
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from '../log/logger';
@@ -71,7 +72,7 @@ export class MtaStsPolicyServer {
     });
   }
 
-  private handle(req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse): void {
+  private handle(req: IncomingMessage, res: ServerResponse): void {
     const host = (req.headers.host ?? '').toLowerCase().replace(/:\d+$/, '').replace(/\.$/, '');
     const path = (req.url ?? '').split('?')[0];
     if (!this.hosts.has(host) || path !== MTA_STS_PATH) {
@@ -82,11 +83,8 @@ export class MtaStsPolicyServer {
       res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }).end('method not allowed\n');
       return;
     }
-    res.writeHead(200, {
-      'content-type': 'text/plain',
-      'content-length': Buffer.byteLength(this.policy.text),
-      'cache-control': `max-age=${Math.min(this.options.settings.maxAgeSeconds, 86_400)}`,
-    });
+    // no cache headers: RFC 8461 3.3 has senders ignore HTTP caching (max_age rules)
+    res.writeHead(200, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(this.policy.text) });
     res.end(req.method === 'HEAD' ? undefined : this.policy.text);
   }
 }
