@@ -59,7 +59,15 @@ export class Relay {
     const router = new Router(config, maildir, smtp);
     const scheduler = new Scheduler({ spool, router, config, logger });
     await scheduler.start();
-    const tls = await TlsService.start(config, logger, options.tls);
+    let tls: TlsService;
+    try {
+      tls = await TlsService.start(config, logger, options.tls);
+    } catch (err) {
+      await scheduler.stop(0);
+      await router.close();
+      await spool.close();
+      throw err;
+    }
     const policy = new RelayPolicy(config);
     const listeners = config.listeners.map(
       (listener, index) => new SmtpListener(index, listener, { config, policy, spool, tls: tls.store, logger, onQueued: (entry, preloaded) => scheduler.enqueue(entry, preloaded) }),

@@ -14,12 +14,14 @@ import https from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { acmeFiles } from '../../server/tls/acme';
-import { startDnsServer, type DnsServerHandle } from '../helpers/dns-server';
+import type { Dns01Provider } from '../../server/tls/dns01';
+import { startDnsServer, type DnsServerHandle, type Zone } from '../helpers/dns-server';
 import { freePort, startPebble, type PebbleHandle } from '../helpers/pebble';
 import { startTestRelay, type TestRelay } from '../helpers/test-relay';
 import { SmtpTlsSession } from '../helpers/tls-probe';
 
 const DAY_S = 86_400;
+const BASE_ZONE: Zone = { 'relay.test': { A: ['127.0.0.1'] }, 'mta-sts.relay.test': { A: ['127.0.0.1'] } };
 
 let dir: string;
 let dns: DnsServerHandle;
@@ -80,7 +82,7 @@ function httpsCertificate(r: TestRelay): Promise<{ serial: string; body: string 
 
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'ownrelay-acme-'));
-  dns = await startDnsServer({ 'relay.test': { A: ['127.0.0.1'] }, 'mta-sts.relay.test': { A: ['127.0.0.1'] } });
+  dns = await startDnsServer(BASE_ZONE);
   httpPort = await freePort();
   // every certificate Pebble issues here lives 60 days
   pebble = await startPebble({ dir, httpPort, dnsServer: dns.servers[0]!, certificateValiditySeconds: 60 * DAY_S });
@@ -167,4 +169,65 @@ test('a certificate with fewer than renewBeforeDays left is renewed at start', a
   const now = await verifiedSerials(r);
   assert.notEqual(now[0], stored);
   assert.deepEqual(now, [issued.serial, issued.serial, issued.serial]);
+});
+
+/** DNS-01 through the test's DNS server (the one Pebble asks), as Route 53 would publish it. */
+class LoopbackDnsProvider implements Dns01Provider {
+  readonly txt = new Map<string, string[]>();
+  readonly published: string[] = [];
+
+  async publish(recordName: string, value: string): Promise<void> {
+    this.txt.set(recordName, [...(this.txt.get(recordName) ?? []), value]);
+    this.published.push(recordName);
+    this.apply();
+  }
+
+  async withdraw(recordName: string, value: string): Promise<void> {
+    const left = (this.txt.get(recordName) ?? []).filter((v) => v !== value);
+    if (left.length > 0) this.txt.set(recordName, left);
+    else this.txt.delete(recordName);
+    this.apply();
+  }
+
+  private apply(): void {
+    const zone: Zone = { ...BASE_ZONE };
+    for (const [name, values] of this.txt) zone[name] = { TXT: values };
+    dns.setZone(zone);
+  }
+}
+
+test('DNS-01: the challenge is published as _acme-challenge TXT, validated by Pebble through DNS, and withdrawn', async () => {
+  await stopRelay();
+  const dnsDir = await mkdtemp(join(tmpdir(), 'ownrelay-acme-dns01-'));
+  const provider = new LoopbackDnsProvider();
+  const config = () => ({
+    tls: { acme: { directoryUrl: pebble.directoryUrl, email: 'hostmaster@relay.test', challenge: 'dns-01', dns01: { provider: 'route53' }, domains: ['smtp.relay.test'], caFile: pebble.httpsCaFile } },
+  });
+  const r = await startTestRelay(config, { dir: dnsDir, tls: { dns01Provider: provider } });
+  try {
+    assert.equal(r.relay.tls.acme!.http01Port, 0, 'no HTTP-01 responder with dns-01');
+    const issued = await r.waitForLog((l) => l.event === 'acme-issued' || l.event === 'acme-failed', 60_000);
+    assert.equal(issued.event, 'acme-issued', `${JSON.stringify(issued)}\n${pebble.output().slice(-3000)}`);
+    assert.deepEqual([...new Set(provider.published)].sort(), ['_acme-challenge.relay.test', '_acme-challenge.smtp.relay.test']);
+    assert.equal(provider.txt.size, 0, 'every challenge record was withdrawn');
+    const session = await SmtpTlsSession.open({ port: r.ports[0]!, mode: 'starttls', ca: root, servername: 'smtp.relay.test' });
+    assert.equal(session.certificate.serialNumber, issued.serial);
+    assert.ok(new X509Certificate(session.certificate.raw).checkIssued(intermediate));
+    session.close();
+  } finally {
+    await r.stop();
+    await rm(dnsDir, { recursive: true, force: true });
+  }
+});
+
+test('DNS-01 through Route 53 without its AWS SDK package refuses to start, saying what is missing', async () => {
+  const dnsDir = await mkdtemp(join(tmpdir(), 'ownrelay-acme-route53-'));
+  try {
+    await assert.rejects(
+      startTestRelay(() => ({ tls: { acme: { directoryUrl: pebble.directoryUrl, email: 'hostmaster@relay.test', challenge: 'dns-01', dns01: { provider: 'route53' } } } }), { dir: dnsDir }),
+      /@aws-sdk\/client-route-53/,
+    );
+  } finally {
+    await rm(dnsDir, { recursive: true, force: true });
+  }
 });
