@@ -1,9 +1,10 @@
 /**
- * The certificate and key the listeners present. A configured pair is read as
- * is; without one, a self-signed certificate for the hostname is generated once
- * into <paths.state>/tls/ and reused on later starts (clients that pin it keep
- * working), and the log says so. smtp-server's bundled certificate, whose key is
- * public, is never used.
+ * The certificate and key the listeners start with. A configured pair is read and
+ * checked (the key must belong to the certificate); without one, a self-signed
+ * certificate for the hostname is generated once into <paths.state>/tls/ and
+ * reused on later starts (clients that pin it keep working), and the log says so.
+ * smtp-server's bundled certificate, whose key is public, is never used. What
+ * replaces the pair later (renewed files, ACME) is server/tls/'s business.
  */
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
@@ -64,7 +65,10 @@ export async function loadTlsCredentials(config: RelayConfig, logger: Logger): P
     const [cert, key] = await Promise.all([readFile(certPath), readFile(keyPath)]);
     const validTo = expiryOf(cert);
     if (validTo.getTime() > Date.now() + 7 * 24 * 3600_000) {
-      logger.warn({ event: 'tls-self-signed', certFile: certPath }, 'using the self-signed certificate generated earlier; set tls.certFile and tls.keyFile for a trusted one');
+      logger.warn(
+        { event: 'tls-self-signed', certFile: certPath },
+        config.tls.acme ? 'using the self-signed certificate until the first ACME certificate arrives' : 'using the self-signed certificate generated earlier; set tls.certFile and tls.keyFile for a trusted one',
+      );
       return { cert, key, source: 'self-signed', validTo };
     }
   } catch {
@@ -93,7 +97,9 @@ export async function loadTlsCredentials(config: RelayConfig, logger: Logger): P
   await rename(`${certPath}.tmp`, certPath);
   logger.warn(
     { event: 'tls-self-signed', certFile: certPath, hostname: config.hostname },
-    'no tls.certFile configured: generated a self-signed certificate; set tls.certFile and tls.keyFile for a trusted one',
+    config.tls.acme
+      ? 'generated a self-signed certificate for use until the first ACME certificate arrives'
+      : 'no tls.certFile configured: generated a self-signed certificate; set tls.certFile and tls.keyFile for a trusted one',
   );
   const cert = Buffer.from(pems.cert);
   return { cert, key: Buffer.from(pems.private), source: 'self-signed', validTo: expiryOf(cert) };
