@@ -10,6 +10,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import http from 'node:http';
 import https from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -80,6 +81,15 @@ function httpsCertificate(r: TestRelay): Promise<{ serial: string; body: string 
   });
 }
 
+function httpStatus(port: number, path: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port, path, agent: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    }).on('error', reject);
+  });
+}
+
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'ownrelay-acme-'));
   dns = await startDnsServer(BASE_ZONE);
@@ -116,6 +126,11 @@ test('Pebble issues a certificate over HTTP-01 and every listener serves it, cha
   assert.ok(served.verify(intermediate.publicKey));
   assert.deepEqual(served.subjectAltName?.split(', ').sort(), ['DNS:mta-sts.relay.test', 'DNS:relay.test']);
   for (const key of [files.key, files.accountKey]) assert.equal((await stat(key)).mode & 0o777, 0o600, `${key} must be 0600`);
+
+  // the HTTP-01 responder serves nothing but pending challenge tokens
+  for (const path of ['/', '/.well-known/acme-challenge/', '/.well-known/acme-challenge/unknown-token', '/.well-known/mta-sts.txt', '/etc/passwd']) {
+    assert.equal(await httpStatus(httpPort, path), 404, path);
+  }
 
   const policy = await httpsCertificate(r);
   assert.equal(policy.serial, serials[0]);
