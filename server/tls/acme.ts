@@ -175,6 +175,13 @@ export class AcmeManager {
     await writeAtomically(this.files.cert, Buffer.from(chain), 0o644);
     const issued = describeCertificate(credentials.cert);
     logger.info({ event: 'acme-issued', names: this.names, serial: issued.serial, issuer: issued.issuer, validTo: issued.validTo }, `got certificate ${issued.serial} from ${issued.issuer}`);
+    const daysLeft = (credentials.validTo.getTime() - Date.now()) / DAY_MS;
+    if (daysLeft < settings.renewBeforeDays) {
+      logger.warn(
+        { event: 'acme-window-too-long', renewBeforeDays: settings.renewBeforeDays, daysLeft: Math.floor(daysLeft) },
+        `tls.acme.renewBeforeDays (${settings.renewBeforeDays}) is longer than the CA's certificates live (${Math.floor(daysLeft)} days): every check will order a new one`,
+      );
+    }
     this.options.store.replace(credentials);
   }
 
