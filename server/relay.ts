@@ -17,7 +17,7 @@ import { Router } from './delivery/router';
 import { SmtpDelivery } from './delivery/smtp-transport';
 import { InboundAuthenticator } from './inbound/authentication';
 import { SmtpListener } from './listener/smtp-listener';
-import { loadTlsCredentials } from './listener/tls-credentials';
+import { TlsService, type TlsServiceOptions } from './tls/tls-service';
 import { Scheduler } from './queue/scheduler';
 import { Spool } from './queue/spool';
 import { AuthThrottle } from './stages/auth-throttle';
@@ -31,6 +31,8 @@ export interface RelayOptions {
   shutdownTimeoutMs?: number;
   /** for tests and labs: a private CA to trust and the HTTPS port of MTA-STS policy hosts */
   outboundTls?: OutboundTlsTestOptions;
+  /** certificate sources given in code (a DNS-01 provider) */
+  tls?: TlsServiceOptions;
 }
 
 export class Relay {
@@ -42,6 +44,8 @@ export class Relay {
     private readonly listeners: SmtpListener[],
     private readonly logger: Logger,
     private readonly options: RelayOptions,
+    /** the certificate store, ACME and the MTA-STS policy server */
+    readonly tls: TlsService,
   ) {}
 
   static async start(config: RelayConfig, logger: Logger, options: RelayOptions = {}): Promise<Relay> {
@@ -71,16 +75,24 @@ export class Relay {
     }
     const scheduler = new Scheduler({ spool, router, config, logger });
     await scheduler.start();
-    const tls = await loadTlsCredentials(config, logger);
+    let tls: TlsService;
+    try {
+      tls = await TlsService.start(config, logger, options.tls);
+    } catch (err) {
+      await scheduler.stop(0);
+      await router.close();
+      await spool.close();
+      throw err;
+    }
     const policy = new RelayPolicy(config);
     const authenticator = config.inbound.authentication ? new InboundAuthenticator(config) : undefined;
     const authThrottle = new AuthThrottle(config.limits.auth);
     const sendingLimiter = new SendingLimiter(config);
     const listeners = config.listeners.map(
       (listener, index) =>
-        new SmtpListener(index, listener, { config, policy, spool, tls, logger, authThrottle, sendingLimiter, ...(authenticator ? { authenticator } : {}), onQueued: (entry, preloaded) => scheduler.enqueue(entry, preloaded) }),
+        new SmtpListener(index, listener, { config, policy, spool, tls: tls.store, logger, authThrottle, sendingLimiter, ...(authenticator ? { authenticator } : {}), onQueued: (entry, preloaded) => scheduler.enqueue(entry, preloaded) }),
     );
-    const relay = new Relay(config, spool, scheduler, router, listeners, logger, options);
+    const relay = new Relay(config, spool, scheduler, router, listeners, logger, options, tls);
     try {
       for (const listener of listeners) await listener.listen();
     } catch (err) {
@@ -99,6 +111,7 @@ export class Relay {
   async stop(): Promise<void> {
     this.logger.info({ event: 'stopping' }, 'stopping: no new connections; finishing sessions and deliveries');
     await Promise.all(this.listeners.map((l) => l.close()));
+    await this.tls.stop();
     await this.scheduler.stop(this.options.shutdownTimeoutMs ?? 20_000);
     await this.router.close();
     await this.spool.close();

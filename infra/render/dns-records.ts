@@ -8,8 +8,9 @@
  * record per (name, type), its values in a stable order; TXT values are the full
  * text, unsplit: splitting into 255-byte character-strings is `splitTxt`'s job.
  */
-import { createHash, createPublicKey } from 'node:crypto';
+import { createPublicKey } from 'node:crypto';
 import { isIPv4, isIPv6 } from 'node:net';
+import { renderMtaStsPolicy, type MtaStsMode } from '../../server/tls/mta-sts-policy';
 
 export interface DnsRecord {
   /** fully qualified name, lower case, without the trailing dot */
@@ -27,7 +28,7 @@ export interface MailNode {
 }
 
 export type DmarcPolicy = 'none' | 'quarantine' | 'reject';
-export type MtaStsMode = 'testing' | 'enforce';
+export type { MtaStsMode };
 
 export interface DnsIdentityInput {
   domains: string[];
@@ -119,17 +120,8 @@ export function renderDmarc(dmarc: { policy: DmarcPolicy; rua?: string }): strin
   return tags.join('; ');
 }
 
-/**
- * The RFC 8461 policy file served at https://mta-sts.<domain>/.well-known/mta-sts.txt
- * (CRLF lines). `id` is the first 32 hex digits of the SHA-256 of the text: it
- * changes exactly when the policy text changes, and fits the RFC's 1-32 alphanumerics.
- */
-export function renderMtaStsPolicy(input: { mode: MtaStsMode; maxAgeSeconds: number; mxHosts: string[] }): { text: string; id: string } {
-  const lines = ['version: STSv1', `mode: ${input.mode}`, ...[...new Set(input.mxHosts)].map((host) => `mx: ${host}`), `max_age: ${input.maxAgeSeconds}`];
-  const text = lines.map((line) => `${line}\r\n`).join('');
-  const id = createHash('sha256').update(text, 'utf8').digest('hex').slice(0, 32);
-  return { text, id };
-}
+// the policy text is rendered by the relay's own renderer, so the served file and the published id agree
+export { renderMtaStsPolicy } from '../../server/tls/mta-sts-policy';
 
 /** The base64 SubjectPublicKeyInfo (DER) of an RSA key in PEM form, as DKIM's p= wants it. */
 export function dkimPublicKeyBase64(pem: string): string {

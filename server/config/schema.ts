@@ -10,6 +10,7 @@
 import { z } from 'zod';
 import { isValidCidr } from './cidr';
 import { parseHash } from '../stages/password';
+import { AcmeSettingsSchema, MtaStsPolicySettingsSchema } from '../tls/settings-schema';
 
 const hostname = z
   .string()
@@ -127,6 +128,9 @@ export const RelayConfigSchema = z
         certFile: z.string().optional().describe('PEM certificate chain; when absent a self-signed certificate is generated into paths.state at first start'),
         keyFile: z.string().optional().describe('PEM private key of certFile'),
         minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2').describe('oldest TLS version accepted'),
+        reloadCheckIntervalMs: z.number().int().positive().default(30_000).describe('how often certFile and keyFile are checked for a renewed certificate, which new connections then get (no restart)'),
+        acme: AcmeSettingsSchema.optional().describe('get and renew the certificate from an ACME CA such as Let\'s Encrypt (instead of certFile/keyFile)'),
+        mtaStsPolicy: MtaStsPolicySettingsSchema.optional().describe('serve the domains\' MTA-STS policy over HTTPS at mta-sts.<domain> with this certificate'),
       })
       .strict()
       .prefault({})
@@ -134,6 +138,7 @@ export const RelayConfigSchema = z
         if (Boolean(tls.certFile) !== Boolean(tls.keyFile)) {
           ctx.addIssue({ code: 'custom', path: [tls.certFile ? 'keyFile' : 'certFile'], message: 'certFile and keyFile must be set together' });
         }
+        if (tls.acme && tls.certFile) ctx.addIssue({ code: 'custom', path: ['acme'], message: 'acme and certFile/keyFile exclude each other: the certificate comes from one or the other' });
       })
       .describe('TLS for the listeners'),
     domains: z.array(DomainSchema).default([]).describe('the domains this server receives mail for'),

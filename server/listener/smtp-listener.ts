@@ -22,13 +22,14 @@ import { SessionRegistry, newTransaction, type SessionState } from '../stages/se
 import { SmtpError, asSmtpError } from '../stages/smtp-error';
 import { accept, refuse, trailItem, type Verdict } from '../stages/verdict';
 import { AdaptedSmtpServer } from './smtp-server-adapter';
-import type { TlsCredentials } from './tls-credentials';
+import type { CertificateStore } from '../tls/certificate-store';
 
 export interface ListenerDeps {
   config: RelayConfig;
   policy: RelayPolicy;
   spool: Spool;
-  tls: TlsCredentials;
+  /** the current certificate and TLS profile; new connections get a renewed one */
+  tls: CertificateStore;
   logger: Logger;
   /** inbound SPF/DKIM/DMARC checks for mail from other servers (mx listeners) */
   authenticator?: InboundAuthenticator;
@@ -51,6 +52,7 @@ const SHUTDOWN_GRACE_MS = 15_000;
 export class SmtpListener {
   private readonly server: AdaptedSmtpServer;
   private readonly sessions = new SessionRegistry();
+  private readonly unsubscribeTls: () => void;
   /** "<role>:<port>" for logs; the port is the actual one once listening */
   private name: string;
   port = 0;
@@ -69,9 +71,7 @@ export class SmtpListener {
       name: config.hostname,
       banner: 'ESMTP ownrelay',
       secure: listener.tls === 'implicit',
-      key: deps.tls.key,
-      cert: deps.tls.cert,
-      minVersion: config.tls.minVersion,
+      ...deps.tls.secureContextOptions(),
       size: config.limits.maxMessageBytes,
       rejectOversized: true,
       maxRecipients: config.limits.maxRecipients,
@@ -93,6 +93,7 @@ export class SmtpListener {
       onData: (stream, session, cb) => void this.onData(stream, session, cb),
       onClose: (session) => this.sessions.delete(session.id),
     });
+    this.unsubscribeTls = deps.tls.onChange(() => this.server.updateSecureContext(deps.tls.secureContextOptions()));
     this.server.on('error', (err) => deps.logger.warn({ event: 'smtp-error', listener: this.name, err: err.message }, 'SMTP connection error'));
   }
 
@@ -114,6 +115,7 @@ export class SmtpListener {
 
   /** Stops accepting; resolves when open sessions have finished (or after smtp-server's close timeout). */
   close(): Promise<void> {
+    this.unsubscribeTls();
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
 
