@@ -13,6 +13,7 @@ import { Relay } from './relay';
 import { hashPassword } from './stages/password';
 import { RelayConfigSchema } from './config/schema';
 import { z } from 'zod';
+import { addDoctorCommand } from './doctor/command';
 
 const program = new Command('ownrelay').description('a dedicated, durable SMTP relay').showHelpAfterError();
 
@@ -68,6 +69,8 @@ program
   .action(() => {
     process.stdout.write(`${JSON.stringify(z.toJSONSchema(RelayConfigSchema, { io: 'input' }), null, 2)}\n`);
   });
+
+addDoctorCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof ConfigError) {

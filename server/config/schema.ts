@@ -10,6 +10,7 @@
 import { z } from 'zod';
 import { isValidCidr } from './cidr';
 import { parseHash } from '../stages/password';
+import { DoctorSettingsSchema } from '../doctor/settings';
 
 const hostname = z
   .string()
@@ -174,6 +175,7 @@ export const RelayConfigSchema = z
       .strict()
       .prefault({})
       .describe('name resolution for delivery'),
+    doctor: DoctorSettingsSchema,
     log: z
       .object({
         level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info').describe('least important log level written'),

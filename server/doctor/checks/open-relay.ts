@@ -1,0 +1,62 @@
+/**
+ * The open-relay self-test: on each of the server's public addresses, a session
+ * without AUTH tries to send from an outside sender to an outside recipient. The
+ * server must refuse at MAIL or RCPT. Nothing is ever sent: the test stops before
+ * DATA. A session that comes from a network in relay.networks proves nothing (the
+ * server trusts it by design), so that case is reported as "cannot tell".
+ */
+import { NetworkList } from '../../config/cidr';
+import { SmtpProbe } from '../smtp-probe';
+import type { Check, CheckResult, DoctorContext } from '../types';
+
+const OUTSIDE_SENDER = 'ownrelay-doctor@example.com';
+const OUTSIDE_RECIPIENT = 'ownrelay-doctor@example.net';
+
+type Outcome = { status: CheckResult['status']; line: string };
+
+export const openRelayCheck: Check = {
+  id: 'open-relay',
+  title: 'not an open relay',
+  async run(context) {
+    const outcomes = await Promise.all(context.ips.map((ip) => tryRelay(context, ip)));
+    const detail = outcomes.map((o) => o.line).join('\n');
+    if (outcomes.some((o) => o.status === 'fail')) {
+      return {
+        status: 'fail',
+        detail,
+        fix: 'remove networks you do not control from relay.networks, keep AUTH required on submission listeners, and reload; spammers find an open relay within hours and every blocklist lists it',
+      };
+    }
+    if (outcomes.some((o) => o.status === 'warn')) return { status: 'warn', detail, fix: 'run `ownrelay doctor` from a host outside relay.networks to test the server as a stranger sees it' };
+    return { status: 'pass', detail };
+  },
+};
+
+async function tryRelay({ net, smtpPort, timeoutMs, config }: DoctorContext, ip: string): Promise<Outcome> {
+  const where = `${ip}:${smtpPort}`;
+  let probe: SmtpProbe | undefined;
+  try {
+    const socket = await net.connect(ip, smtpPort);
+    const from = socket.localAddress ?? '';
+    const trusted = from !== '' && new NetworkList(config.relay.networks).contains(from);
+    ({ probe } = await SmtpProbe.open(socket, timeoutMs));
+    const ehlo = await probe.command('EHLO ownrelay-doctor.example.com');
+    if (ehlo.code !== 250) return refusedOrNot('EHLO', ehlo.code, ehlo.text, where);
+    const mail = await probe.command(`MAIL FROM:<${OUTSIDE_SENDER}>`);
+    if (mail.code !== 250) return refusedOrNot('MAIL FROM', mail.code, mail.text, where);
+    const rcpt = await probe.command(`RCPT TO:<${OUTSIDE_RECIPIENT}>`);
+    await probe.command('RSET').catch(() => undefined);
+    if (rcpt.code >= 300) return refusedOrNot('RCPT TO', rcpt.code, rcpt.text, where);
+    if (trusted) return { status: 'warn', line: `${where}: relaying accepted, but this test comes from ${from}, which relay.networks trusts: cannot tell what a stranger gets` };
+    return { status: 'fail', line: `${where}: OPEN RELAY: accepted mail from <${OUTSIDE_SENDER}> to <${OUTSIDE_RECIPIENT}> without AUTH (from ${from}): ${rcpt.code} ${rcpt.text}` };
+  } catch (err) {
+    return { status: 'fail', line: `${where}: cannot run the test: ${(err as Error).message}` };
+  } finally {
+    probe?.close();
+  }
+}
+
+function refusedOrNot(step: string, code: number, text: string, where: string): Outcome {
+  if (code >= 500) return { status: 'pass', line: `${where}: relaying refused at ${step}: ${code} ${text}` };
+  return { status: 'warn', line: `${where}: ${step} answered ${code} ${text}: a temporary refusal, cannot tell whether the server would relay` };
+}
