@@ -21,7 +21,7 @@ export function renderReport(report: DoctorReport): string {
   const count = (status: CheckStatus) => report.results.filter((r) => r.status === status).length;
   lines.push('');
   lines.push(
-    `${report.results.length} checks: ${count('pass')} passed, ${count('warn')} warnings, ${count('fail')} failed${report.skipped.length ? `; skipped: ${report.skipped.join(', ')}` : ''}`,
+    `${report.results.length} checks: ${count('pass')} passed, ${count('warn')} warning${count('warn') === 1 ? '' : 's'}, ${count('fail')} failed${report.skipped.length ? `; skipped: ${report.skipped.join(', ')}` : ''}`,
   );
   lines.push(report.ok ? 'ready to send' : 'NOT ready to send: fix the failed checks above');
   return `${lines.join('\n')}\n`;

@@ -39,6 +39,8 @@ export const CHECKS: readonly Check[] = [
 
 export const DEFAULT_TIMEOUT_MS = 10_000;
 
+const DOMAIN_NAME = /^(?=.{1,253}\.?$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.?$/;
+
 export interface DoctorOptions {
   domain: string;
   config: RelayConfig;
@@ -71,6 +73,7 @@ export async function runDoctor(options: DoctorOptions): Promise<DoctorReport> {
   const ids = CHECKS.map((c) => c.id);
   const unknown = (options.skip ?? []).filter((id) => !ids.includes(id));
   if (unknown.length) throw new Error(`unknown check ${unknown.join(', ')} to skip; the checks are ${ids.join(', ')}`);
+  if (!DOMAIN_NAME.test(options.domain)) throw new Error(`"${options.domain}" is not a domain name`);
   if (options.ips.length === 0) throw new Error('no public address to check: pass the server\'s addresses with --ip');
   const badIp = options.ips.find((ip) => net.isIP(ip) === 0);
   if (badIp !== undefined) throw new Error(`--ip ${badIp}: not an IP address`);

@@ -48,24 +48,16 @@ export class SmtpProbe {
     if (reply.code !== 220) throw new Error(`STARTTLS refused: ${reply.code} ${reply.text}`);
     const plain = this.socket;
     plain.removeAllListeners('data');
-    const secure = await new Promise<tls.TLSSocket>((resolve, reject) => {
-      const socket = tls.connect({ socket: plain, servername, ca, rejectUnauthorized: false });
-      const timer = setTimeout(() => {
-        socket.destroy();
-        reject(new Error(`TLS handshake timed out after ${this.timeoutMs} ms`));
-      }, this.timeoutMs);
-      socket.once('secureConnect', () => {
-        clearTimeout(timer);
-        resolve(socket);
-      });
-      socket.once('error', (err) => {
-        clearTimeout(timer);
-        reject(new Error(`TLS handshake failed: ${err.message}`));
-      });
-    });
+    const secure = await handshake(plain, servername, ca, this.timeoutMs);
     this.socket = secure;
     this.attach(secure);
     return secure;
+  }
+
+  /** TLS from the first byte (port 465), without verification (see startTls) */
+  static async openImplicitTls(socket: net.Socket, servername: string, ca: string[] | undefined, timeoutMs: number): Promise<{ probe: SmtpProbe; greeting: SmtpReply; secure: tls.TLSSocket }> {
+    const secure = await handshake(socket, servername, ca, timeoutMs);
+    return { ...(await SmtpProbe.open(secure, timeoutMs)), secure };
   }
 
   close(): void {
@@ -117,4 +109,22 @@ export class SmtpProbe {
       check();
     });
   }
+}
+
+function handshake(plain: net.Socket, servername: string, ca: string[] | undefined, timeoutMs: number): Promise<tls.TLSSocket> {
+  return new Promise<tls.TLSSocket>((resolve, reject) => {
+    const socket = tls.connect({ socket: plain, servername, ca, rejectUnauthorized: false });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`TLS handshake timed out after ${timeoutMs} ms`));
+    }, timeoutMs);
+    socket.once('secureConnect', () => {
+      clearTimeout(timer);
+      resolve(socket);
+    });
+    socket.once('error', (err) => {
+      clearTimeout(timer);
+      reject(new Error(`TLS handshake failed: ${err.message}`));
+    });
+  });
 }

@@ -8,9 +8,10 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { once } from 'node:events';
 import https from 'node:https';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -30,6 +31,10 @@ const HOST = 'mail.doctor.test';
 const IP = '127.0.0.7';
 const SELECTOR = 's2026';
 const PTR_NAME = '7.0.0.127.in-addr.arpa';
+const IPV6 = '::1';
+/** ::1 reversed, nibble by nibble */
+const NIBBLES_V6 = `1.${'0.'.repeat(31)}`.slice(0, -1);
+const PTR_NAME_V6 = `${NIBBLES_V6}.ip6.arpa`;
 const MX_HOSTS = [HOST];
 const POLICY = renderMtaStsPolicy({ mode: 'enforce', maxAgeSeconds: 86400, mxHosts: MX_HOSTS });
 
@@ -40,6 +45,7 @@ let relay: TestRelay;
 let policyServer: https.Server;
 let policyText = POLICY.text;
 let probe: net.Server;
+let probePort: number;
 let dkimPrivateKeyFile: string;
 let dkimPublicKeyPem: string;
 
@@ -62,11 +68,11 @@ async function issue(name: string, validDays: number): Promise<{ key: string; ce
 }
 
 /** the zone `pulumi up` publishes for the domain (infra's renderer), plus the PTR the cloud sets */
-function goodZone(): Zone {
+function goodZone(ipv6?: string): Zone {
   const records = renderDnsRecords({
     domains: [DOMAIN],
     hostname: HOST,
-    nodes: [{ hostname: HOST, ipv4: IP }],
+    nodes: [{ hostname: HOST, ipv4: IP, ...(ipv6 ? { ipv6 } : {}) }],
     dkim: { selector: SELECTOR, publicKeyPem: dkimPublicKeyPem },
     dmarc: { policy: 'quarantine', rua: `mailto:postmaster@${DOMAIN}` },
     mtaSts: { mode: 'enforce', maxAgeSeconds: 86400 },
@@ -84,6 +90,7 @@ function goodZone(): Zone {
     }
   }
   zone[PTR_NAME] = { PTR: [HOST] };
+  if (ipv6) zone[PTR_NAME_V6] = { PTR: [HOST] };
   return zone;
 }
 
@@ -91,6 +98,17 @@ function zoneWith(change: (zone: Zone) => void): Zone {
   const zone = goodZone();
   change(zone);
   return zone;
+}
+
+/** the relay under test: MX listeners on `addresses`, the test CA's certificate, blocklists and probe on loopback */
+function relayOverrides(addresses: string[] = [IP]): Record<string, unknown> {
+  return {
+    hostname: HOST,
+    listeners: addresses.map((address) => ({ role: 'mx', address, port: 0, earlyTalkerCheck: false })),
+    tls: { certFile: join(dir, 'relay-cert.pem'), keyFile: join(dir, 'relay-key.pem') },
+    domains: [{ name: DOMAIN, delivery: 'maildir', mailboxes: ['postmaster'] }],
+    doctor: { ipBlocklists: ['bl.doctor-lists.test', 'refusing.doctor-lists.test'], domainBlocklists: ['dbl.doctor-lists.test'], outboundProbe: `127.0.0.1:${probePort}` },
+  };
 }
 
 function configWithDkim(config: RelayConfig, keyFile = dkimPrivateKeyFile): RelayConfig {
@@ -163,15 +181,9 @@ before(async () => {
     socket.end('220 probe.example ESMTP\r\n');
   });
   await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const probePort = (probe.address() as net.AddressInfo).port;
+  probePort = (probe.address() as net.AddressInfo).port;
 
-  relay = await startTestRelay(() => ({
-    hostname: HOST,
-    listeners: [{ role: 'mx', address: IP, port: 0, earlyTalkerCheck: false }],
-    tls: { certFile: join(dir, 'relay-cert.pem'), keyFile: join(dir, 'relay-key.pem') },
-    domains: [{ name: DOMAIN, delivery: 'maildir', mailboxes: ['postmaster'] }],
-    doctor: { ipBlocklists: ['bl.doctor-lists.test', 'refusing.doctor-lists.test'], domainBlocklists: ['dbl.doctor-lists.test'], outboundProbe: `127.0.0.1:${probePort}` },
-  }));
+  relay = await startTestRelay(() => relayOverrides());
 });
 
 after(async () => {
@@ -191,7 +203,37 @@ describe('ownrelay doctor', () => {
     assert.match(result(report, 'ptr').detail, /127\.0\.0\.7 -> mail\.doctor\.test -> 127\.0\.0\.7/);
     assert.match(result(report, 'spf').detail, /DNS lookups: 0 of 10/);
     assert.match(result(report, 'certificate').detail, /mail\.doctor\.test.*valid for 8\d more days/);
-    assert.match(result(report, 'open-relay').detail, /relaying refused at RCPT TO: 554/);
+    assert.match(result(report, 'open-relay').detail, /^127\.0\.0\.7:\d+: relaying refused at RCPT TO: 554/m);
+    assert.match(result(report, 'open-relay').detail, /^127\.0\.0\.7:\d+ after STARTTLS: relaying refused at RCPT TO: 554/m);
+  });
+
+  test('a dual-stack server passes with its IPv6 address in AAAA, ip6.arpa PTR and SPF ip6:, and its nibbles are looked up on blocklists', async () => {
+    const dual = await startTestRelay(() => relayOverrides([IP, IPV6]));
+    try {
+      const dualOptions = options({
+        config: configWithDkim(dual.relay.config),
+        ips: [IPV6, IP],
+        smtpPort: 25,
+        connectTo: [...options().connectTo!, `${IP}:25:${IP}:${dual.ports[0]}`, `[${IPV6}]:25:[${IPV6}]:${dual.ports[1]}`],
+      });
+      dns.setZone(goodZone(IPV6));
+      const report = await runDoctor(dualOptions);
+      for (const r of report.results) assert.equal(r.status, 'pass', `${r.id}: ${r.detail}\n${r.fix ?? ''}`);
+      assert.deepEqual(report.ips, [IP, IPV6]);
+      assert.match(result(report, 'address').detail, /mail\.doctor\.test resolves to 127\.0\.0\.7, ::1/);
+      assert.match(result(report, 'ptr').detail, /::1 -> mail\.doctor\.test -> ::1/);
+      assert.match(result(report, 'spf').detail, /ip6:::1/);
+      assert.match(result(report, 'spf').detail, /::1: pass/);
+      assert.match(result(report, 'certificate').detail, /::1:25: /);
+
+      dns.setZone({ ...goodZone(IPV6), [`${NIBBLES_V6}.bl.doctor-lists.test`]: { A: ['127.0.0.3'] } });
+      const listed = await runDoctor(dualOptions);
+      assert.match(result(listed, 'blocklists').detail, /::1 is LISTED on bl\.doctor-lists\.test \(127\.0\.0\.3\)/);
+      assert.doesNotMatch(result(listed, 'blocklists').detail, /127\.0\.0\.7 is LISTED/);
+    } finally {
+      dns.setZone(goodZone());
+      await dual.stop();
+    }
   });
 
   test('a PTR that is not the host name fails, with the reverse DNS to set', async () => {
@@ -199,7 +241,7 @@ describe('ownrelay doctor', () => {
     const ptr = result(report, 'ptr');
     assert.equal(ptr.status, 'fail');
     assert.match(ptr.detail, /PTR of 127\.0\.0\.7 is ec2-127-0-0-7\.compute\.example, expected mail\.doctor\.test/);
-    assert.match(ptr.fix ?? '', /7\.0\.0\.127\.in-addr\.arpa\.\tIN\tPTR\tmail\.doctor\.test\./);
+    assert.match(ptr.fix ?? '', /7\.0\.0\.127\.in-addr\.arpa\.\t3600\tIN\tPTR\tmail\.doctor\.test\./);
     assert.equal(report.ok, false);
     assert.equal(result(report, 'mx').status, 'pass');
   });
@@ -365,7 +407,8 @@ describe('ownrelay doctor', () => {
       const report = await runDoctor(options({ smtpPort: 25, connectTo: [`${IP}:25:127.0.0.1:${open.port}`] }));
       const check = result(report, 'open-relay');
       assert.equal(check.status, 'fail');
-      assert.match(check.detail, /127\.0\.0\.7:25: OPEN RELAY: accepted mail from <ownrelay-doctor@example\.com> to <ownrelay-doctor@example\.net> without AUTH/);
+      assert.match(check.detail, /^127\.0\.0\.7:25: OPEN RELAY: accepted mail from <ownrelay-doctor@example\.com> to <ownrelay-doctor@example\.net> without AUTH/m);
+      assert.match(check.detail, /^127\.0\.0\.7:25 after STARTTLS: OPEN RELAY/m);
       assert.equal(open.messages.length, 0, 'the test never sends a message');
     } finally {
       await open.close();
@@ -397,6 +440,31 @@ describe('ownrelay doctor', () => {
     const warned = await runDoctor(options({ config: viaSmarthost }));
     assert.equal(result(warned, 'outbound-25').status, 'warn');
     assert.match(result(warned, 'outbound-25').detail, /delivery goes through the smarthost smtp\.provider\.test:587/);
+  });
+
+  test('outbound port 25 that times out fails and explains AWS\'s block and the request form', async () => {
+    // a listener whose accept queue is full (python3: listen(0), never accept): the
+    // kernel drops further SYNs, so a connection times out as it does behind a
+    // provider's port-25 block
+    const listener = spawn('python3', ['-c', 'import socket,sys\ns=socket.socket()\ns.bind(("127.0.0.1",0))\ns.listen(0)\nprint(s.getsockname()[1],flush=True)\nsys.stdin.read()'], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const filler: net.Socket[] = [];
+    try {
+      const port = Number(String(await once(listener.stdout!, 'data')).trim());
+      const first = net.connect(port, '127.0.0.1');
+      filler.push(first);
+      await once(first, 'connect');
+      const config = configWithDkim(relay.relay.config);
+      const report = await runDoctor(options({ config: { ...config, doctor: { ...config.doctor, outboundProbe: `127.0.0.1:${port}` } }, timeoutMs: 1000 }));
+      const outbound = result(report, 'outbound-25');
+      assert.equal(outbound.status, 'fail');
+      assert.match(outbound.detail, /outbound connections to port 25 time out: connecting to 127\.0\.0\.1:\d+ timed out after 1000 ms/);
+      assert.match(outbound.detail, /AWS blocks outbound port 25 on every EC2 instance/);
+      assert.match(outbound.fix ?? '', /https:\/\/console\.aws\.amazon\.com\/support\/contacts#\/rdns-limits/);
+      assert.match(outbound.fix ?? '', /delivery\.smarthost/);
+    } finally {
+      for (const socket of filler) socket.destroy();
+      listener.kill();
+    }
   });
 
   test('the CLI exits 1 with a JSON report when a check fails, and 0 with a checklist when all pass', async () => {

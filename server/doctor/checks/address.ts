@@ -5,7 +5,7 @@
  * large receivers require before they accept mail).
  */
 import ipaddr from 'ipaddr.js';
-import { MX_PREFERENCE } from '../../../infra/render/dns-records';
+import { DEFAULT_TTL_SECONDS, MX_PREFERENCE } from '../../../infra/render/dns-records';
 import { ipv4s, ipv6s, publish } from '../fixes';
 import type { Check, DoctorContext } from '../types';
 
@@ -60,7 +60,7 @@ export const ptrCheck: Check = {
     const fix = [
       `set the reverse DNS of ${context.ips.join(', ')} to ${context.hostname}; it is set by the owner of the address, not in your zone:`,
       `  on AWS: the Elastic IP's reverse DNS (the infra program sets it; by hand: aws ec2 modify-address-attribute --allocation-id <eipalloc-...> --domain-name ${context.hostname})`,
-      ...context.ips.map((ip) => `  ${reverseName(ip)}.\tIN\tPTR\t${context.hostname}.`),
+      ...context.ips.map((ip) => `  ${reverseName(ip)}.\t${DEFAULT_TTL_SECONDS}\tIN\tPTR\t${context.hostname}.`),
       `and make sure ${context.hostname} resolves to the same addresses (see the address check)`,
     ].join('\n');
     return { status: 'fail', detail: [...problems, ...facts].join('\n'), fix };

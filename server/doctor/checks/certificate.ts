@@ -35,11 +35,7 @@ async function inspect({ hostname, net, smtpPort, timeoutMs, config }: DoctorCon
   try {
     const socket = await net.connect(ip, smtpPort);
     if (smtpPort === 465) {
-      secure = await new Promise<tls.TLSSocket>((resolve, reject) => {
-        const s = tls.connect({ socket, servername: hostname, ca: net.caList(), rejectUnauthorized: false }, () => resolve(s));
-        s.once('error', reject);
-      });
-      probe = (await SmtpProbe.open(secure, timeoutMs)).probe;
+      ({ probe, secure } = await SmtpProbe.openImplicitTls(socket, hostname, net.caList(), timeoutMs));
     } else {
       ({ probe } = await SmtpProbe.open(socket, timeoutMs));
       const ehlo = await probe.command(`EHLO ${hostname}`);

@@ -1,7 +1,8 @@
 /**
  * The open-relay self-test: on each of the server's public addresses, a session
- * without AUTH tries to send from an outside sender to an outside recipient. The
- * server must refuse at MAIL or RCPT. Nothing is ever sent: the test stops before
+ * without AUTH tries to send from an outside sender to an outside recipient, in
+ * plain text and again after STARTTLS when the server offers it (a stranger can
+ * do both). The server must refuse at MAIL or RCPT. Nothing is ever sent: the test stops before
  * DATA. A session that comes from a network in relay.networks proves nothing (the
  * server trusts it by design), so that case is reported as "cannot tell".
  */
@@ -18,7 +19,8 @@ export const openRelayCheck: Check = {
   id: 'open-relay',
   title: 'not an open relay',
   async run(context) {
-    const outcomes = await Promise.all(context.ips.map((ip) => tryRelay(context, ip)));
+    const attempts = await Promise.all(context.ips.flatMap((ip) => [tryRelay(context, ip, false), tryRelay(context, ip, true)]));
+    const outcomes = attempts.filter((o): o is Outcome => o !== undefined);
     const detail = outcomes.map((o) => o.line).join('\n');
     if (outcomes.some((o) => o.status === 'fail')) {
       return {
@@ -32,16 +34,23 @@ export const openRelayCheck: Check = {
   },
 };
 
-async function tryRelay({ net, smtpPort, timeoutMs, config }: DoctorContext, ip: string): Promise<Outcome> {
-  const where = `${ip}:${smtpPort}`;
+/** undefined: `overTls` and the server offers no STARTTLS (the plain attempt covers it) */
+async function tryRelay({ hostname, net, smtpPort, timeoutMs, config }: DoctorContext, ip: string, overTls: boolean): Promise<Outcome | undefined> {
+  const where = `${ip}:${smtpPort}${overTls ? ' after STARTTLS' : ''}`;
   let probe: SmtpProbe | undefined;
   try {
     const socket = await net.connect(ip, smtpPort);
     const from = socket.localAddress ?? '';
     const trusted = from !== '' && new NetworkList(config.relay.networks).contains(from);
     ({ probe } = await SmtpProbe.open(socket, timeoutMs));
-    const ehlo = await probe.command('EHLO ownrelay-doctor.example.com');
+    let ehlo = await probe.command('EHLO ownrelay-doctor.example.com');
     if (ehlo.code !== 250) return refusedOrNot('EHLO', ehlo.code, ehlo.text, where);
+    if (overTls) {
+      if (!/(^| \/ )STARTTLS( |$)/i.test(ehlo.text)) return undefined;
+      await probe.startTls(hostname, net.caList());
+      ehlo = await probe.command('EHLO ownrelay-doctor.example.com');
+      if (ehlo.code !== 250) return refusedOrNot('EHLO', ehlo.code, ehlo.text, where);
+    }
     const mail = await probe.command(`MAIL FROM:<${OUTSIDE_SENDER}>`);
     if (mail.code !== 250) return refusedOrNot('MAIL FROM', mail.code, mail.text, where);
     const rcpt = await probe.command(`RCPT TO:<${OUTSIDE_RECIPIENT}>`);
