@@ -1,7 +1,8 @@
 /**
  * The `ownrelay` command. `run` starts the relay (on the embedded default config
  * when no --config is given); `check-config` validates a file with the same
- * schema and messages the relay uses; `hash-password` makes a users[].passwordHash.
+ * schema and messages the relay uses; `hash-password` makes a users[].passwordHash;
+ * `doctor` checks that the server is ready to send for a domain (server/doctor/).
  */
 // file fsyncs run on libuv's thread pool; concurrent sessions need more than 4 threads
 process.env.UV_THREADPOOL_SIZE ??= '16';

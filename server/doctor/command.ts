@@ -3,13 +3,12 @@
  * domain and exits non-zero when it is not, so a deploy can be gated on it.
  * Exit codes: 0 every check passed or warned, 1 a check failed, 2 bad config
  * (from the command's common error handling), other errors 1 with a message.
+ * The checks load only when the command runs: `ownrelay run` never pays for them.
  */
 import { existsSync } from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
 import { loadConfigFile } from '../config/load';
-import { publicInterfaceAddresses } from './identity';
-import { renderReport } from './render';
-import { CHECKS, DEFAULT_TIMEOUT_MS, runDoctor } from './runner';
+import { CHECK_IDS, DEFAULT_TIMEOUT_MS } from './types';
 
 /** where the deploy puts the relay config on a server */
 const SERVER_CONFIG_PATH = '/etc/ownrelay/ownrelay.yaml';
@@ -47,11 +46,14 @@ export function addDoctorCommand(program: Command): void {
     .option('--smtp-port <port>', 'the port senders reach the server on', positiveInteger('--smtp-port', 65535), 25)
     .option('--connect-to <HOST:PORT:ADDRESS:PORT>', 'send connections for HOST:PORT to ADDRESS:PORT, TLS still checked against HOST (repeatable)', collect, [])
     .option('--timeout <ms>', 'per connection and DNS query', positiveInteger('--timeout', 600_000), DEFAULT_TIMEOUT_MS)
-    .option('--skip <check>', `a check not to run (repeatable): ${CHECKS.map((c) => c.id).join(', ')}`, collect, [])
+    .option('--skip <check>', `a check not to run (repeatable): ${CHECK_IDS.join(', ')}`, collect, [])
     .action(async (domain: string, options: DoctorCommandOptions) => {
       const configPath = options.config ?? SERVER_CONFIG_PATH;
       if (!options.config && !existsSync(configPath)) throw new Error(`no --config given and ${SERVER_CONFIG_PATH} does not exist`);
       const config = loadConfigFile(configPath);
+      const { publicInterfaceAddresses } = require('./identity') as typeof import('./identity');
+      const { renderReport } = require('./render') as typeof import('./render');
+      const { runDoctor } = require('./runner') as typeof import('./runner');
       const ips = options.ip.length > 0 ? options.ip : publicInterfaceAddresses();
       if (ips.length === 0) {
         throw new Error('no public address on this host\'s interfaces (behind NAT, such as an AWS Elastic IP, the public address is not on the host): pass it with --ip');

@@ -20,7 +20,7 @@ import { dmarcCheck, tlsRptCheck } from './checks/policy-records';
 import { spfCheck } from './checks/spf';
 import { DoctorDns, normalizeName } from './dns-client';
 import { DoctorNet } from './net-client';
-import type { Check, CheckResult, DoctorContext } from './types';
+import { CHECK_IDS, DEFAULT_TIMEOUT_MS, type Check, type CheckResult, type DoctorContext } from './types';
 
 export const CHECKS: readonly Check[] = [
   mxCheck,
@@ -37,7 +37,7 @@ export const CHECKS: readonly Check[] = [
   openRelayCheck,
 ];
 
-export const DEFAULT_TIMEOUT_MS = 10_000;
+if (CHECKS.map((c) => c.id).join() !== CHECK_IDS.join()) throw new Error('doctor: CHECKS and CHECK_IDS disagree');
 
 const DOMAIN_NAME = /^(?=.{1,253}\.?$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.?$/;
 
@@ -70,7 +70,7 @@ export interface DoctorReport {
 }
 
 export async function runDoctor(options: DoctorOptions): Promise<DoctorReport> {
-  const ids = CHECKS.map((c) => c.id);
+  const ids: readonly string[] = CHECK_IDS;
   const unknown = (options.skip ?? []).filter((id) => !ids.includes(id));
   if (unknown.length) throw new Error(`unknown check ${unknown.join(', ')} to skip; the checks are ${ids.join(', ')}`);
   if (!DOMAIN_NAME.test(options.domain)) throw new Error(`"${options.domain}" is not a domain name`);

@@ -13,6 +13,12 @@ import type { DoctorNet } from './net-client';
 
 export type CheckStatus = 'pass' | 'fail' | 'warn';
 
+/** per connection and per DNS query, unless told otherwise */
+export const DEFAULT_TIMEOUT_MS = 10_000;
+
+/** every check, in the order they are reported (the runner's CHECKS follow it) */
+export const CHECK_IDS = ['mx', 'address', 'ptr', 'spf', 'dkim', 'dmarc', 'mta-sts', 'tls-rpt', 'certificate', 'outbound-25', 'blocklists', 'open-relay'] as const;
+
 export interface CheckResult {
   /** stable, kebab-case: what --skip takes and scripts match on */
   id: string;

@@ -285,6 +285,21 @@ describe('ownrelay doctor', () => {
     assert.match(spf.fix ?? '', /"v=spf1 ip4:127\.0\.0\.7 -all"/);
   });
 
+  test('SPF mistakes fail with what receivers make of them: two records, bad syntax, +all, an include without a record', async () => {
+    const cases: Array<[string[], Zone, RegExp]> = [
+      [['v=spf1 ip4:127.0.0.7 -all', 'v=spf1 mx -all'], {}, /doctor\.test has 2 SPF records \(receivers answer permerror\)/],
+      [['v=spf1 ip4:127.0.0.7 ip4:300.1.2.3 -all'], {}, /SPF record of doctor\.test is invalid: "ip4:300\.1\.2\.3": expected an IPv4 address/],
+      [['v=spf1 ip4:127.0.0.7 +all'], {}, /SPF of doctor\.test ends in \+all: it permits every host on the Internet/],
+      [['v=spf1 ip4:127.0.0.7 include:gone.doctor.test -all'], { 'gone.doctor.test': { TXT: ['not spf'] } }, /gone\.doctor\.test \(included from doctor\.test\) has no SPF record: receivers answer permerror/],
+    ];
+    for (const [txt, extra, message] of cases) {
+      const report = await doctorOn({ ...zoneWith((zone) => (zone[DOMAIN]!.TXT = txt)), ...extra });
+      const spf = result(report, 'spf');
+      assert.equal(spf.status, 'fail', txt.join(' | '));
+      assert.match(spf.detail, message);
+    }
+  });
+
   test('a published DKIM key that is not the relay\'s fails, with the record of the right key', async () => {
     const other = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ type: 'spki', format: 'der' }).toString('base64');
     const name = `${SELECTOR}._domainkey.${DOMAIN}`;
@@ -423,6 +438,21 @@ describe('ownrelay doctor', () => {
     } finally {
       await trusting.stop();
     }
+  });
+
+  test('a server that does not answer on its SMTP port fails the certificate and open-relay checks with how to open the port', async () => {
+    const closed = net.createServer();
+    await new Promise<void>((resolve) => closed.listen(0, IP, resolve));
+    const port = (closed.address() as net.AddressInfo).port;
+    await new Promise<void>((resolve) => closed.close(() => resolve()));
+    const report = await runDoctor(options({ smtpPort: port }));
+    for (const id of ['certificate', 'open-relay']) {
+      const check = result(report, id);
+      assert.equal(check.status, 'fail');
+      assert.match(check.detail, new RegExp(`^127\\.0\\.0\\.7:${port}: .*ECONNREFUSED$`));
+      assert.match(check.fix ?? '', new RegExp(`make sure the relay listens on port ${port}`));
+    }
+    assert.doesNotMatch(result(report, 'open-relay').detail, /after STARTTLS/);
   });
 
   test('outbound port 25 refused fails; with a smarthost configured it only warns', async () => {

@@ -15,52 +15,63 @@ export const certificateCheck: Check = {
   title: 'TLS certificate valid for the host name and not near expiry',
   async run(context) {
     const outcomes = await Promise.all(context.ips.map((ip) => inspect(context, ip)));
-    const problems = outcomes.filter((o) => o.problem);
-    const detail = outcomes.map((o) => o.problem ?? o.fact).join('\n');
-    if (problems.length === 0) return { status: 'pass', detail };
-    const { hostname, config } = context;
-    const fix = [
-      `give the relay a certificate for ${hostname} from a public CA (Let's Encrypt, for one), renewed before it expires:`,
-      `  tls.certFile: the full chain (leaf first), tls.keyFile: its key; then reload or restart the relay`,
-      config.tls.certFile ? `  (now: ${config.tls.certFile})` : '  (now: none configured, so the relay presents a self-signed certificate)',
-    ].join('\n');
-    return { status: 'fail', detail, fix };
+    const detail = outcomes.map((o) => o.line).join('\n');
+    if (outcomes.every((o) => o.kind === 'ok')) return { status: 'pass', detail };
+    const { hostname, config, smtpPort } = context;
+    const fixes: string[] = [];
+    if (outcomes.some((o) => o.kind === 'unreachable')) {
+      fixes.push(`make sure the relay listens on port ${smtpPort} of every address above (a listener with address 0.0.0.0 or ::) and that the firewall and the cloud's security group let TCP ${smtpPort} in`);
+    }
+    if (outcomes.some((o) => o.kind === 'certificate')) {
+      fixes.push(
+        `give the relay a certificate for ${hostname} from a public CA (Let's Encrypt, for one), renewed before it expires:`,
+        '  tls.certFile: the full chain (leaf first), tls.keyFile: its key; then reload or restart the relay',
+        config.tls.certFile ? `  (now: ${config.tls.certFile})` : '  (now: none configured, so the relay presents a self-signed certificate)',
+      );
+    }
+    return { status: 'fail', detail, fix: fixes.join('\n') };
   },
 };
 
-async function inspect({ hostname, net, smtpPort, timeoutMs, config }: DoctorContext, ip: string): Promise<{ problem?: string; fact: string }> {
+type Outcome = { kind: 'ok' | 'unreachable' | 'certificate'; line: string };
+
+async function inspect(context: DoctorContext, ip: string): Promise<Outcome> {
+  const { hostname, net, smtpPort, timeoutMs } = context;
   const where = `${ip}:${smtpPort}`;
-  let secure: tls.TLSSocket;
   let probe: SmtpProbe | undefined;
   try {
-    const socket = await net.connect(ip, smtpPort);
-    if (smtpPort === 465) {
-      ({ probe, secure } = await SmtpProbe.openImplicitTls(socket, hostname, net.caList(), timeoutMs));
-    } else {
-      ({ probe } = await SmtpProbe.open(socket, timeoutMs));
-      const ehlo = await probe.command(`EHLO ${hostname}`);
-      if (ehlo.code !== 250) return { problem: `${where}: EHLO refused: ${ehlo.code} ${ehlo.text}`, fact: '' };
-      if (!/(^| \/ )STARTTLS( |$)/i.test(ehlo.text)) return { problem: `${where} does not offer STARTTLS: mail to the server travels in clear text`, fact: '' };
-      secure = await probe.startTls(hostname, net.caList());
+    let secure: tls.TLSSocket;
+    try {
+      const socket = await net.connect(ip, smtpPort);
+      if (smtpPort === 465) {
+        ({ probe, secure } = await SmtpProbe.openImplicitTls(socket, hostname, net.caList(), timeoutMs));
+      } else {
+        ({ probe } = await SmtpProbe.open(socket, timeoutMs));
+        const ehlo = await probe.command(`EHLO ${hostname}`);
+        if (ehlo.code !== 250) return { kind: 'unreachable', line: `${where}: EHLO refused: ${ehlo.code} ${ehlo.text}` };
+        if (!/(^| \/ )STARTTLS( |$)/i.test(ehlo.text)) return { kind: 'certificate', line: `${where} does not offer STARTTLS: mail to the server travels in clear text` };
+        secure = await probe.startTls(hostname, net.caList());
+      }
+    } catch (err) {
+      return { kind: 'unreachable', line: `${where}: ${(err as Error).message}` };
     }
-  } catch (err) {
-    probe?.close();
-    return { problem: `${where}: ${(err as Error).message}`, fact: '' };
-  }
-  try {
-    const cert = secure.getPeerX509Certificate();
-    if (!cert) return { problem: `${where}: the server sent no certificate`, fact: '' };
-    const validTo = new Date(cert.validTo);
-    const daysLeft = Math.floor((validTo.getTime() - Date.now()) / DAY_MS);
-    const subject = cert.subjectAltName ?? cert.subject.replace(/\n/g, ', ');
-    const nameMatches = cert.checkHost(hostname) !== undefined;
-    const minDays = config.doctor.certificateMinDays;
-    if (!secure.authorized) return { problem: `${where}: the certificate (${subject}, issued by ${cert.issuer.replace(/\n/g, ', ')}) is not trusted: ${String(secure.authorizationError)}`, fact: '' };
-    if (!nameMatches) return { problem: `${where}: the certificate is for ${subject}, not for ${hostname}`, fact: '' };
-    if (daysLeft < 0) return { problem: `${where}: the certificate expired on ${validTo.toISOString()}`, fact: '' };
-    if (daysLeft < minDays) return { problem: `${where}: the certificate expires in ${daysLeft} days (${validTo.toISOString()}), less than ${minDays}: renewal is failing`, fact: '' };
-    return { fact: `${where}: ${subject}, ${secure.getProtocol() ?? 'TLS'}, valid for ${daysLeft} more days (until ${validTo.toISOString().slice(0, 10)})` };
+    return judge(context, where, secure);
   } finally {
     probe?.close();
   }
+}
+
+function judge({ hostname, config }: DoctorContext, where: string, secure: tls.TLSSocket): Outcome {
+  const cert = secure.getPeerX509Certificate();
+  if (!cert) return { kind: 'certificate', line: `${where}: the server sent no certificate` };
+  const validTo = new Date(cert.validTo);
+  const daysLeft = Math.floor((validTo.getTime() - Date.now()) / DAY_MS);
+  const subject = cert.subjectAltName ?? cert.subject.replace(/\n/g, ', ');
+  const minDays = config.doctor.certificateMinDays;
+  const problem = (line: string): Outcome => ({ kind: 'certificate', line: `${where}: ${line}` });
+  if (!secure.authorized) return problem(`the certificate (${subject}, issued by ${cert.issuer.replace(/\n/g, ', ')}) is not trusted: ${String(secure.authorizationError)}`);
+  if (cert.checkHost(hostname) === undefined) return problem(`the certificate is for ${subject}, not for ${hostname}`);
+  if (daysLeft < 0) return problem(`the certificate expired on ${validTo.toISOString()}`);
+  if (daysLeft < minDays) return problem(`the certificate expires in ${daysLeft} days (${validTo.toISOString()}), less than ${minDays}: renewal is failing`);
+  return { kind: 'ok', line: `${where}: ${subject}, ${secure.getProtocol() ?? 'TLS'}, valid for ${daysLeft} more days (until ${validTo.toISOString().slice(0, 10)})` };
 }

@@ -13,15 +13,24 @@ import type { Check, CheckResult, DoctorContext } from '../types';
 const OUTSIDE_SENDER = 'ownrelay-doctor@example.com';
 const OUTSIDE_RECIPIENT = 'ownrelay-doctor@example.net';
 
-type Outcome = { status: CheckResult['status']; line: string };
+type Outcome = { status: CheckResult['status']; line: string; kind?: 'unreachable' };
 
 export const openRelayCheck: Check = {
   id: 'open-relay',
   title: 'not an open relay',
   async run(context) {
-    const attempts = await Promise.all(context.ips.flatMap((ip) => [tryRelay(context, ip, false), tryRelay(context, ip, true)]));
-    const outcomes = attempts.filter((o): o is Outcome => o !== undefined);
+    const attempts = await Promise.all(
+      context.ips.map(async (ip) => {
+        const plain = await tryRelay(context, ip, false);
+        // over TLS only when the plain session reached the server
+        return plain?.kind === 'unreachable' ? [plain] : [plain, await tryRelay(context, ip, true)];
+      }),
+    );
+    const outcomes = attempts.flat().filter((o): o is Outcome => o !== undefined);
     const detail = outcomes.map((o) => o.line).join('\n');
+    if (outcomes.some((o) => o.kind === 'unreachable')) {
+      return { status: 'fail', detail, fix: `make sure the relay listens on port ${context.smtpPort} of every address above and that the firewall lets TCP ${context.smtpPort} in; then run the doctor again` };
+    }
     if (outcomes.some((o) => o.status === 'fail')) {
       return {
         status: 'fail',
@@ -59,7 +68,7 @@ async function tryRelay({ hostname, net, smtpPort, timeoutMs, config }: DoctorCo
     if (trusted) return { status: 'warn', line: `${where}: relaying accepted, but this test comes from ${from}, which relay.networks trusts: cannot tell what a stranger gets` };
     return { status: 'fail', line: `${where}: OPEN RELAY: accepted mail from <${OUTSIDE_SENDER}> to <${OUTSIDE_RECIPIENT}> without AUTH (from ${from}): ${rcpt.code} ${rcpt.text}` };
   } catch (err) {
-    return { status: 'fail', line: `${where}: cannot run the test: ${(err as Error).message}` };
+    return { status: 'fail', kind: 'unreachable', line: `${where}: cannot run the test: ${(err as Error).message}` };
   } finally {
     probe?.close();
   }
