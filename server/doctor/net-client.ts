@@ -103,7 +103,7 @@ export class DoctorNet {
       };
       secure.once('error', fail);
       const request = http.request(
-        { host: parsed.hostname, port, path: `${parsed.pathname}${parsed.search}`, method: 'GET', createConnection: () => secure, headers: { connection: 'close' } },
+        { host: parsed.hostname, port, path: `${parsed.pathname}${parsed.search}`, method: 'GET', createConnection: () => secure, headers: { host: port === 443 ? parsed.hostname : `${parsed.hostname}:${port}`, connection: 'close' } },
         (response) => {
           const chunks: Buffer[] = [];
           let size = 0;

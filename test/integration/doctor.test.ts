@@ -169,7 +169,8 @@ before(async () => {
 
   dns = await startDnsServer(goodZone());
   policyServer = https.createServer({ key: stsCert.key, cert: stsCert.cert }, (request, response) => {
-    if (request.url !== '/.well-known/mta-sts.txt') {
+    // RFC 8461 3.3: the policy host's name, as a virtual host would see it
+    if (request.url !== '/.well-known/mta-sts.txt' || request.headers.host !== `mta-sts.${DOMAIN}`) {
       response.writeHead(404).end();
       return;
     }
