@@ -313,6 +313,26 @@ describe('ownrelay doctor', () => {
     assert.ok((dkim.fix ?? '').replace(/" "/g, '').includes(expected), dkim.fix);
   });
 
+  test('an Ed25519 key next to the RSA key passes when its raw public key is published (RFC 8463), and fails when it is missing', async () => {
+    const ed = generateKeyPairSync('ed25519');
+    const edFile = join(dir, 'dkim-ed25519.pem');
+    writeFileSync(edFile, ed.privateKey.export({ type: 'pkcs8', format: 'pem' }));
+    // RFC 8463: p= is the bare 32-byte key, which is the JWK's x
+    const raw = Buffer.from(ed.publicKey.export({ format: 'jwk' }).x!, 'base64url').toString('base64');
+    const base = configWithDkim(relay.relay.config);
+    const keys = [...(base as unknown as { dkim: { keys: object[] } }).dkim.keys, { domain: DOMAIN, selector: 'ed2026', privateKeyFile: edFile }];
+    const config = { ...base, dkim: { keys } } as unknown as RelayConfig;
+    const published = await doctorOn(zoneWith((zone) => (zone[`ed2026._domainkey.${DOMAIN}`] = { TXT: [`v=DKIM1; k=ed25519; p=${raw}`] })), { config });
+    const dkim = result(published, 'dkim');
+    assert.equal(dkim.status, 'pass', dkim.detail);
+    assert.match(dkim.detail, /s2026\._domainkey\.doctor\.test: rsa key matches\ned2026\._domainkey\.doctor\.test: ed25519 key matches/);
+
+    const missing = await doctorOn(goodZone(), { config });
+    assert.equal(result(missing, 'dkim').status, 'fail');
+    assert.match(result(missing, 'dkim').detail, /no DKIM key published at ed2026\._domainkey\.doctor\.test/);
+    assert.ok((result(missing, 'dkim').fix ?? '').includes(`ed2026._domainkey.doctor.test.\t3600\tIN\tTXT\t"v=DKIM1; k=ed25519; p=${raw}"`), result(missing, 'dkim').fix);
+  });
+
   test('without a dkim section in the config the DKIM check fails with "no DKIM key configured"', async () => {
     const report = await runDoctor(options({ config: relay.relay.config }));
     const dkim = result(report, 'dkim');
