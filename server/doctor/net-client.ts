@@ -71,15 +71,18 @@ export class DoctorNet {
         socket.destroy();
         reject(new ConnectError(`connecting to ${shown} timed out after ${this.timeoutMs} ms`, 'timeout'));
       }, this.timeoutMs);
-      socket.once('connect', () => {
-        clearTimeout(timer);
-        socket.removeAllListeners('error');
-        resolve(socket);
-      });
-      socket.once('error', (err: NodeJS.ErrnoException) => {
+      const onError = (err: NodeJS.ErrnoException) => {
         clearTimeout(timer);
         const reason = err.code === 'ECONNREFUSED' ? 'refused' : err.code === 'ETIMEDOUT' ? 'timeout' : 'other';
         reject(new ConnectError(`connecting to ${shown} failed: ${err.code ?? err.message}`, reason));
+      };
+      socket.once('error', onError);
+      socket.once('connect', () => {
+        clearTimeout(timer);
+        socket.off('error', onError);
+        // a reset after the caller has stopped listening must not end the process
+        socket.on('error', () => undefined);
+        resolve(socket);
       });
     });
   }
