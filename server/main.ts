@@ -3,6 +3,7 @@
  * when no --config is given); `check-config` validates a file with the same
  * schema and messages the relay uses; `hash-password` makes a users[].passwordHash;
  * `tls-report` prints a day's RFC 8460 TLS report for a destination domain.
+ * `doctor` checks that the server is ready to send for a domain (server/doctor/).
  */
 // file fsyncs run on libuv's thread pool; concurrent sessions need more than 4 threads
 process.env.UV_THREADPOOL_SIZE ??= '16';
@@ -15,6 +16,7 @@ import { hashPassword } from './stages/password';
 import { RelayConfigSchema } from './config/schema';
 import { z } from 'zod';
 import { previousUtcDay, tlsReportDir, tlsReportForDay } from './delivery/tls-report';
+import { addDoctorCommand } from './doctor/command';
 
 const program = new Command('ownrelay').description('a dedicated, durable SMTP relay').showHelpAfterError();
 
@@ -88,6 +90,8 @@ program
   .action(() => {
     process.stdout.write(`${JSON.stringify(z.toJSONSchema(RelayConfigSchema, { io: 'input' }), null, 2)}\n`);
   });
+
+addDoctorCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof ConfigError) {

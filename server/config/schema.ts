@@ -11,6 +11,7 @@ import { z } from 'zod';
 import { isValidCidr } from './cidr';
 import { parseHash } from '../stages/password';
 import { AcmeSettingsSchema, MtaStsPolicySettingsSchema } from '../tls/settings-schema';
+import { DoctorSettingsSchema } from '../doctor/settings';
 
 const hostname = z
   .string()
@@ -263,6 +264,7 @@ export const RelayConfigSchema = z
         });
       })
       .describe('DKIM signing of mail sent on (not of mail stored in local Maildirs)'),
+    doctor: DoctorSettingsSchema,
     log: z
       .object({
         level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info').describe('least important log level written'),

@@ -1,0 +1,38 @@
+/**
+ * The `doctor` section of the relay config: what `ownrelay doctor` checks against
+ * that is not the relay's own identity. Part of the relay's one schema, so the
+ * same file, messages and JSON Schema cover it.
+ */
+import { z } from 'zod';
+
+const dnsZone = z
+  .string()
+  .regex(/^(?=.{1,253}$)([a-zA-Z0-9_]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9_]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/, 'a DNS zone such as zen.spamhaus.org');
+
+export const DoctorSettingsSchema = z
+  .object({
+    ipBlocklists: z
+      .array(dnsZone)
+      .default(['zen.spamhaus.org', 'bl.spamcop.net', 'b.barracudacentral.org'])
+      .describe('DNS blocklists (DNSBL zones) the server\'s IP addresses must not be on'),
+    domainBlocklists: z
+      .array(dnsZone)
+      .default(['dbl.spamhaus.org'])
+      .describe('domain blocklists (RHSBL zones) the mail domain must not be on'),
+    outboundProbe: z
+      .string()
+      .regex(/^(\[[0-9a-fA-F:.]+\]|[^\s:[\]]+):[0-9]{1,5}$/, 'host:port, such as gmail-smtp-in.l.google.com:25')
+      .default('gmail-smtp-in.l.google.com:25')
+      .describe('a host:port outside that accepts SMTP connections, to prove outbound port 25 is open'),
+    certificateMinDays: z
+      .number()
+      .int()
+      .min(1)
+      .default(14)
+      .describe('the server\'s certificate fails the check when it expires within this many days'),
+  })
+  .strict()
+  .prefault({})
+  .describe('what `ownrelay doctor` checks the server against');
+
+export type DoctorSettings = z.output<typeof DoctorSettingsSchema>;
