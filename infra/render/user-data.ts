@@ -22,7 +22,7 @@
  * step ships the real config over SSH.
  */
 import { gzipSync } from 'node:zlib';
-import { Document, isSeq, parse, visit } from 'yaml';
+import { Document, isSeq, parse, stringify, visit } from 'yaml';
 import { FAIL2BAN_FILTER_PATH, FAIL2BAN_JAIL_PATH, renderFail2banFilter, renderFail2banJail } from './fail2ban';
 import { renderNftables } from './firewall';
 import { RELAY_UNIT_DEFAULTS, RELAY_UNIT_NAME, RELAY_UNIT_PATH, SPOOL_LABEL, mountUnitName, renderRelayUnit, renderSpoolMountUnit } from './systemd-unit';
@@ -242,6 +242,14 @@ export function renderUserData(input: UserDataInput): string {
   const plain = serialize(buildCloudConfig(input));
   if (Buffer.byteLength(plain, 'utf8') <= USER_DATA_MAX_BYTES) return plain;
   const smaller = serialize(buildCloudConfig(input, { compressFiles: true }));
-  assertUserDataSize(smaller);
-  return smaller;
+  if (Buffer.byteLength(smaller, 'utf8') <= USER_DATA_MAX_BYTES) return smaller;
+  // last resort: the relay config without its comments (the deploy ships the full file over SSH)
+  const smallest = serialize(buildCloudConfig({ ...input, relayConfigYaml: withoutComments(input.relayConfigYaml) }, { compressFiles: true }));
+  assertUserDataSize(smallest);
+  return smallest;
+}
+
+/** The same YAML settings without comments or blank lines. */
+export function withoutComments(yaml: string): string {
+  return stringify(parse(yaml), { lineWidth: 0 });
 }
