@@ -51,6 +51,8 @@ export interface SmtpDeliveryOptions {
   maxMessagesPerConnection?: number;
   /** TCP port of MX hosts; always 25 on the Internet, exists for tests and labs that run MX servers on other ports */
   mxPort?: number;
+  /** told of each new outbound session, encrypted or not (metrics) */
+  onSessionOpened?: (secure: boolean) => void;
 }
 
 type Route = Omit<Endpoint, 'host' | 'address'>;
@@ -139,6 +141,7 @@ export class SmtpDelivery {
       if (err instanceof SessionError && err.replied) failure.remoteHost = endpoint.host;
       return { kind: 'next', failure };
     }
+    this.opts.onSessionOpened?.(session.connection.secure === true);
     const outcome = await this.transact(session, message, false);
     return outcome.kind === 'stale' ? { kind: 'next', failure: { reason: `${endpointName(endpoint)}: connection lost` } } : outcome;
   }

@@ -2,11 +2,17 @@
  * One SMTP listener: adapts smtp-server's hooks (onAuth, onMailFrom, onRcptTo,
  * onData) to the stages, and nothing more. Decisions live in the stages; the
  * queue lives in the spool.
+ *
+ * `update()` applies a reloaded config to the running listener: sessions that
+ * start afterwards (and the next commands of open ones) see the new users,
+ * networks, domains, limits and certificate; no connection is dropped. A change
+ * of role, address, port or TLS mode needs a new listener (see Relay.reload).
  */
 import type { AddressInfo } from 'node:net';
 import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerAuthenticationResponse, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import type { ListenerConfig, RelayConfig } from '../config/schema';
 import type { Logger } from '../log/logger';
+import type { RelayMetrics } from '../metrics/relay-metrics';
 import type { QueueEnvelope } from '../queue/envelope';
 import { newQueueId } from '../queue/queue-id';
 import type { QueueEntry, Spool } from '../queue/spool';
@@ -29,7 +35,11 @@ export interface ListenerDeps {
   logger: Logger;
   /** called after a message is durably queued (and before the 250 is sent) */
   onQueued(entry: QueueEntry, preloaded?: PreloadedMessage): void;
+  metrics?: RelayMetrics;
 }
+
+/** What a reload may change in a running listener. */
+export type ReloadableDeps = Pick<ListenerDeps, 'config' | 'policy' | 'tls'>;
 
 type Callback = (err?: Error | null) => void;
 
@@ -42,6 +52,8 @@ const SHUTDOWN_GRACE_MS = 15_000;
 export class SmtpListener {
   private readonly server: AdaptedSmtpServer;
   private readonly sessions = new SessionRegistry();
+  /** sessions counted as open in the metrics (connections refused before the greeting never are) */
+  private readonly counted = new Set<string>();
   /** "<role>:<port>" for logs; the port is the actual one once listening */
   private name: string;
   port = 0;
@@ -82,7 +94,17 @@ export class SmtpListener {
       onMailFrom: (address, session, cb) => this.onMailFrom(address, session, cb),
       onRcptTo: (address, session, cb) => this.onRcptTo(address, session, cb),
       onData: (stream, session, cb) => void this.onData(stream, session, cb),
-      onClose: (session) => this.sessions.delete(session.id),
+      onConnect: (session, cb) => {
+        if (this.deps.metrics) {
+          this.counted.add(session.id);
+          this.deps.metrics.connectionOpened(listener.role);
+        }
+        cb();
+      },
+      onClose: (session) => {
+        this.sessions.delete(session.id);
+        if (this.counted.delete(session.id)) this.deps.metrics?.connectionClosed(listener.role);
+      },
     });
     this.server.on('error', (err) => deps.logger.warn({ event: 'smtp-error', listener: this.name, err: err.message }, 'SMTP connection error'));
   }
@@ -101,6 +123,20 @@ export class SmtpListener {
         resolve(this.port);
       });
     });
+  }
+
+  /** Applies a reloaded config to new sessions; open connections stay open. */
+  update(next: ReloadableDeps): void {
+    Object.assign(this.deps, next);
+    const { config, tls } = next;
+    // smtp-server reads these options per connection and command, so new values apply at once
+    const options = this.server.options;
+    options.name = config.hostname;
+    options.size = config.limits.maxMessageBytes;
+    options.maxRecipients = config.limits.maxRecipients;
+    options.maxClients = config.limits.maxClients;
+    options.socketTimeout = config.limits.idleTimeoutMs;
+    this.server.updateSecureContext({ key: tls.key, cert: tls.cert, minVersion: config.tls.minVersion });
   }
 
   /** Stops accepting; resolves when open sessions have finished (or after smtp-server's close timeout). */
@@ -137,6 +173,7 @@ export class SmtpListener {
       this.deps.logger.info({ event: 'auth', listener: this.name, client: session.remoteAddress, user: name, result: 'ok' }, 'authenticated');
       return cb(null, { user: name });
     }
+    this.deps.metrics?.authFailed(this.listener.role);
     this.deps.logger.warn({ event: 'auth', listener: this.name, client: session.remoteAddress, user: name, result: 'failed' }, `authentication failed for ${name} from ${session.remoteAddress}`);
     this.settle(state, refuse('auth', 535, '5.7.8', 'Authentication credentials invalid', `authentication failed for ${name}`), cb);
   }
@@ -215,6 +252,7 @@ export class SmtpListener {
         },
         `accepted ${envelope.id} from <${envelope.from}>`,
       );
+      this.deps.metrics?.messageReceived(this.listener.role, transaction.recipients, session.secure);
       this.deps.onQueued(entry, message ? { info: { envelope, bodyOffset, size }, message } : undefined);
       cb(null, `2.0.0 Ok: queued as ${envelope.id}`);
     } catch (err) {
