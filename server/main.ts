@@ -1,7 +1,9 @@
 /**
  * The `ownrelay` command. `run` starts the relay (on the embedded default config
- * when no --config is given); `check-config` validates a file with the same
- * schema and messages the relay uses; `hash-password` makes a users[].passwordHash.
+ * when no --config is given; SIGHUP reloads the config file); `check-config` (alias
+ * of `config check`) validates a file with the same schema and messages the relay
+ * uses; `hash-password` makes a users[].passwordHash. The administration commands
+ * (queue, users, config check, reload, status) live in cli/admin-commands.ts.
  */
 // file fsyncs run on libuv's thread pool; concurrent sessions need more than 4 threads
 process.env.UV_THREADPOOL_SIZE ??= '16';
@@ -13,6 +15,8 @@ import { Relay } from './relay';
 import { hashPassword } from './stages/password';
 import { RelayConfigSchema } from './config/schema';
 import { z } from 'zod';
+import { registerAdminCommands, EXIT_NOT_RUNNING } from './cli/admin-commands';
+import { AdminRequestFailed, RelayNotRunning } from './admin/admin-client';
 
 const program = new Command('ownrelay').description('a dedicated, durable SMTP relay').showHelpAfterError();
 
@@ -20,11 +24,13 @@ program
   .command('run', { isDefault: true })
   .description('run the relay')
   .option('-c, --config <file>', 'YAML config file (default: the embedded development config)')
-  .action(async (options: { config?: string }) => {
-    const config = options.config ? loadConfigFile(options.config) : defaultConfig();
+  .action(async (options: { config?: string }, command: Command) => {
+    // --config may be parsed as the global option of the administration commands
+    const configPath = options.config ?? command.optsWithGlobals<{ config?: string }>().config;
+    const config = configPath ? loadConfigFile(configPath) : defaultConfig();
     const logger = createLogger(config.log.level);
-    if (!options.config) logger.info({ event: 'config', source: 'embedded default' }, 'no --config given: running the embedded default config (loopback only)');
-    const relay = await Relay.start(config, logger);
+    if (!configPath) logger.info({ event: 'config', source: 'embedded default' }, 'no --config given: running the embedded default config (loopback only)');
+    const relay = await Relay.start(config, logger, configPath ? { configPath } : {});
     let stopping = false;
     const stop = (signal: string) => {
       if (stopping) return;
@@ -40,11 +46,16 @@ program
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
+    // reload: re-read the config file; a refusal is logged and the running config kept
+    process.on('SIGHUP', () => {
+      logger.info({ event: 'signal', signal: 'SIGHUP' }, 'received SIGHUP: reloading the config');
+      relay.reload().catch(() => undefined);
+    });
   });
 
 program
   .command('check-config')
-  .description('validate a config file; exit code 0 when it is valid')
+  .description('validate a config file; exit code 0 when it is valid (same as `config check`)')
   .argument('<file>', 'YAML config file')
   .action((file: string) => {
     loadConfigFile(file);
@@ -69,10 +80,20 @@ program
     process.stdout.write(`${JSON.stringify(z.toJSONSchema(RelayConfigSchema, { io: 'input' }), null, 2)}\n`);
   });
 
+registerAdminCommands(program);
+
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof ConfigError) {
     process.stderr.write(`${err.message}\n`);
     process.exit(2);
+  }
+  if (err instanceof RelayNotRunning) {
+    process.stderr.write(`ownrelay: ${err.message}\n`);
+    process.exit(EXIT_NOT_RUNNING);
+  }
+  if (err instanceof AdminRequestFailed) {
+    process.stderr.write(`ownrelay: refused by the relay: ${err.message}\n`);
+    process.exit(1);
   }
   process.stderr.write(`ownrelay: ${err instanceof Error ? err.message : String(err)}\n`);
   process.exit(1);

@@ -151,20 +151,20 @@ export class Relay {
 
   /** Re-reads the config file; see the module comment. Concurrent calls share one reload. */
   reload(): Promise<ReloadResult> {
-    this.reloading ??= this.reloadNow().finally(() => (this.reloading = undefined));
+    this.reloading ??= this.reloadNow()
+      .catch((err: unknown) => {
+        const message = `reload refused, the running config is kept: ${err instanceof Error ? err.message : String(err)}`;
+        this.logger.error({ event: 'reload-refused', config: this.options.configPath, err: message }, message);
+        throw err;
+      })
+      .finally(() => (this.reloading = undefined));
     return this.reloading;
   }
 
   private async reloadNow(): Promise<ReloadResult> {
     const path = this.options.configPath;
     if (!path) throw new Error('this relay runs the embedded default config: there is no file to reload (start it with --config FILE)');
-    let next: RelayConfig;
-    try {
-      next = loadConfigFile(path);
-    } catch (err) {
-      this.logger.error({ event: 'reload-refused', config: path, err: (err as Error).message }, `reload refused, the running config is kept: ${(err as Error).message}`);
-      throw err;
-    }
+    const next = loadConfigFile(path);
     const tls = await loadTlsCredentials(next, this.logger);
     const deps: ListenerDeps = { ...this.listenerDeps, config: next, policy: new RelayPolicy(next), tls };
     // bind the listeners that change first: if one cannot listen, nothing has changed yet
@@ -189,9 +189,7 @@ export class Relay {
       }
     } catch (err) {
       await Promise.all(started.map((l) => l.close()));
-      const message = `reload refused, the running config is kept: a listener could not start: ${(err as Error).message}${closing.length > 0 ? ' (a listener on the same port was stopped for it; restart the relay)' : ''}`;
-      this.logger.error({ event: 'reload-refused', config: path, err: message }, message);
-      throw new Error(message);
+      throw new Error(`a listener could not start: ${(err as Error).message}${closing.length > 0 ? ' (a listener on the same port was stopped for it; restart the relay)' : ''}`);
     }
     const needsRestart = restartOnlyChanges(this.current, next);
     const replaced: SmtpListener[] = [];
