@@ -56,6 +56,8 @@ export class Relay {
   private admin?: AdminServer;
   private metricsServer?: MetricsServer;
   private reloading?: Promise<ReloadResult>;
+  /** listeners replaced by a reload, finishing their sessions */
+  private readonly retiring = new Set<SmtpListener>();
 
   private constructor(
     private current: RelayConfig,
@@ -202,8 +204,12 @@ export class Relay {
       return started.shift()!;
     });
     for (const old of this.listeners.slice(next.listeners.length)) replaced.push(old);
-    // the old listeners stop accepting and let their sessions finish
-    for (const old of replaced) if (!closing.includes(old)) void old.close();
+    // the old listeners stop accepting and let their sessions finish (quit or idle out)
+    for (const old of replaced) {
+      if (closing.includes(old)) continue;
+      this.retiring.add(old);
+      void old.retire(next.limits.idleTimeoutMs).finally(() => this.retiring.delete(old));
+    }
     this.current = next;
     this.listeners = listeners;
     this.listenerDeps = deps;
@@ -225,7 +231,7 @@ export class Relay {
     this.logger.info({ event: 'stopping' }, 'stopping: no new connections; finishing sessions and deliveries');
     await this.admin?.close();
     await this.metricsServer?.close();
-    await Promise.all(this.listeners.map((l) => l.close()));
+    await Promise.all([...this.listeners, ...this.retiring].map((l) => l.close()));
     await this.scheduler.stop(this.options.shutdownTimeoutMs ?? 20_000);
     await this.router.close();
     await this.spool.close();

@@ -57,6 +57,7 @@ export class SmtpListener {
   /** "<role>:<port>" for logs; the port is the actual one once listening */
   private name: string;
   port = 0;
+  private closing?: Promise<void>;
 
   constructor(
     readonly index: number,
@@ -139,9 +140,25 @@ export class SmtpListener {
     this.server.updateSecureContext({ key: tls.key, cert: tls.cert, minVersion: config.tls.minVersion });
   }
 
+  /**
+   * For a listener a reload replaced: stops accepting at once but lets open
+   * sessions go on normally (smtp-server's close() would answer their next
+   * command with 421) until they quit or time out; after `graceMs` the rest get
+   * the usual close. Resolves when the listener is closed.
+   */
+  async retire(graceMs: number): Promise<void> {
+    this.server.server.close();
+    const deadline = Date.now() + graceMs;
+    while (this.server.connections.size > 0 && Date.now() < deadline && !this.closing) {
+      await new Promise((resolve) => setTimeout(resolve, 250).unref());
+    }
+    await this.close();
+  }
+
   /** Stops accepting; resolves when open sessions have finished (or after smtp-server's close timeout). */
   close(): Promise<void> {
-    return new Promise((resolve) => this.server.close(() => resolve()));
+    this.closing ??= new Promise((resolve) => this.server.close(() => resolve()));
+    return this.closing;
   }
 
   private client(session: SMTPServerSession): ClientContext {
