@@ -49,7 +49,10 @@ export class UsersFile {
     if (this.indexOf(name) >= 0) throw new Error(`user ${name} exists already; use \`ownrelay users passwd ${name}\` to change the password`);
     if (senders.length === 0) throw new Error('give at least one --sender (an address like app@example.org or a whole domain like @example.org)');
     const node = this.doc.createNode({ name, passwordHash, senders });
-    this.seq(true).items.push(node);
+    const seq = this.seq(true);
+    // `users: []` becomes a block list: one user per entry, as people write them
+    if (seq.items.length === 0) seq.flow = false;
+    seq.items.push(node);
   }
 
   setPassword(name: string, passwordHash: string): void {
@@ -64,7 +67,8 @@ export class UsersFile {
 
   /** Validates the edited config with the relay's schema and replaces the file atomically. */
   async save(): Promise<void> {
-    const text = this.doc.toString();
+    // lineWidth 0: a hash is never folded over two lines
+    const text = this.doc.toString({ lineWidth: 0 });
     parseConfig(text, `${this.path} (after the edit)`);
     const { mode } = await stat(this.path);
     const tmp = join(dirname(this.path), `.${basename(this.path)}.${process.pid}.tmp`);
