@@ -16,7 +16,7 @@
 import { isQueueId } from '../queue/queue-id';
 import type { Logger } from '../log/logger';
 import type { Scheduler } from '../queue/scheduler';
-import type { QueueEntry, QueueState, Spool } from '../queue/spool';
+import { QUEUE_STATES, type QueueEntry, type QueueState, type Spool } from '../queue/spool';
 import { QueueView } from './queue-view';
 
 export type QueueAction = 'hold' | 'release' | 'retry' | 'delete';
@@ -52,8 +52,10 @@ export class QueueControl {
   }
 
   async apply(action: QueueAction, ids: readonly string[], by: string): Promise<ActionResult[]> {
+    // one listing for the whole batch; an entry that moved meanwhile is looked up again
+    const known = await this.index();
     const results: ActionResult[] = [];
-    for (const id of ids) results.push(await this.applyOne(action, id, by));
+    for (const id of ids) results.push(await this.applyOne(action, id, by, true, known.get(id)));
     return results;
   }
 
@@ -61,17 +63,23 @@ export class QueueControl {
   async flush(by: string): Promise<number> {
     let count = 0;
     for (const entry of await this.view.entries('deferred')) {
-      const result = await this.applyOne('retry', entry.id, by, false);
+      const result = await this.applyOne('retry', entry.id, by, false, entry);
       if (result.ok) count++;
     }
     this.logger.info({ event: 'queue-flush', count, by }, `flush: ${count} deferred message(s) due now`);
     return count;
   }
 
-  private async applyOne(action: QueueAction, id: string, by: string, log = true): Promise<ActionResult> {
+  private async index(): Promise<Map<string, QueueEntry>> {
+    const entries = new Map<string, QueueEntry>();
+    for (const state of QUEUE_STATES) for (const entry of await this.view.entries(state)) entries.set(entry.id, entry);
+    return entries;
+  }
+
+  private async applyOne(action: QueueAction, id: string, by: string, log: boolean, listed: QueueEntry | undefined): Promise<ActionResult> {
     if (!isQueueId(id)) return { id, ok: false, error: 'not a queue id (19 characters, 0-9 and A-Z)' };
     for (let attempt = 0; attempt < LOOKUP_ATTEMPTS; attempt++) {
-      const entry = await this.view.find(id);
+      const entry = attempt === 0 && listed ? listed : await this.view.find(id);
       if (!entry) return { id, ok: false, error: 'not in the queue (delivered, bounced or deleted)' };
       // from here to the rename's start nothing awaits: the scheduler cannot claim it in between
       if (this.scheduler.isDelivering(id) || entry.state === 'active') return { id, ok: false, state: 'active', error: 'being delivered; try again in a moment' };
