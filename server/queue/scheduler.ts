@@ -291,6 +291,7 @@ export class Scheduler {
       for (const r of pending) {
         r.status = 'failed';
         r.reply = `delivery time expired after ${envelope.attempts} attempts; last error: ${r.reply ?? 'none'}`;
+        this.deps.observer?.recipientResult(envelope, { address: r.address, outcome: 'failed', reply: r.reply });
       }
       pending = [];
     }
