@@ -17,6 +17,7 @@ import { SmtpDialog } from '../helpers/smtp-dialog';
 import { spoolCounts, waitFor } from '../helpers/spool-files';
 import type { QueueItem, QueueSummary } from '../../server/admin/queue-view';
 import type { ActionResult } from '../../server/admin/queue-control';
+import type { RelayStatus } from '../../server/admin/admin-api';
 
 function relayConfig(dir: string, destinationPort: number, hangPort: number): string {
   return stringify({
@@ -105,6 +106,19 @@ test('queue list/show/summary/hold/delete/flush/release steer deferred mail, and
     assert.deepEqual(deleted, [{ id: ids.b, ok: true }]);
     assert.deepEqual(await spoolCounts(spool), { tmp: 0, incoming: 0, active: 0, deferred: 2, hold: 1, corrupt: 0 });
     await relay.waitForLog((l) => l.event === 'queue-delete' && l.queueId === ids.b, 5_000);
+
+    // status, over the socket named directly: queue counts from the spool, the last error per domain
+    const socket = join(dir, 'state', 'admin.sock');
+    const status = await runCliJson<RelayStatus>(['--socket', socket, 'status']);
+    assert.equal(status.pid, relay.pid);
+    assert.deepEqual(status.queue.counts, { incoming: 0, active: 0, deferred: 2, hold: 1, corrupt: 0 });
+    assert.ok(status.queue.oldestAgeSeconds >= 0);
+    assert.equal(status.lastErrors[0]?.domain, 'stuck.test');
+    assert.match(status.lastErrors[0]?.reply ?? '', /^451 .*mailbox busy, try later$/);
+    const statusText = await runCli(['--socket', socket, 'status']);
+    assert.match(statusText.stdout, /^Queue: +incoming 0, active 0, deferred 2, hold 1, corrupt 0; 0 in delivery now$/m);
+    assert.match(statusText.stdout, /^Certificate: CN=relay\.test, expires .* \(in \d+ days\)$/m);
+    assert.match(statusText.stdout, /^ {2}stuck\.test +\S+ +4 +deferred: .*451/m);
 
     // a held message cannot be retried; an unknown id is reported, and the exit code says so
     const refused = await runCli(['--config', config, 'queue', 'retry', ids.a!, '0000000000000000000']);
