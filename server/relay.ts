@@ -31,7 +31,7 @@ import { adminHandlers, adminSocketPath } from './admin/admin-api';
 import { DeliveryErrors } from './admin/delivery-errors';
 import { QueueControl } from './admin/queue-control';
 import { QueueView } from './admin/queue-view';
-import { restartOnlyChanges, sameListener } from './admin/reload-plan';
+import { effectiveConfig, restartOnlyChanges, sameListener } from './admin/reload-plan';
 import { MetricsServer } from './metrics/metrics-server';
 import { RelayMetrics, roleOfListener } from './metrics/relay-metrics';
 
@@ -166,7 +166,9 @@ export class Relay {
   private async reloadNow(): Promise<ReloadResult> {
     const path = this.options.configPath;
     if (!path) throw new Error('this relay runs the embedded default config: there is no file to reload (start it with --config FILE)');
-    const next = loadConfigFile(path);
+    const fromFile = loadConfigFile(path);
+    const needsRestart = restartOnlyChanges(this.current, fromFile);
+    const next = effectiveConfig(this.current, fromFile);
     const tls = await loadTlsCredentials(next, this.logger);
     const deps: ListenerDeps = { ...this.listenerDeps, config: next, policy: new RelayPolicy(next), tls };
     // bind the listeners that change first: if one cannot listen, nothing has changed yet
@@ -193,7 +195,6 @@ export class Relay {
       await Promise.all(started.map((l) => l.close()));
       throw new Error(`a listener could not start: ${(err as Error).message}${closing.length > 0 ? ' (a listener on the same port was stopped for it; restart the relay)' : ''}`);
     }
-    const needsRestart = restartOnlyChanges(this.current, next);
     const replaced: SmtpListener[] = [];
     const listeners = plan.map((step) => {
       if (step.keep) {

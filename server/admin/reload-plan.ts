@@ -24,6 +24,28 @@ export function restartOnlyChanges(running: RelayConfig, next: RelayConfig): str
   return changed;
 }
 
+/**
+ * The config a reload runs with: the new file, except the restart-only settings,
+ * which keep their running values (so the queue, the Maildirs and the sockets
+ * stay where they are, and the next reload still reports the pending change).
+ */
+export function effectiveConfig(running: RelayConfig, next: RelayConfig): RelayConfig {
+  return Object.freeze({
+    ...next,
+    paths: running.paths,
+    admin: running.admin,
+    metrics: running.metrics,
+    dns: running.dns,
+    delivery: Object.freeze({
+      ...next.delivery,
+      connectTimeoutMs: running.delivery.connectTimeoutMs,
+      commandTimeoutMs: running.delivery.commandTimeoutMs,
+      allowedDestinations: running.delivery.allowedDestinations,
+      maxPerDestination: running.delivery.maxPerDestination,
+    }),
+  });
+}
+
 function valueAt(config: RelayConfig, path: string): unknown {
   let value: unknown = config;
   for (const key of path.split('.')) value = (value as Record<string, unknown> | undefined)?.[key];

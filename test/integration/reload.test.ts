@@ -159,6 +159,14 @@ test('reloads under continuous load refuse or drop no connection; an invalid con
     // the session on the old port is served on (by the retired listener) until it quits
     assert.equal((await onOldPort.command('NOOP')).code, 250);
     assert.equal((await onOldPort.command('QUIT')).code, 221);
+
+    // where the mail is kept changes only with a restart: the reload says so, mail stays where it was
+    const elsewhere = configFor(dir, movedPort, { relay: { networks: ['127.0.0.0/8'] } });
+    write({ ...elsewhere, paths: { ...(elsewhere.paths as object), mail: join(dir, 'other-mail') } });
+    const partial = await runCli(['--config', configPath, 'reload']);
+    assert.equal(partial.code, 0, partial.stderr);
+    assert.match(partial.stdout, /^changed but applied only after a restart: paths$/m);
+    await sendOne(movedPort, 'bob@relay.test');
   } finally {
     for (const dialog of opened) dialog.close();
     running = false;
@@ -168,11 +176,12 @@ test('reloads under continuous load refuse or drop no connection; an invalid con
   try {
     assert.deepEqual(failures, [], `${failures.length} failed sessions of ${accepted + failures.length}`);
     assert.ok(accepted > 50, `only ${accepted} messages sent`);
-    // every accepted message is on disk: the loops, the early session (two mailboxes) and one on the moved listener
+    // every accepted message is on disk: the loops, the early session (two mailboxes) and two on the moved listener
     const alice = await filesIn(join(dir, 'mail', 'relay.test', 'alice', 'new'));
     const bob = await filesIn(join(dir, 'mail', 'relay.test', 'bob', 'new'));
     assert.equal(alice.length, accepted + 1);
-    assert.equal(bob.length, 2);
+    assert.equal(bob.length, 3);
+    assert.deepEqual(await filesIn(join(dir, 'other-mail')), []);
   } finally {
     removeDir(dir);
   }
