@@ -30,13 +30,22 @@ program
     const config = configPath ? loadConfigFile(configPath) : defaultConfig();
     const logger = createLogger(config.log.level);
     if (!configPath) logger.info({ event: 'config', source: 'embedded default' }, 'no --config given: running the embedded default config (loopback only)');
-    const relay = await Relay.start(config, logger, configPath ? { configPath } : {});
+    // reload: re-read the config file; a refusal is logged and the running config kept.
+    // Registered before the start, so an early SIGHUP cannot end the process.
+    let relay: Relay | undefined;
+    process.on('SIGHUP', () => {
+      if (!relay) return logger.warn({ event: 'signal', signal: 'SIGHUP' }, 'received SIGHUP while starting: ignored');
+      logger.info({ event: 'signal', signal: 'SIGHUP' }, 'received SIGHUP: reloading the config');
+      relay.reload().catch(() => undefined);
+    });
+    relay = await Relay.start(config, logger, configPath ? { configPath } : {});
+    const running = relay;
     let stopping = false;
     const stop = (signal: string) => {
       if (stopping) return;
       stopping = true;
       logger.info({ event: 'signal', signal }, `received ${signal}`);
-      relay.stop().then(
+      running.stop().then(
         () => logger.flush(() => process.exit(0)),
         (err: unknown) => {
           logger.error({ event: 'stop-error', err: String(err) }, 'error while stopping');
@@ -46,11 +55,6 @@ program
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
-    // reload: re-read the config file; a refusal is logged and the running config kept
-    process.on('SIGHUP', () => {
-      logger.info({ event: 'signal', signal: 'SIGHUP' }, 'received SIGHUP: reloading the config');
-      relay.reload().catch(() => undefined);
-    });
   });
 
 program
