@@ -19,6 +19,7 @@ import { adminSocketPath, filterOf, type RelayStatus } from '../admin/admin-api'
 import type { ActionResult } from '../admin/queue-control';
 import { QueueView, type QueueDetail, type QueueItem, type QueueSummary } from '../admin/queue-view';
 import type { AdminOp } from '../admin/protocol';
+import { QUEUE_STATES, type QueueState } from '../queue/spool';
 import type { ReloadResult } from '../relay';
 import { hashPassword } from '../stages/password';
 import { formatActions, formatQueueDetail, formatQueueList, formatStatus, formatSummary, parseAge, table } from './format';
@@ -143,7 +144,10 @@ export function registerAdminCommands(program: Command): void {
     .option('--json', 'machine-readable output')
     .action(async (o: { state?: string; json?: boolean }) => {
       const states = o.state?.split(',').map((s) => s.trim());
-      const summary = await target().read<QueueSummary>('queue.summary', { states }, (view) => view.summary(states as never));
+      for (const state of states ?? []) {
+        if (!(QUEUE_STATES as readonly string[]).includes(state)) throw new Error(`unknown state ${JSON.stringify(state)}; expected one of ${QUEUE_STATES.join(', ')}`);
+      }
+      const summary = await target().read<QueueSummary>('queue.summary', { states }, (view) => view.summary(states as QueueState[] | undefined));
       print(o.json, summary, () => formatSummary(summary));
     });
   const actions: Array<[string, string]> = [
