@@ -230,9 +230,11 @@ export class Relay {
 
   async stop(): Promise<void> {
     this.logger.info({ event: 'stopping' }, 'stopping: no new connections; finishing sessions and deliveries');
+    // the listeners stop accepting first (synchronously), then the admin and metrics sockets close
+    const listenersClosed = Promise.all([...this.listeners, ...this.retiring].map((l) => l.close()));
     await this.admin?.close();
     await this.metricsServer?.close();
-    await Promise.all([...this.listeners, ...this.retiring].map((l) => l.close()));
+    await listenersClosed;
     await this.scheduler.stop(this.options.shutdownTimeoutMs ?? 20_000);
     await this.router.close();
     await this.spool.close();
