@@ -1,9 +1,11 @@
 /**
  * The `ownrelay` command. `run` starts the relay (on the embedded default config
- * when no --config is given); `check-config` validates a file with the same
- * schema and messages the relay uses; `hash-password` makes a users[].passwordHash;
- * `tls-report` prints a day's RFC 8460 TLS report for a destination domain.
- * `doctor` checks that the server is ready to send for a domain (server/doctor/).
+ * when no --config is given; SIGHUP reloads the config file); `check-config` (alias
+ * of `config check`) validates a file with the same schema and messages the relay
+ * uses; `hash-password` makes a users[].passwordHash; `tls-report` prints a day's
+ * RFC 8460 TLS report for a destination domain; `doctor` checks that the server is
+ * ready to send for a domain (server/doctor/). The administration commands
+ * (queue, users, config check, reload, status) live in cli/admin-commands.ts.
  */
 // file fsyncs run on libuv's thread pool; concurrent sessions need more than 4 threads
 process.env.UV_THREADPOOL_SIZE ??= '16';
@@ -17,6 +19,9 @@ import { RelayConfigSchema } from './config/schema';
 import { z } from 'zod';
 import { previousUtcDay, tlsReportDir, tlsReportForDay } from './delivery/tls-report';
 import { addDoctorCommand } from './doctor/command';
+import { registerAdminCommands, EXIT_NOT_RUNNING } from './cli/admin-commands';
+import { givenConfigPath } from './cli/config-option';
+import { AdminRequestFailed, RelayNotRunning } from './admin/admin-client';
 
 const program = new Command('ownrelay').description('a dedicated, durable SMTP relay').showHelpAfterError();
 
@@ -24,17 +29,27 @@ program
   .command('run', { isDefault: true })
   .description('run the relay')
   .option('-c, --config <file>', 'YAML config file (default: the embedded development config)')
-  .action(async (options: { config?: string }) => {
-    const config = options.config ? loadConfigFile(options.config) : defaultConfig();
+  .action(async (options: { config?: string }, command: Command) => {
+    const configPath = givenConfigPath(options, command);
+    const config = configPath ? loadConfigFile(configPath) : defaultConfig();
     const logger = createLogger(config.log.level);
-    if (!options.config) logger.info({ event: 'config', source: 'embedded default' }, 'no --config given: running the embedded default config (loopback only)');
-    const relay = await Relay.start(config, logger);
+    if (!configPath) logger.info({ event: 'config', source: 'embedded default' }, 'no --config given: running the embedded default config (loopback only)');
+    // reload: re-read the config file; a refusal is logged and the running config kept.
+    // Registered before the start, so an early SIGHUP cannot end the process.
+    let relay: Relay | undefined;
+    process.on('SIGHUP', () => {
+      if (!relay) return logger.warn({ event: 'signal', signal: 'SIGHUP' }, 'received SIGHUP while starting: ignored');
+      logger.info({ event: 'signal', signal: 'SIGHUP' }, 'received SIGHUP: reloading the config');
+      relay.reload().catch(() => undefined);
+    });
+    relay = await Relay.start(config, logger, configPath ? { configPath } : {});
+    const running = relay;
     let stopping = false;
     const stop = (signal: string) => {
       if (stopping) return;
       stopping = true;
       logger.info({ event: 'signal', signal }, `received ${signal}`);
-      relay.stop().then(
+      running.stop().then(
         () => logger.flush(() => process.exit(0)),
         (err: unknown) => {
           logger.error({ event: 'stop-error', err: String(err) }, 'error while stopping');
@@ -48,7 +63,7 @@ program
 
 program
   .command('check-config')
-  .description('validate a config file; exit code 0 when it is valid')
+  .description('validate a config file; exit code 0 when it is valid (same as `config check`)')
   .argument('<file>', 'YAML config file')
   .action((file: string) => {
     loadConfigFile(file);
@@ -74,8 +89,9 @@ program
   .option('--day <YYYY-MM-DD>', 'the UTC day (default: yesterday)')
   .option('--organization <name>', 'organization-name of the report (default: the hostname setting)')
   .option('--contact <address>', 'contact-info of the report (default: postmaster@<hostname>)')
-  .action(async (options: { config?: string; domain: string; day?: string; organization?: string; contact?: string }) => {
-    const config = options.config ? loadConfigFile(options.config) : defaultConfig();
+  .action(async (options: { config?: string; domain: string; day?: string; organization?: string; contact?: string }, command: Command) => {
+    const configPath = givenConfigPath(options, command);
+    const config = configPath ? loadConfigFile(configPath) : defaultConfig();
     const day = options.day ?? previousUtcDay();
     const dir = tlsReportDir(config);
     const meta = { organizationName: options.organization ?? config.hostname, contactInfo: options.contact ?? `postmaster@${config.hostname}` };
@@ -92,11 +108,20 @@ program
   });
 
 addDoctorCommand(program);
+registerAdminCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof ConfigError) {
     process.stderr.write(`${err.message}\n`);
     process.exit(2);
+  }
+  if (err instanceof RelayNotRunning) {
+    process.stderr.write(`ownrelay: ${err.message}\n`);
+    process.exit(EXIT_NOT_RUNNING);
+  }
+  if (err instanceof AdminRequestFailed) {
+    process.stderr.write(`ownrelay: refused by the relay: ${err.message}\n`);
+    process.exit(1);
   }
   process.stderr.write(`ownrelay: ${err instanceof Error ? err.message : String(err)}\n`);
   process.exit(1);

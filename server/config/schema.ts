@@ -265,6 +265,25 @@ export const RelayConfigSchema = z
       })
       .describe('DKIM signing of mail sent on (not of mail stored in local Maildirs)'),
     doctor: DoctorSettingsSchema,
+    admin: z
+      .object({
+        socket: z
+          .string()
+          .optional()
+          .describe('Unix socket of the `ownrelay` command (mode 0660: its group is who may administer); default <paths.state>/admin.sock'),
+      })
+      .strict()
+      .prefault({})
+      .describe('the local administration socket'),
+    metrics: z
+      .object({
+        enabled: z.boolean().default(true).describe('serve Prometheus metrics over HTTP at /metrics'),
+        address: z.string().default('127.0.0.1').describe('IP address of the metrics endpoint (keep it on loopback or a private network)'),
+        port: z.number().int().min(0).max(65535).default(9465).describe('TCP port of the metrics endpoint (0 picks a free port)'),
+      })
+      .strict()
+      .prefault({})
+      .describe('the Prometheus endpoint'),
     log: z
       .object({
         level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info').describe('least important log level written'),

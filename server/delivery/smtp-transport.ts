@@ -64,6 +64,8 @@ export interface SmtpDeliveryOptions {
   tlsReports?: TlsReportStore;
   /** CA certificates (PEM) trusted for certificate checks instead of Node's bundled list */
   ca?: string[];
+  /** told of each new outbound session, encrypted or not (metrics) */
+  onSessionOpened?: (secure: boolean) => void;
 }
 
 type Route = Omit<Endpoint, 'host' | 'address'>;
@@ -161,6 +163,7 @@ export class SmtpDelivery {
       if (err instanceof SessionError && err.replied) failure.remoteHost = endpoint.host;
       return { kind: 'next', failure };
     }
+    this.opts.onSessionOpened?.(session.connection.secure === true);
     const outcome = await this.transact(session, message, false);
     return outcome.kind === 'stale' ? { kind: 'next', failure: { reason: `${endpointName(endpoint)}: connection lost` } } : outcome;
   }

@@ -7,6 +7,7 @@
  */
 import { existsSync } from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
+import { givenConfigPath } from '../cli/config-option';
 import { loadConfigFile } from '../config/load';
 import { CHECK_IDS, DEFAULT_TIMEOUT_MS } from './types';
 
@@ -47,9 +48,10 @@ export function addDoctorCommand(program: Command): void {
     .option('--connect-to <HOST:PORT:ADDRESS:PORT>', 'send connections for HOST:PORT to ADDRESS:PORT, TLS still checked against HOST (repeatable)', collect, [])
     .option('--timeout <ms>', 'per connection and DNS query', positiveInteger('--timeout', 600_000), DEFAULT_TIMEOUT_MS)
     .option('--skip <check>', `a check not to run (repeatable): ${CHECK_IDS.join(', ')}`, collect, [])
-    .action(async (domain: string, options: DoctorCommandOptions) => {
-      const configPath = options.config ?? SERVER_CONFIG_PATH;
-      if (!options.config && !existsSync(configPath)) throw new Error(`no --config given and ${SERVER_CONFIG_PATH} does not exist`);
+    .action(async (domain: string, options: DoctorCommandOptions, command: Command) => {
+      const given = givenConfigPath(options, command);
+      const configPath = given ?? SERVER_CONFIG_PATH;
+      if (!given && !existsSync(configPath)) throw new Error(`no --config given and ${SERVER_CONFIG_PATH} does not exist`);
       const config = loadConfigFile(configPath);
       const { publicInterfaceAddresses } = require('./identity') as typeof import('./identity');
       const { renderReport } = require('./render') as typeof import('./render');

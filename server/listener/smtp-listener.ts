@@ -2,11 +2,17 @@
  * One SMTP listener: adapts smtp-server's hooks (onAuth, onMailFrom, onRcptTo,
  * onData) to the stages, and nothing more. Decisions live in the stages; the
  * queue lives in the spool.
+ *
+ * `update()` applies a reloaded config to the running listener: sessions that
+ * start afterwards (and the next commands of open ones) see the new users,
+ * networks, domains, limits and certificate; no connection is dropped. A change
+ * of role, address, port or TLS mode needs a new listener (see Relay.reload).
  */
 import type { AddressInfo } from 'node:net';
 import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerAuthenticationResponse, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import type { ListenerConfig, RelayConfig } from '../config/schema';
 import type { Logger } from '../log/logger';
+import type { RelayMetrics } from '../metrics/relay-metrics';
 import type { QueueEnvelope } from '../queue/envelope';
 import { newQueueId } from '../queue/queue-id';
 import type { QueueEntry, Spool } from '../queue/spool';
@@ -39,7 +45,12 @@ export interface ListenerDeps {
   sendingLimiter: SendingLimiter;
   /** called after a message is durably queued (and before the 250 is sent) */
   onQueued(entry: QueueEntry, preloaded?: PreloadedMessage): void;
+  metrics?: RelayMetrics;
 }
+
+/** What a reload may change in a running listener. */
+/** what a reload replaces (the certificate store, AUTH and sending counts live on) */
+export type ReloadableDeps = Pick<ListenerDeps, 'config' | 'policy' | 'authenticator'>;
 
 type Callback = (err?: Error | null) => void;
 
@@ -53,9 +64,12 @@ export class SmtpListener {
   private readonly server: AdaptedSmtpServer;
   private readonly sessions = new SessionRegistry();
   private readonly unsubscribeTls: () => void;
+  /** sessions counted as open in the metrics (connections refused before the greeting never are) */
+  private readonly counted = new Set<string>();
   /** "<role>:<port>" for logs; the port is the actual one once listening */
   private name: string;
   port = 0;
+  private closing?: Promise<void>;
 
   constructor(
     readonly index: number,
@@ -91,7 +105,17 @@ export class SmtpListener {
       onMailFrom: (address, session, cb) => this.onMailFrom(address, session, cb),
       onRcptTo: (address, session, cb) => this.onRcptTo(address, session, cb),
       onData: (stream, session, cb) => void this.onData(stream, session, cb),
-      onClose: (session) => this.sessions.delete(session.id),
+      onConnect: (session, cb) => {
+        if (this.deps.metrics) {
+          this.counted.add(session.id);
+          this.deps.metrics.connectionOpened(listener.role);
+        }
+        cb();
+      },
+      onClose: (session) => {
+        this.sessions.delete(session.id);
+        if (this.counted.delete(session.id)) this.deps.metrics?.connectionClosed(listener.role);
+      },
     });
     this.unsubscribeTls = deps.tls.onChange(() => this.server.updateSecureContext(deps.tls.secureContextOptions()));
     this.server.on('error', (err) => deps.logger.warn({ event: 'smtp-error', listener: this.name, err: err.message }, 'SMTP connection error'));
@@ -113,10 +137,40 @@ export class SmtpListener {
     });
   }
 
+  /** Applies a reloaded config to new sessions; open connections stay open. */
+  update(next: ReloadableDeps): void {
+    Object.assign(this.deps, next);
+    const { config } = next;
+    // smtp-server reads these options per connection and command, so new values apply at once
+    const options = this.server.options;
+    options.name = config.hostname;
+    options.size = config.limits.maxMessageBytes;
+    options.maxRecipients = config.limits.maxRecipients;
+    options.maxClients = config.limits.maxClients;
+    options.socketTimeout = config.limits.idleTimeoutMs;
+    this.server.updateSecureContext(this.deps.tls.secureContextOptions());
+  }
+
+  /**
+   * For a listener a reload replaced: stops accepting at once but lets open
+   * sessions go on normally (smtp-server's close() would answer their next
+   * command with 421) until they quit or time out; after `graceMs` the rest get
+   * the usual close. Resolves when the listener is closed.
+   */
+  async retire(graceMs: number): Promise<void> {
+    this.server.server.close();
+    const deadline = Date.now() + graceMs;
+    while (this.server.connections.size > 0 && Date.now() < deadline && !this.closing) {
+      await new Promise((resolve) => setTimeout(resolve, 250).unref());
+    }
+    await this.close();
+  }
+
   /** Stops accepting; resolves when open sessions have finished (or after smtp-server's close timeout). */
   close(): Promise<void> {
     this.unsubscribeTls();
-    return new Promise((resolve) => this.server.close(() => resolve()));
+    this.closing ??= new Promise((resolve) => this.server.close(() => resolve()));
+    return this.closing;
   }
 
   /**
@@ -200,6 +254,7 @@ export class SmtpListener {
     }
     authThrottle.failed(ip, name);
     state.authFailures++;
+    this.deps.metrics?.authFailed(this.listener.role);
     logger.warn({ event: 'auth', listener: this.name, client: ip, user: name, result: 'failed' }, `authentication failed for ${name} from ${ip}`);
     if (state.authFailures >= config.limits.auth.maxFailuresPerConnection) {
       state.transaction.trail.push(refuse('auth', 535, '5.7.8', 'Authentication credentials invalid', `authentication failed for ${name}`));
@@ -214,7 +269,7 @@ export class SmtpListener {
     const client = this.client(session);
     const verdict = this.deps.policy.checkSender(client, address.address);
     const user = client.user !== undefined ? this.deps.policy.user(client.user) : undefined;
-    const sending = verdict.action === 'accept' && user ? this.deps.sendingLimiter.check(user) : { over: false as const };
+    const sending = verdict.action === 'accept' && user ? this.deps.sendingLimiter.check(user, this.deps.config.limits.sending) : { over: false as const };
     if (!sending.over) return this.settle(state, verdict, cb);
     const reason = `${user!.name} is over its limit of ${sending.limit} messages per hour`;
     if (sending.action === 'hold') {
@@ -298,6 +353,7 @@ export class SmtpListener {
         },
         `accepted ${envelope.id} from <${envelope.from}>`,
       );
+      this.deps.metrics?.messageReceived(this.listener.role, transaction.recipients, session.secure);
       if (transaction.hold) await this.hold(entry, envelope, transaction.hold);
       else this.deps.onQueued(entry, message ? { info: { envelope, bodyOffset, size }, message } : undefined);
       cb(null, `2.0.0 Ok: queued as ${envelope.id}`);

@@ -7,6 +7,13 @@
  * Each attempt: claim (rename to active/), deliver per route, record each
  * recipient's result, queue a bounce for new failures, then remove the message
  * (nothing pending) or rewrite it into deferred/ with its next due time.
+ *
+ * Administration (hold, release, retry, delete, flush) goes through the relay's
+ * queue control, which asks `isDelivering` and `withdraw`s an entry before it
+ * renames or removes the file, and hands changed entries back with `schedule`:
+ * an entry the scheduler has withdrawn is never claimed, and one being delivered
+ * is never touched. hold/ is never listed here, so held mail stays held, also
+ * across restarts.
  */
 import { Readable } from 'node:stream';
 import type { RelayConfig } from '../config/schema';
@@ -33,11 +40,17 @@ export interface PreloadedMessage {
   message: Buffer;
 }
 
+/** Sees every recipient result as it is recorded (metrics, status); must be cheap and must not throw. */
+export interface DeliveryObserver {
+  recipientResult(envelope: QueueEnvelope, result: RecipientResult): void;
+}
+
 export interface SchedulerDeps {
   spool: Spool;
   router: Router;
   config: RelayConfig;
   logger: Logger;
+  observer?: DeliveryObserver;
 }
 
 export class Scheduler {
@@ -45,6 +58,8 @@ export class Scheduler {
   /** deferred entries sorted by due time */
   private readonly due: QueueEntry[] = [];
   private readonly inFlight = new Set<Promise<void>>();
+  /** queue ids of the messages in delivery now (claimed, not yet finished) */
+  private readonly delivering = new Set<string>();
   /** first attempts can skip reading the file back; bounded by PRELOAD_BUDGET_BYTES */
   private readonly preloaded = new Map<string, PreloadedMessage>();
   private preloadedBytes = 0;
@@ -89,13 +104,46 @@ export class Scheduler {
     return this.inFlight.size;
   }
 
+  /** True while the message is being delivered: administration must not move or remove it then. */
+  isDelivering(id: string): boolean {
+    return this.delivering.has(id);
+  }
+
+  /**
+   * Forgets a queued (not delivering) message, so it is not claimed while the
+   * administrator moves or removes its file. Synchronous: nothing can claim it in between.
+   */
+  withdraw(id: string): void {
+    if (this.delivering.has(id)) throw new Error(`${id} is being delivered`);
+    const readyAt = this.ready.findIndex((e) => e.id === id);
+    if (readyAt >= 0) this.ready.splice(readyAt, 1);
+    for (let i = this.due.length - 1; i >= 0; i--) if (this.due[i]!.id === id) this.due.splice(i, 1);
+    this.takePreloaded(id);
+  }
+
+  /** Takes back an entry the administrator made due (deferred/ with a due time, or incoming/). */
+  schedule(entry: QueueEntry): void {
+    if (entry.state === 'incoming') this.ready.push(entry);
+    else if (entry.state === 'deferred' && !this.due.some((e) => e.name === entry.name)) this.addDue(entry);
+    this.pump();
+  }
+
+  /** Applies a reloaded config and its router: routes, retry schedule and maxActive take effect at once. */
+  updateConfig(config: RelayConfig, router: Router): void {
+    this.deps.config = config;
+    this.deps.router = router;
+    this.pump();
+  }
+
   private pump(): void {
     while (!this.stopping && this.inFlight.size < this.deps.config.delivery.maxActive) {
       const entry = this.ready.shift() ?? this.takeDue();
       if (!entry) break;
+      this.delivering.add(entry.id);
       const task: Promise<void> = this.attempt(entry)
         .catch((err: unknown) => this.deps.logger.error({ event: 'scheduler-error', queueId: entry.id, err: String(err) }, 'delivery attempt failed unexpectedly'))
         .finally(() => {
+          this.delivering.delete(entry.id);
           this.inFlight.delete(task);
           this.pump();
         });
@@ -211,6 +259,7 @@ export class Scheduler {
       if (!recipient) continue;
       recipient.reply = result.reply;
       recipient.remoteHost = result.remoteHost;
+      this.deps.observer?.recipientResult(envelope, result);
       if (result.outcome === 'delivered') recipient.status = 'delivered';
       if (result.outcome === 'failed') recipient.status = 'failed';
       const key = `${result.outcome}|${result.remoteHost ?? ''}|${result.reply}`;
@@ -246,6 +295,7 @@ export class Scheduler {
       for (const r of pending) {
         r.status = 'failed';
         r.reply = `delivery time expired after ${envelope.attempts} attempts; last error: ${r.reply ?? 'none'}`;
+        this.deps.observer?.recipientResult(envelope, { address: r.address, outcome: 'failed', reply: r.reply });
       }
       pending = [];
     }

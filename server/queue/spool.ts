@@ -318,7 +318,8 @@ export function makeEntry(id: string, state: QueueState, dueAt?: number): QueueE
   return { id, state, name: id };
 }
 
-function parseEntryName(state: QueueState, name: string): QueueEntry | undefined {
+/** Parses a file name of a state directory; undefined for names that are not queue files. */
+export function parseEntryName(state: QueueState, name: string): QueueEntry | undefined {
   if (state === 'deferred') {
     const match = /^(\d{1,15})\.([0-9A-Z]{19})$/.exec(name);
     return match ? { id: match[2]!, state, dueAt: Number(match[1]), name } : undefined;

@@ -28,10 +28,15 @@ export class AuthThrottle {
   private readonly maxKeys: number;
 
   constructor(
-    private readonly options: AuthThrottleOptions,
+    private options: AuthThrottleOptions,
     private readonly now: () => number = Date.now,
   ) {
     this.maxKeys = options.maxKeys ?? 100_000;
+  }
+
+  /** New limits (a reload); the failures counted so far still count. */
+  configure(options: AuthThrottleOptions): void {
+    this.options = options;
   }
 
   delayMs(ip: string, user: string): number {

@@ -9,6 +9,8 @@
  */
 import type { RelayConfig, UserConfig } from '../config/schema';
 
+type SendingLimit = RelayConfig['limits']['sending'];
+
 const HOUR_MS = 3600_000;
 
 export type SendingVerdict = { over: false } | { over: true; action: 'defer' | 'hold'; limit: number };
@@ -16,13 +18,11 @@ export type SendingVerdict = { over: false } | { over: true; action: 'defer' | '
 export class SendingLimiter {
   private readonly sent = new Map<string, number[]>();
 
-  constructor(
-    private readonly config: RelayConfig,
-    private readonly now: () => number = Date.now,
-  ) {}
+  constructor(private readonly now: () => number = Date.now) {}
 
-  check(user: UserConfig): SendingVerdict {
-    const { messagesPerHour, action } = user.sendingLimit ?? this.config.limits.sending;
+  /** `defaults` is limits.sending of the config in force (a reload may change it; the counts stay). */
+  check(user: UserConfig, defaults: SendingLimit): SendingVerdict {
+    const { messagesPerHour, action } = user.sendingLimit ?? defaults;
     return this.count(user.name) >= messagesPerHour ? { over: true, action, limit: messagesPerHour } : { over: false };
   }
 

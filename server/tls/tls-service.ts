@@ -56,6 +56,11 @@ export class TlsService {
     return new TlsService(store, parts.acme, parts.mtaSts, parts.watcher);
   }
 
+  /** Checks the certificate files now instead of at the next interval (a reload asks for this). */
+  async recheck(): Promise<void> {
+    await this.watcher?.poll();
+  }
+
   async stop(): Promise<void> {
     await Promise.all([this.acme?.stop(), this.mtaSts?.close(), this.watcher?.stop()]);
   }

@@ -35,6 +35,8 @@ export function baseConfig(dir: string): Record<string, unknown> {
     delivery: { allowedDestinations: ['127.0.0.0/8', '::1/128'], retry: { minBackoffMs: 200, maxBackoffMs: 400 } },
     // off unless a test turns it on (with dns.servers on loopback): no lookups through the system resolver
     inbound: { authentication: false },
+    // a free port each: test relays run side by side
+    metrics: { port: 0 },
   };
 }
 

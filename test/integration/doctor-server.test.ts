@@ -164,6 +164,7 @@ describe('ownrelay doctor: the server and the command', () => {
     // the config file has no dkim section, so the DKIM check fails
     const failing = await run(['--json']);
     assert.equal(failing.code, 1, failing.stderr);
+    assert.notEqual(failing.stdout, "", failing.stderr);
     const report = JSON.parse(failing.stdout) as DoctorReport;
     assert.equal(report.ok, false);
     assert.equal(report.domain, DOMAIN);

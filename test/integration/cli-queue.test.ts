@@ -1,0 +1,211 @@
+/**
+ * `ownrelay queue ...` run as a child process against the relay running as a
+ * child process, with a real spool, while mail flows to a real destination
+ * server (test/helpers/destination-server.ts, smtp-server) that defers on demand.
+ * Every step ends by checking the spool directories on disk.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { copyFileSync } from 'node:fs';
+import net from 'node:net';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { startDestination } from '../helpers/destination-server';
+import { runCli, runCliJson } from '../helpers/ownrelay-cli';
+import { removeDir, startRelayProcess, writeTempDir, type RelayProcess } from '../helpers/relay-process';
+import { SmtpDialog } from '../helpers/smtp-dialog';
+import { spoolCounts, waitFor } from '../helpers/spool-files';
+import type { QueueItem, QueueSummary } from '../../server/admin/queue-view';
+import type { ActionResult } from '../../server/admin/queue-control';
+import type { RelayStatus } from '../../server/admin/admin-api';
+
+function relayConfig(dir: string, destinationPort: number, hangPort: number): string {
+  return stringify({
+    hostname: 'relay.test',
+    listeners: [{ role: 'mx', address: '127.0.0.1', port: 0, earlyTalkerCheck: false }],
+    domains: [{ name: 'relay.test', delivery: 'maildir' }],
+    relay: { networks: ['127.0.0.0/8'] },
+    paths: { spool: join(dir, 'spool'), mail: join(dir, 'mail'), state: join(dir, 'state') },
+    metrics: { enabled: false },
+    delivery: {
+      allowedDestinations: ['127.0.0.0/8'],
+      // retries only when the administrator asks: nothing moves by itself during the test
+      retry: { minBackoffMs: 3_600_000, maxBackoffMs: 3_600_000 },
+      commandTimeoutMs: 120_000,
+      routes: {
+        'stuck.test': { host: '127.0.0.1', port: destinationPort, tls: 'none' },
+        'hang.test': { host: '127.0.0.1', port: hangPort, tls: 'none' },
+      },
+    },
+  });
+}
+
+async function send(port: number, to: string, subject: string): Promise<string> {
+  const dialog = await SmtpDialog.connect(port);
+  try {
+    await dialog.read();
+    await dialog.command('EHLO client.test');
+    assert.equal((await dialog.command('MAIL FROM:<app@sender.test>')).code, 250);
+    assert.equal((await dialog.command(`RCPT TO:<${to}>`)).code, 250);
+    assert.equal((await dialog.command('DATA')).code, 354);
+    dialog.write(`Subject: ${subject}\r\n\r\nhello\r\n.\r\n`);
+    const reply = await dialog.read();
+    assert.equal(reply.code, 250, reply.text);
+    return /queued as ([0-9A-Z]+)/.exec(reply.text)![1]!;
+  } finally {
+    dialog.close();
+  }
+}
+
+test('queue list/show/summary/hold/delete/flush/release steer deferred mail, and held mail stays held across a restart', { timeout: 180_000 }, async () => {
+  const dir = writeTempDir('ownrelay-cli-queue');
+  let deferring = true;
+  const destination = await startDestination({ rcptPolicy: () => (deferring ? { code: 451, message: '4.4.1 mailbox busy, try later' } : undefined) });
+  const hang = net.createServer(() => undefined);
+  await new Promise<void>((r) => hang.listen(0, '127.0.0.1', () => r()));
+  const yaml = relayConfig(dir, destination.port, (hang.address() as net.AddressInfo).port);
+  const spool = join(dir, 'spool');
+  let relay: RelayProcess | undefined = await startRelayProcess(yaml);
+  try {
+    const config = relay.configPath;
+    const ids: Record<string, string> = {};
+    for (const name of ['a', 'b', 'c', 'd']) ids[name] = await send(relay.ports[0]!, `${name}@stuck.test`, `message ${name}`);
+    await waitFor(async () => (await spoolCounts(spool)).deferred === 4, 15_000, 'four deferred messages');
+
+    const listed = await runCliJson<QueueItem[]>(['--config', config, 'queue', 'list']);
+    assert.deepEqual(listed.map((i) => i.id).sort(), Object.values(ids).sort());
+    for (const item of listed) {
+      assert.equal(item.state, 'deferred');
+      assert.equal(item.attempts, 1);
+      assert.equal(item.recipients[0]!.status, 'pending');
+      assert.match(item.recipients[0]!.reply ?? '', /451/);
+    }
+    assert.equal((await runCliJson<QueueItem[]>(['--config', config, 'queue', 'list', '--domain', 'elsewhere.test'])).length, 0);
+    assert.equal((await runCliJson<QueueItem[]>(['--config', config, 'queue', 'list', '--sender', '@sender.test', '--domain', 'stuck.test'])).length, 4);
+    assert.equal((await runCliJson<QueueItem[]>(['--config', config, 'queue', 'list', '--min-age', '1d'])).length, 0);
+
+    const human = await runCli(['--config', config, 'queue', 'list']);
+    assert.equal(human.code, 0);
+    assert.match(human.stdout, /^QUEUE ID +STATE +SIZE +AGE +TRIES +SENDER \/ RECIPIENTS$/m);
+    assert.match(human.stdout, /-- .* in 4 messages/);
+
+    const shown = await runCli(['--config', config, 'queue', 'show', ids.a!]);
+    assert.equal(shown.code, 0, shown.stderr);
+    assert.match(shown.stdout, /Subject: message a/);
+    assert.match(shown.stdout, /last reply: .*451/);
+
+    const summary = await runCliJson<QueueSummary>(['--config', config, 'queue', 'summary']);
+    assert.equal(summary.rows[0]!.domain, 'TOTAL');
+    assert.equal(summary.rows[0]!.total, 4);
+    assert.deepEqual(summary.rows.find((r) => r.domain === 'stuck.test')?.counts[0], 4);
+
+    // hold a, delete b
+    const held = await runCliJson<ActionResult[]>(['--config', config, 'queue', 'hold', ids.a!]);
+    assert.deepEqual(held, [{ id: ids.a, ok: true, state: 'hold' }]);
+    const deleted = await runCliJson<ActionResult[]>(['--config', config, 'queue', 'delete', ids.b!]);
+    assert.deepEqual(deleted, [{ id: ids.b, ok: true }]);
+    assert.deepEqual(await spoolCounts(spool), { tmp: 0, incoming: 0, active: 0, deferred: 2, hold: 1, corrupt: 0 });
+    await relay.waitForLog((l) => l.event === 'queue-delete' && l.queueId === ids.b, 5_000);
+
+    // status, over the socket named directly: queue counts from the spool, the last error per domain
+    const socket = join(dir, 'state', 'admin.sock');
+    const status = await runCliJson<RelayStatus>(['--socket', socket, 'status']);
+    assert.equal(status.pid, relay.pid);
+    assert.deepEqual(status.queue.counts, { incoming: 0, active: 0, deferred: 2, hold: 1, corrupt: 0 });
+    assert.ok(status.queue.oldestAgeSeconds >= 0);
+    assert.equal(status.lastErrors[0]?.domain, 'stuck.test');
+    assert.match(status.lastErrors[0]?.reply ?? '', /^451 .*mailbox busy, try later$/);
+    const statusText = await runCli(['--socket', socket, 'status']);
+    assert.match(statusText.stdout, /^Queue: +incoming 0, active 0, deferred 2, hold 1, corrupt 0; 0 in delivery now$/m);
+    assert.match(statusText.stdout, /^Certificate: CN=relay\.test, expires .* \(in \d+ days\)$/m);
+    assert.match(statusText.stdout, /^ {2}stuck\.test +\S+ +4 +deferred: .*451/m);
+
+    // a held message cannot be retried; an unknown id is reported, and the exit code says so
+    const refused = await runCli(['--config', config, 'queue', 'retry', ids.a!, '0000000000000000000']);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stdout, new RegExp(`${ids.a}: not changed: is hold`));
+    assert.match(refused.stdout, /0000000000000000000: not changed: not in the queue/);
+
+    // the destination accepts now: flush delivers c and d, never the held a
+    deferring = false;
+    const flushed = await runCliJson<{ count: number }>(['--config', config, 'queue', 'flush']);
+    assert.equal(flushed.count, 2);
+    await destination.waitForMessages(2);
+    await waitFor(async () => (await spoolCounts(spool)).deferred === 0, 10_000, 'deferred queue empty');
+    assert.deepEqual(await spoolCounts(spool), { tmp: 0, incoming: 0, active: 0, deferred: 0, hold: 1, corrupt: 0 });
+
+    // a restart leaves it in hold/: a new message is delivered, the held one is not
+    await relay.stop();
+    relay = undefined;
+    relay = await startRelayProcess(yaml);
+    const restarted = relay.configPath;
+    await send(relay.ports[0]!, 'e@stuck.test', 'message e');
+    await destination.waitForMessages(3);
+    assert.deepEqual(destination.messages.map((m) => m.to[0]).sort(), ['c@stuck.test', 'd@stuck.test', 'e@stuck.test']);
+    assert.equal((await spoolCounts(spool)).hold, 1);
+
+    // release: delivered at once
+    const released = await runCliJson<ActionResult[]>(['--config', restarted, 'queue', 'release', ids.a!]);
+    assert.deepEqual(released, [{ id: ids.a, ok: true, state: 'deferred' }]);
+    await destination.waitForMessages(4);
+    assert.match(destination.messages[3]!.raw.toString(), /Subject: message a/);
+    await waitFor(async () => (await spoolCounts(spool)).deferred === 0, 10_000, 'queue empty');
+    assert.deepEqual(await spoolCounts(spool), { tmp: 0, incoming: 0, active: 0, deferred: 0, hold: 0, corrupt: 0 });
+  } finally {
+    await relay?.stop();
+    await destination.close();
+    hang.close();
+    removeDir(dir);
+  }
+});
+
+test('a message in the middle of its delivery is never deleted or held; once deferred it can be', { timeout: 120_000 }, async () => {
+  const dir = writeTempDir('ownrelay-cli-busy');
+  // accepts TCP and never greets: the delivery stays in progress until the test closes it
+  const sockets: net.Socket[] = [];
+  const hang = net.createServer((socket) => sockets.push(socket));
+  await new Promise<void>((r) => hang.listen(0, '127.0.0.1', () => r()));
+  const destination = await startDestination();
+  const relay = await startRelayProcess(relayConfig(dir, destination.port, (hang.address() as net.AddressInfo).port));
+  const spool = join(dir, 'spool');
+  try {
+    const id = await send(relay.ports[0]!, 'x@hang.test', 'stuck in delivery');
+    await waitFor(async () => sockets.length > 0, 10_000, 'the delivery connecting');
+    for (const action of ['delete', 'hold']) {
+      const result = await runCli(['--config', relay.configPath, 'queue', action, id, '--json']);
+      assert.equal(result.code, 1);
+      const [outcome] = JSON.parse(result.stdout) as ActionResult[];
+      assert.equal(outcome!.ok, false);
+      assert.match(outcome!.error ?? '', /being delivered/);
+    }
+    const counts = await spoolCounts(spool);
+    assert.equal(counts.incoming + counts.active, 1, 'the message is still on disk');
+
+    for (const socket of sockets) socket.destroy();
+    await waitFor(async () => (await spoolCounts(spool)).deferred === 1, 15_000, 'the message deferred');
+    const deleted = await runCliJson<ActionResult[]>(['--config', relay.configPath, 'queue', 'delete', id]);
+    assert.deepEqual(deleted, [{ id, ok: true }]);
+    assert.deepEqual(await spoolCounts(spool), { tmp: 0, incoming: 0, active: 0, deferred: 0, hold: 0, corrupt: 0 });
+
+    // the relay stopped: read-only commands read the spool and say so; changes need the relay
+    await new Promise<void>((r) => hang.close(() => r()));
+    await send(relay.ports[0]!, 'y@hang.test', 'left queued');
+    await waitFor(async () => (await spoolCounts(spool)).deferred === 1, 15_000, 'the second message deferred');
+    const configCopy = join(dir, 'config.yaml');
+    copyFileSync(relay.configPath, configCopy);
+    await relay.stop();
+    const list = await runCli(['--config', configCopy, 'queue', 'list', '--json']);
+    assert.equal(list.code, 0, list.stderr);
+    assert.match(list.stderr, /not running; reading the spool .* directly \(read-only\)/);
+    assert.equal((JSON.parse(list.stdout) as QueueItem[]).length, 1);
+    const hold = await runCli(['--config', configCopy, 'queue', 'hold', (JSON.parse(list.stdout) as QueueItem[])[0]!.id]);
+    assert.equal(hold.code, 3);
+    assert.match(hold.stderr, /the relay is not running/);
+  } finally {
+    if (!relay.exited()) await relay.stop();
+    for (const socket of sockets) socket.destroy();
+    hang.close();
+    await destination.close();
+    removeDir(dir);
+  }
+});
