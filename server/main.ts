@@ -19,7 +19,7 @@ import { RelayConfigSchema } from './config/schema';
 import { z } from 'zod';
 import { previousUtcDay, tlsReportDir, tlsReportForDay } from './delivery/tls-report';
 import { addDoctorCommand } from './doctor/command';
-import { registerAdminCommands, EXIT_NOT_RUNNING } from './cli/admin-commands';
+import { checkConfigFile, registerAdminCommands, EXIT_NOT_RUNNING } from './cli/admin-commands';
 import { givenConfigPath } from './cli/config-option';
 import { AdminRequestFailed, RelayNotRunning } from './admin/admin-client';
 
@@ -65,10 +65,7 @@ program
   .command('check-config')
   .description('validate a config file; exit code 0 when it is valid (same as `config check`)')
   .argument('<file>', 'YAML config file')
-  .action((file: string) => {
-    loadConfigFile(file);
-    process.stdout.write(`${file}: valid\n`);
-  });
+  .action(checkConfigFile);
 
 program
   .command('hash-password')

@@ -233,10 +233,7 @@ export function registerAdminCommands(program: Command): void {
     .command('check')
     .description('validate a config file with the relay\'s schema; exit code 0 when it is valid')
     .argument('<file>', 'YAML config file')
-    .action((file: string) => {
-      loadConfigFile(file);
-      process.stdout.write(`${file}: valid\n`);
-    });
+    .action(checkConfigFile);
 
   program
     .command('reload')
@@ -261,4 +258,10 @@ export function registerAdminCommands(program: Command): void {
       const status = await target().request<RelayStatus>('status');
       print(o.json, status, () => formatStatus(status));
     });
+}
+
+/** `config check FILE` and `check-config FILE`: throws the ConfigError, or says the file is valid. */
+export function checkConfigFile(file: string): void {
+  loadConfigFile(file);
+  process.stdout.write(`${file}: valid\n`);
 }
