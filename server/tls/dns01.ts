@@ -5,10 +5,8 @@
  * resolves only once the record is served by the zone's name servers (Route 53:
  * the change is INSYNC).
  *
- * Providers: `route53` (tls.acme.dns01.provider) needs the npm package
- * @aws-sdk/client-route-53, which this build does not bundle; choosing it fails
- * the start with that message. Other providers are passed in code (tests use one
- * that feeds a DNS server on loopback).
+ * Providers: `route53` (tls.acme.dns01.provider, route53-dns01.ts). Others can
+ * be passed in code.
  */
 import type { Logger } from '../log/logger';
 
@@ -29,11 +27,12 @@ export function dns01RecordName(domain: string): string {
   return `_acme-challenge.${domain.replace(/^\*\./, '')}`;
 }
 
-export function createDns01Provider(config: Dns01ProviderConfig, _logger: Logger): Dns01Provider {
+export function createDns01Provider(config: Dns01ProviderConfig, logger: Logger): Dns01Provider {
   switch (config.provider) {
-    case 'route53':
-      throw new Error(
-        'tls.acme.dns01.provider route53: this build does not include the npm package @aws-sdk/client-route-53 that it needs; use tls.acme.challenge http-01 meanwhile',
-      );
+    case 'route53': {
+      // loaded only when used: the AWS SDK is large and most relays never need it
+      const { Route53Dns01Provider } = require('./route53-dns01') as typeof import('./route53-dns01');
+      return Route53Dns01Provider.create(config, logger);
+    }
   }
 }
