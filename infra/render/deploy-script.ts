@@ -89,10 +89,14 @@ deploy() {
   [ -f "$staging/ownrelay.js" ] || fail "no ownrelay.js in $staging"
   [ -f "$staging/ownrelay.yaml" ] || fail "no ownrelay.yaml in $staging"
   release="$BASE/releases/$version"
-  mkdir -p "$BASE/releases" "$(dirname "$CONFIG")"
+  [ -d "$(dirname "$CONFIG")" ] || { mkdir -p "$(dirname "$CONFIG")"; chmod 0755 "$(dirname "$CONFIG")"; }
+  mkdir -p "$BASE/releases"
+  # the relay's user runs the bundle: umask 027 alone would leave these directories to root
+  chmod 0755 "$BASE" "$BASE/releases"
   if [ ! -f "$release/ownrelay.js" ]; then
     rm -rf "$release.tmp"
     mkdir -p "$release.tmp"
+    chmod 0755 "$release.tmp"
     cp "$staging/ownrelay.js" "$release.tmp/ownrelay.js"
     chmod 0755 "$release.tmp/ownrelay.js"
     mv -T "$release.tmp" "$release"
