@@ -36,7 +36,7 @@ import { startDnsmasq, type Dnsmasq } from '../vm/dnsmasq';
 import { createLabNet, HOST_ADDRESS, NS_ADDRESS, type LabNet } from '../vm/lab-net';
 import { FORWARDED_PORTS, QemuVm, buildImage } from '../vm/qemu-vm';
 import {
-  ADMIN_USER, CUSTOMER_DOMAIN, RELAY_HOSTNAME, REMOTE_DOMAIN, REMOTE_MX, SENDER, SMTP_PASSWORD, SMTP_USER, makeTestCustomer, type TestCustomer,
+  ADMIN_USER, RELAY_HOSTNAME, REMOTE_DOMAIN, REMOTE_MX, SENDER, SMTP_PASSWORD, SMTP_USER, makeTestCustomer, type TestCustomer,
 } from '../vm/test-customer';
 
 const REPO = join(__dirname, '..', '..');

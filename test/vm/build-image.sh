@@ -8,7 +8,8 @@
 #   <key>/root.raw, <key>/vmlinuz, <key>/initrd.img, <key>/packages.txt
 # and prints that directory's path as the last line of stdout. <key> is a hash of
 # the package list and of this script: a change to either builds a new image; an
-# unchanged one is reused. Needs root (debootstrap), debootstrap and e2fsprogs.
+# unchanged one is reused; a new image replaces the outdated ones. Needs root
+# (debootstrap), debootstrap and e2fsprogs; only this build reaches the mirror.
 #
 # Usage: test/vm/build-image.sh PACKAGE...   (the host packages from the user-data;
 # the test passes HOST_PACKAGES from infra/render/user-data.ts)
@@ -81,5 +82,12 @@ rm -rf "$root"
 rm -rf "$out"
 mv "$work" "$out"
 trap - EXIT
+# images of older package lists or scripts are never used again
+for old in "$cache"/*; do
+  case "$(basename "$old")" in
+    "$key") ;;
+    [0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]) rm -rf "$old"; echo "image: removed the outdated $old" >&2;;
+  esac
+done
 echo "image: built $out" >&2
 echo "$out"
