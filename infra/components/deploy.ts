@@ -9,11 +9,12 @@
  *   exactly when one of them changes (`triggers`).
  * - The config reaches the server only through this step and is treated as a secret.
  */
-import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as pulumi from '@pulumi/pulumi';
 import * as command from '@pulumi/command';
-import { renderDeployScript } from '../render/deploy-script';
+import { releaseVersion, remoteDeployCommands, renderDeployScript, sha256Hex, stagingDirName } from '../render/deploy-script';
+
+export { sha256Hex };
 
 export interface RelayDeployArgs {
   /** the host's public address */
@@ -30,10 +31,6 @@ export interface RelayDeployArgs {
   configYaml: pulumi.Input<string>;
 }
 
-export function sha256Hex(data: string | Buffer): string {
-  return createHash('sha256').update(data).digest('hex');
-}
-
 export class RelayDeploy extends pulumi.ComponentResource {
   /** the release that was deployed: the first 16 hex digits of the bundle's SHA-256 */
   readonly version: string;
@@ -43,12 +40,12 @@ export class RelayDeploy extends pulumi.ComponentResource {
     super('ownrelay:infra:RelayDeploy', name, {}, opts);
     const bundle = readFileSync(args.bundlePath);
     const script = renderDeployScript();
-    this.version = sha256Hex(bundle).slice(0, 16);
+    this.version = releaseVersion(bundle);
     const configYaml = pulumi.secret(args.configYaml);
     // the hash tells nothing about the config, and keeps paths and triggers readable in previews
     const configHash = pulumi.unsecret(pulumi.output(configYaml).apply((text) => sha256Hex(text)));
     // relative to the admin user's home directory (SFTP and commands start there), not a shared /tmp
-    const staging = configHash.apply((hash) => `ownrelay-staging-${sha256Hex(`${this.version}:${hash}:${sha256Hex(script)}`).slice(0, 16)}`);
+    const staging = configHash.apply((hash) => stagingDirName(this.version, hash, sha256Hex(script)));
     const connection: command.types.input.remote.ConnectionArgs = {
       host: args.host,
       user: args.user,
@@ -58,7 +55,7 @@ export class RelayDeploy extends pulumi.ComponentResource {
     const triggers = [this.version, configHash, sha256Hex(script)];
     const prepare = new command.remote.Command(
       `${name}-staging`,
-      { connection, create: pulumi.interpolate`install -d -m 0700 ${staging}`, triggers },
+      { connection, create: staging.apply((dir) => remoteDeployCommands(dir, this.version).prepare), triggers },
       { parent: this },
     );
     const copies = [
@@ -83,7 +80,7 @@ export class RelayDeploy extends pulumi.ComponentResource {
       {
         connection,
         // the script also stays on the host, for the customer's own redeploys and rollbacks
-        create: pulumi.interpolate`sudo install -m 0750 ${staging}/ownrelay-deploy /usr/local/sbin/ownrelay-deploy && sudo /usr/local/sbin/ownrelay-deploy deploy ${staging} ${this.version} && rm -rf ${staging}`,
+        create: staging.apply((dir) => remoteDeployCommands(dir, this.version).run),
         triggers,
       },
       { parent: this, dependsOn: copies },

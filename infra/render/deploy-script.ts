@@ -17,7 +17,41 @@
  * same script on a scratch directory with a stand-in restart command.
  */
 
+import { createHash } from 'node:crypto';
+
 export const KEEP_RELEASES = 3;
+
+/** Where the deploy leaves the script on the host, for the customer's own redeploys and rollbacks. */
+export const REMOTE_DEPLOY_SCRIPT_PATH = '/usr/local/sbin/ownrelay-deploy';
+
+export function sha256Hex(data: string | Buffer): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/** A release's version: the first 16 hex digits of the bundle's SHA-256. */
+export function releaseVersion(bundle: Buffer): string {
+  return sha256Hex(bundle).slice(0, 16);
+}
+
+/**
+ * The staging directory (relative to the admin user's home: SFTP and commands
+ * start there, not in a shared /tmp), named after bundle, config and script.
+ */
+export function stagingDirName(version: string, configHash: string, scriptHash: string): string {
+  return `ownrelay-staging-${sha256Hex(`${version}:${configHash}:${scriptHash}`).slice(0, 16)}`;
+}
+
+/**
+ * The two remote commands of a deploy, run as the admin user over SSH: `prepare`
+ * before the bundle (ownrelay.js), config (ownrelay.yaml) and script
+ * (ownrelay-deploy) are copied into the staging directory, `run` after.
+ */
+export function remoteDeployCommands(staging: string, version: string): { prepare: string; run: string } {
+  return {
+    prepare: `install -d -m 0700 ${staging}`,
+    run: `sudo install -m 0750 ${staging}/ownrelay-deploy ${REMOTE_DEPLOY_SCRIPT_PATH} && sudo ${REMOTE_DEPLOY_SCRIPT_PATH} deploy ${staging} ${version} && rm -rf ${staging}`,
+  };
+}
 
 export interface DeployScriptOptions {
   /** filesystem root; `/` on a server */
@@ -55,10 +89,14 @@ deploy() {
   [ -f "$staging/ownrelay.js" ] || fail "no ownrelay.js in $staging"
   [ -f "$staging/ownrelay.yaml" ] || fail "no ownrelay.yaml in $staging"
   release="$BASE/releases/$version"
-  mkdir -p "$BASE/releases" "$(dirname "$CONFIG")"
+  [ -d "$(dirname "$CONFIG")" ] || { mkdir -p "$(dirname "$CONFIG")"; chmod 0755 "$(dirname "$CONFIG")"; }
+  mkdir -p "$BASE/releases"
+  # the relay's user runs the bundle: umask 027 alone would leave these directories to root
+  chmod 0755 "$BASE" "$BASE/releases"
   if [ ! -f "$release/ownrelay.js" ]; then
     rm -rf "$release.tmp"
     mkdir -p "$release.tmp"
+    chmod 0755 "$release.tmp"
     cp "$staging/ownrelay.js" "$release.tmp/ownrelay.js"
     chmod 0755 "$release.tmp/ownrelay.js"
     mv -T "$release.tmp" "$release"
