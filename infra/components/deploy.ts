@@ -1,13 +1,15 @@
 /**
- * RelayDeploy: ships the relay bundle and its config to one host over SSH and runs
- * the deploy step (infra/render/deploy-script.ts) there.
+ * RelayDeploy: ships the relay bundle, its config and the DKIM private keys to one
+ * host over SSH and runs the deploy step (infra/render/deploy-script.ts) there.
  *
  * - The host's SSH key is pinned (`hostKey`): a host that answers with another key
  *   gets nothing.
  * - The version is the content hash of the bundle; the staging directory is named
- *   after bundle, config and script together, and the remote command runs again
- *   exactly when one of them changes (`triggers`).
- * - The config reaches the server only through this step and is treated as a secret.
+ *   after bundle, config, keys and script together, and the remote command runs
+ *   again exactly when one of them changes (`triggers`).
+ * - The config and the keys reach the server only through this step (never the
+ *   user-data) and are secrets; the keys are staged in a 0700 directory of the
+ *   admin's home and installed 0640 root:ownrelay by the deploy step.
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -28,6 +30,8 @@ export interface RelayDeployArgs {
   bundlePath: string;
   /** the relay config file's text */
   configYaml: pulumi.Input<string>;
+  /** DKIM private keys, installed as /etc/ownrelay/dkim/<fileName>; the names are known up front (one step each) */
+  dkimKeys?: { fileName: string; privateKeyPem: pulumi.Input<string> }[];
 }
 
 export function sha256Hex(data: string | Buffer): string {
@@ -47,18 +51,23 @@ export class RelayDeploy extends pulumi.ComponentResource {
     const configYaml = pulumi.secret(args.configYaml);
     // the hash tells nothing about the config, and keeps paths and triggers readable in previews
     const configHash = pulumi.unsecret(pulumi.output(configYaml).apply((text) => sha256Hex(text)));
+    const keys = (args.dkimKeys ?? []).map((key) => {
+      if (!/^[a-z0-9][a-z0-9.-]*\.pem$/.test(key.fileName)) throw new Error(`RelayDeploy: DKIM key file name ${JSON.stringify(key.fileName)} is not a plain *.pem name`);
+      return { fileName: key.fileName, pem: pulumi.secret(key.privateKeyPem) };
+    });
+    const keysHash = pulumi.unsecret(pulumi.all(keys.map((key) => key.pem)).apply((pems) => sha256Hex(keys.map((key, i) => `${key.fileName}:${pems[i] ?? ''}`).join('\n'))));
     // relative to the admin user's home directory (SFTP and commands start there), not a shared /tmp
-    const staging = configHash.apply((hash) => `ownrelay-staging-${sha256Hex(`${this.version}:${hash}:${sha256Hex(script)}`).slice(0, 16)}`);
+    const staging = pulumi.all([configHash, keysHash]).apply(([hash, keyHash]) => `ownrelay-staging-${sha256Hex(`${this.version}:${hash}:${keyHash}:${sha256Hex(script)}`).slice(0, 16)}`);
     const connection: command.types.input.remote.ConnectionArgs = {
       host: args.host,
       user: args.user,
       privateKey: pulumi.secret(args.privateKey),
       hostKey: args.hostPublicKey,
     };
-    const triggers = [this.version, configHash, sha256Hex(script)];
+    const triggers = [this.version, configHash, sha256Hex(script), keysHash];
     const prepare = new command.remote.Command(
       `${name}-staging`,
-      { connection, create: pulumi.interpolate`install -d -m 0700 ${staging}`, triggers },
+      { connection, create: pulumi.interpolate`install -d -m 0700 ${staging} ${staging}/dkim`, triggers },
       { parent: this },
     );
     const copies = [
@@ -77,13 +86,19 @@ export class RelayDeploy extends pulumi.ComponentResource {
         { connection, source: new pulumi.asset.StringAsset(script), remotePath: pulumi.interpolate`${staging}/ownrelay-deploy`, triggers },
         { parent: this, dependsOn: [prepare] },
       ),
+      ...keys.map((key) => new command.remote.CopyToRemote(
+        `${name}-dkim-${key.fileName.replace(/\.pem$/, '')}`,
+        { connection, source: key.pem.apply((pem) => new pulumi.asset.StringAsset(pem)), remotePath: pulumi.interpolate`${staging}/dkim/${key.fileName}`, triggers },
+        { parent: this, dependsOn: [prepare] },
+      )),
     ];
     const run = new command.remote.Command(
       `${name}-run`,
       {
         connection,
         // the script also stays on the host, for the customer's own redeploys and rollbacks
-        create: pulumi.interpolate`sudo install -m 0750 ${staging}/ownrelay-deploy /usr/local/sbin/ownrelay-deploy && sudo /usr/local/sbin/ownrelay-deploy deploy ${staging} ${this.version} && rm -rf ${staging}`,
+        // the staging copy (config and keys) goes whatever the outcome; the deploy step's exit status stays the command's
+        create: pulumi.interpolate`sudo install -m 0750 ${staging}/ownrelay-deploy /usr/local/sbin/ownrelay-deploy && sudo /usr/local/sbin/ownrelay-deploy deploy ${staging} ${this.version}; status=$?; rm -rf ${staging}; exit $status`,
         triggers,
       },
       { parent: this, dependsOn: copies },
