@@ -42,7 +42,7 @@ export interface DeployScriptOptions {
 
 const DEFAULT_RESTART = 'systemctl restart ownrelay.service && sleep 2 && systemctl is-active --quiet ownrelay.service';
 // through the admin socket rather than `systemctl reload` (SIGHUP), which cannot tell whether the relay accepted the config
-const DEFAULT_RELOAD = '"$BASE/current/ownrelay.js" reload --json';
+const DEFAULT_RELOAD = '"$BASE/current/ownrelay.js" reload --json --config "$CONFIG"';
 
 // node is there (the relay runs on it); the relay's own check is server/dkim/keys.ts
 const CHECK_KEY_JS = 'const k=require("crypto").createPrivateKey(require("fs").readFileSync(process.argv[1]));'
