@@ -180,3 +180,16 @@ test('a node without a valid IPv4 address is refused', () => {
   assert.throws(() => renderDnsRecords(input({ nodes: [{ hostname: 'mail.acme.org', ipv4: '2001:db8::1' }] })), /not an IPv4 address/);
   assert.throws(() => renderDnsRecords(input({ nodes: [] })), /at least one node/);
 });
+
+test('without an MTA-STS policy to serve, neither _mta-sts nor mta-sts.<domain> is published; the rest is', () => {
+  const { mtaSts: _served, ...withoutPolicy } = input();
+  const records = renderDnsRecords(withoutPolicy);
+  assert.deepEqual(records.filter((r) => r.name.startsWith('_mta-sts.') || r.name.startsWith('mta-sts.')), []);
+  for (const domain of ['acme.org', 'acme-shop.net']) {
+    find(records, domain, 'MX');
+    find(records, `_smtp._tls.${domain}`, 'TXT');
+    find(records, `ownrelay1._domainkey.${domain}`, 'TXT');
+  }
+  const withPolicy = renderDnsRecords(input());
+  assert.deepEqual(find(withPolicy, 'mta-sts.acme.org', 'A').values, ['203.0.113.7', '203.0.113.8', '198.51.100.9']);
+});
