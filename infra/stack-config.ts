@@ -105,20 +105,30 @@ export type StackSettings = Omit<ParsedStack, 'hostname'> & {
 };
 
 /** What a stack puts into a node's relay config (renderRelayConfig's input). */
-type RelayConfigSource = Pick<ParsedStack, 'domains' | 'dkimSelector' | 'relay' | 'http01' | 'acmeEmail' | 'acmeDirectoryUrl' | 'mtaSts' | 'nodes'> & { hostname: string; mtaStsPublished: boolean };
+type RelayConfigSource = Pick<ParsedStack, 'domains' | 'dkimSelector' | 'relay' | 'http01' | 'acmeEmail' | 'acmeDirectoryUrl' | 'mtaSts' | 'nodes' | 'useDefaultVpc'> & { hostname: string; mtaStsPublished: boolean };
 
 /**
  * The input of a node's relay config. `deployed`: what the deploy ships (stack
- * overrides, DKIM keys). `first-boot`: what the user-data carries, readable
- * through the instance metadata, so without the overrides (they may hold
- * credentials) and without DKIM keys (their files arrive with the first deploy).
+ * overrides, DKIM keys, certificate and MTA-STS settings). `first-boot`: what the
+ * user-data carries, readable through the instance metadata and limited to 16 KB,
+ * so only the base: no overrides (they may hold credentials), no DKIM keys (the
+ * relay refuses to start without their files, which arrive with the first deploy)
+ * and no certificate settings. The relay never runs on it: the unit waits for the
+ * bundle, which the deploy installs together with the deployed config.
  */
 export function relayConfigInput(s: RelayConfigSource, nodeHostname: string, kind: 'deployed' | 'first-boot'): RelayConfigRenderInput {
-  return {
+  const base: RelayConfigRenderInput = {
     hostname: nodeHostname,
     domains: s.domains,
-    relay: kind === 'deployed' ? s.relay : {},
-    ...(kind === 'deployed' ? { dkimSelector: s.dkimSelector } : {}),
+    relay: {},
+    // hosts in our own VPC have an IPv6 address and AAAA records (RelayNetwork.hasIpv6): listen on it too
+    listenIpv6: !s.useDefaultVpc,
+  };
+  if (kind === 'first-boot') return base;
+  return {
+    ...base,
+    relay: s.relay,
+    dkimSelector: s.dkimSelector,
     ...(s.http01 && s.acmeEmail !== undefined ? { acme: { email: s.acmeEmail, ...(s.acmeDirectoryUrl === undefined ? {} : { directoryUrl: s.acmeDirectoryUrl }) } } : {}),
     ...(s.mtaStsPublished ? { mtaStsPolicy: { mode: s.mtaSts.mode, maxAgeSeconds: s.mtaSts.maxAgeSeconds, mx: nodeHostnames(s.hostname, s.nodes) } } : {}),
   };

@@ -65,7 +65,7 @@ export interface RelayConfigRenderInput {
   mtaStsPolicy?: { mode: 'testing' | 'enforce'; maxAgeSeconds: number; mx: string[] };
   /** stack overrides (`ownrelay:relay`): objects merge key by key, arrays and scalars replace */
   relay: Record<string, unknown>;
-  /** listen on `::` (IPv6 and, on Linux, IPv4 too) instead of 0.0.0.0; for nodes with an AAAA record */
+  /** listen on `::` (IPv6 and, on Linux, IPv4 too) instead of 0.0.0.0, SMTP and HTTP(S) alike; for nodes with an AAAA record */
   listenIpv6?: boolean;
 }
 
@@ -83,7 +83,7 @@ export function renderRelayConfig(input: RelayConfigRenderInput): { yaml: string
 
 function baseConfig(input: RelayConfigRenderInput): Record<string, unknown> {
   const address = input.listenIpv6 === true ? '::' : '0.0.0.0';
-  const tls = tlsSection(input);
+  const tls = tlsSection(input, address);
   const selector = input.dkimSelector;
   return {
     hostname: input.hostname,
@@ -104,15 +104,16 @@ export function dkimKeyPath(domain: string, selector: string): string {
   return `${DKIM_KEY_DIR}/${dkimKeyFileName(domain, selector)}`;
 }
 
-function tlsSection(input: RelayConfigRenderInput): Record<string, unknown> | undefined {
+function tlsSection(input: RelayConfigRenderInput, address: string): Record<string, unknown> | undefined {
   if (input.acme === undefined && input.mtaStsPolicy === undefined) return undefined;
+  const { acme, mtaStsPolicy } = input;
   return {
-    ...(input.acme === undefined
+    ...(acme === undefined
       ? {}
-      : { acme: { email: input.acme.email, challenge: 'http-01', ...(input.acme.directoryUrl === undefined ? {} : { directoryUrl: input.acme.directoryUrl }) } }),
-    ...(input.mtaStsPolicy === undefined
+      : { acme: { email: acme.email, challenge: 'http-01', http01: { address }, ...(acme.directoryUrl === undefined ? {} : { directoryUrl: acme.directoryUrl }) } }),
+    ...(mtaStsPolicy === undefined
       ? {}
-      : { mtaStsPolicy: { mode: input.mtaStsPolicy.mode, maxAgeSeconds: input.mtaStsPolicy.maxAgeSeconds, mx: [...input.mtaStsPolicy.mx] } }),
+      : { mtaStsPolicy: { address, mode: mtaStsPolicy.mode, maxAgeSeconds: mtaStsPolicy.maxAgeSeconds, mx: [...mtaStsPolicy.mx] } }),
   };
 }
 

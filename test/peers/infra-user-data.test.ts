@@ -95,7 +95,7 @@ test('the user-data is valid cloud-config according to Debian\'s cloud-init sche
   const dir = tempDir();
   try {
     for (const [name, text] of [
-      ['plain.yaml', renderUserData(input({ relayConfigYaml: renderRelayConfig({ hostname: 'mail.acme.example', domains: ['acme.example'], dkimSelector: 'ownrelay1', relay: {} }).yaml }))],
+      ['plain.yaml', renderUserData(input({ relayConfigYaml: renderRelayConfig({ hostname: 'mail.acme.example', domains: ['acme.example'], relay: {}, listenIpv6: true }).yaml }))],
       ['compressed.yaml', renderUserData(input({ adminUsers: tenAdmins(RSA2048), sshHostKey: undefined }))],
     ] as const) {
       assert.equal(text.includes('encoding: gz+b64'), name === 'compressed.yaml', `${name} covers its encoding of the relay config`);
@@ -309,7 +309,8 @@ test('the user-data stays under 16 KB with 10 admins and a long relay config', (
 });
 
 test('what the infra program really ships fits: 10 RSA-2048 admins, the host key and the rendered relay config', () => {
-  const { yaml } = renderRelayConfig({ hostname: 'mail.acme.example', domains: ['acme.example'], dkimSelector: 'ownrelay1', relay: {} });
+  // the first-boot config (no overrides, DKIM keys or certificate settings: they come with the deploy)
+  const { yaml } = renderRelayConfig({ hostname: 'mail.acme.example', domains: ['acme.example'], relay: {}, listenIpv6: true });
   const text = renderUserData(input({ adminUsers: tenAdmins(RSA2048), relayConfigYaml: yaml }));
   assert.ok(Buffer.byteLength(text) <= USER_DATA_MAX_BYTES, `${Buffer.byteLength(text)} bytes`);
   assert.doesNotMatch(text, /gz\+b64/, 'with room to spare: the config stays readable');

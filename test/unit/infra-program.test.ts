@@ -451,6 +451,7 @@ test('the DKIM private key never appears in the user-data, whose relay config na
       const files = (parse(userData) as { write_files: { path: string; content: string }[] }).write_files;
       const relayConfig = parse(files.find((f) => f.path === '/etc/ownrelay/ownrelay.yaml')?.content ?? '') as Record<string, unknown>;
       assert.equal(relayConfig.dkim, undefined, 'the first boot must not name key files that arrive with the deploy');
+      assert.equal(relayConfig.tls, undefined, 'certificate settings come with the deploy too');
       assert.ok(!files.some((f) => f.path.includes('dkim')));
     }
   }
@@ -462,6 +463,7 @@ test('the MTA-STS policy the relay serves has the id of the _mta-sts record, and
     const settings = config.tls.mtaStsPolicy;
     assert.ok(settings, 'the deployed relay serves the policy');
     assert.deepEqual(settings.mx, ['mail.acme-widgets.com', 'mail2.acme-widgets.com'], 'every node is in the policy');
+    assert.equal(settings.address, '::', 'the nodes have AAAA records for mta-sts.<domain>: served on IPv6 too');
     assert.deepEqual({ email: config.tls.acme?.email, challenge: config.tls.acme?.challenge }, { email: 'hostmaster@acme-widgets.com', challenge: 'http-01' });
     // what server/tls/mta-sts-server.ts serves for these settings
     const served = renderMtaStsPolicy({ mode: settings.mode, maxAgeSeconds: settings.maxAgeSeconds, mxHosts: settings.mx.length > 0 ? settings.mx : [config.hostname] });

@@ -165,7 +165,13 @@ test('MTA-STS is published and served only when the relay gets a CA certificate 
   assert.equal(dnsIdentity(without, [{ hostname: 'mail.acme.org', ipv4: '198.51.100.7' }], 'unused').mtaSts, undefined);
   const http01 = parseStackSettings(valid({ nodes: 2, http01: true, acmeEmail: 'hostmaster@acme.org', mtaSts: { mode: 'enforce', maxAgeSeconds: 86400 } }), { realDeploy: true });
   assert.equal(http01.mtaStsPublished, true);
-  assert.deepEqual({ ...http01.relayConfig.tls.mtaStsPolicy }, { address: '0.0.0.0', port: 443, mode: 'enforce', maxAgeSeconds: 86400, mx: ['mail.acme.org', 'mail2.acme.org'] });
+  // our own VPC gives every host an IPv6 address and AAAA records: everything listens on both
+  assert.deepEqual({ ...http01.relayConfig.tls.mtaStsPolicy }, { address: '::', port: 443, mode: 'enforce', maxAgeSeconds: 86400, mx: ['mail.acme.org', 'mail2.acme.org'] });
+  assert.equal(http01.relayConfig.tls.acme?.http01.address, '::');
+  assert.deepEqual(http01.relayConfig.listeners.map((l) => l.address), ['::', '::', '::']);
+  const defaultVpc = parseStackSettings(valid({ useDefaultVpc: true, http01: true, acmeEmail: 'hostmaster@acme.org' }), { realDeploy: true });
+  assert.equal(defaultVpc.relayConfig.tls.mtaStsPolicy?.address, '0.0.0.0');
+  assert.deepEqual(defaultVpc.relayConfig.listeners.map((l) => l.address), ['0.0.0.0', '0.0.0.0', '0.0.0.0']);
   // DNS-01 through a relay override counts too (no port 80 needed)
   const dns01 = parseStackSettings(valid({ relay: { tls: { acme: { email: 'hostmaster@acme.org', challenge: 'dns-01', dns01: { provider: 'route53' } } } } }), { realDeploy: true });
   assert.equal(dns01.mtaStsPublished, true);
