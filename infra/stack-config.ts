@@ -9,7 +9,7 @@
  * placeholder values (example.com, .test, example SSH keys) are refused.
  *
  * MTA-STS is published (the `_mta-sts` TXT and `mta-sts.<domain>` address records,
- * the policy served by the relay on port 443) only when the relay gets a
+ * the policy served by node 0 on port 443) only when the relay gets a
  * certificate senders trust from an ACME CA: `http01: true`, or a `relay.tls.acme`
  * override (DNS-01). A policy behind a self-signed certificate cannot be fetched
  * (RFC 8461 3.3), so publishing its id would only make senders report failures.
@@ -130,8 +130,18 @@ export function relayConfigInput(s: RelayConfigSource, nodeHostname: string, kin
     relay: s.relay,
     dkimSelector: s.dkimSelector,
     ...(s.http01 && s.acmeEmail !== undefined ? { acme: { email: s.acmeEmail, ...(s.acmeDirectoryUrl === undefined ? {} : { directoryUrl: s.acmeDirectoryUrl }) } } : {}),
-    ...(s.mtaStsPublished ? { mtaStsPolicy: { mode: s.mtaSts.mode, maxAgeSeconds: s.mtaSts.maxAgeSeconds, mx: nodeHostnames(s.hostname, s.nodes) } } : {}),
+    ...(servesMtaStsPolicy(s, nodeHostname) ? { mtaStsPolicy: { mode: s.mtaSts.mode, maxAgeSeconds: s.mtaSts.maxAgeSeconds, mx: nodeHostnames(s.hostname, s.nodes) } } : {}),
   };
+}
+
+/**
+ * Whether this node serves the MTA-STS policy (and opens port 443): node 0 only,
+ * the one `mta-sts.<domain>` points to. Its certificate then covers those names,
+ * which an HTTP-01 challenge can only prove on the node the name resolves to.
+ * Senders cache the policy for max_age and keep a cached one when a refresh fails.
+ */
+export function servesMtaStsPolicy(s: { mtaStsPublished: boolean; hostname: string }, nodeHostname: string): boolean {
+  return s.mtaStsPublished && nodeHostname === s.hostname;
 }
 
 /** ACME from the stack (http01) or from a `relay.tls.acme` override. */

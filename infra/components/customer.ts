@@ -17,7 +17,7 @@ import * as tls from '@pulumi/tls';
 import { nodeHostnames, renderDnsRecords, renderMtaStsPolicy, type DnsIdentityInput, type DnsRecord, type MailNode } from '../render/dns-records';
 import { dkimKeyFileName, renderRelayConfig } from '../render/relay-config';
 import { renderUserData } from '../render/user-data';
-import { dnsIdentity, relayConfigInput, type StackSettings } from '../stack-config';
+import { dnsIdentity, relayConfigInput, servesMtaStsPolicy, type StackSettings } from '../stack-config';
 import { RelayAddress } from './address';
 import { RelayDeploy } from './deploy';
 import { RelayDns, type RecordSetKey } from './dns';
@@ -104,7 +104,7 @@ export class CustomerMailServer extends pulumi.ComponentResource {
           adminUsers: [{ name: adminUser, sshKeys: s.adminSshKeys }],
           adminCidrs: s.adminCidrs,
           http01: s.http01,
-          mtaStsPolicy: s.mtaStsPublished,
+          mtaStsPolicy: servesMtaStsPolicy(s, hostname),
           relayConfigYaml,
           spoolDevice,
           sshHostKey: { privateKeyOpenssh, publicKeyOpenssh },

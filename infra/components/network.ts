@@ -5,7 +5,7 @@
  *
  * Contract: the group opens the mail ports (25, 465, 587) to the whole Internet,
  * SSH (22) only to the admin networks (a /0 is refused, never defaulted), port 80
- * to the world only when HTTP-01 certificates are on, port 443 only when the relay
+ * to the world only when HTTP-01 certificates are on, port 443 only when a relay
  * serves the MTA-STS policy, and nothing else; all egress
  * is allowed (the relay delivers to any MX). The host firewall rendered by
  * `render/firewall.ts` mirrors it. Our own VPC is dual-stack: an Amazon-provided
@@ -24,7 +24,7 @@ export interface RelayNetworkArgs {
   adminCidrs: readonly string[];
   /** Open port 80 to the world for ACME HTTP-01 challenges. */
   http01: boolean;
-  /** Open port 443 to the world: the relay serves the MTA-STS policy there. */
+  /** Open port 443 to the world: a relay serves the MTA-STS policy there (node 0; the other nodes' host firewalls keep it closed). */
   mtaStsPolicy?: boolean;
   /** Use the account's default VPC and its default subnets instead of creating a VPC. */
   useDefaultVpc: boolean;

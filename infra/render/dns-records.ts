@@ -88,6 +88,7 @@ export function renderDnsRecords(input: DnsIdentityInput): DnsRecord[] {
   }
   const dkimKey = dkimPublicKeyBase64(input.dkim.publicKeyPem);
   const policy = input.mtaSts === undefined ? undefined : renderMtaStsPolicy({ ...input.mtaSts, mxHosts });
+  const policyHost = input.nodes[0];
   for (const domain of input.domains) {
     add(domain, 'MX', mxHosts.map((host) => `${MX_PREFERENCE} ${host}`));
     add(domain, 'TXT', [renderSpf(ipv4s, ipv6s)]);
@@ -95,10 +96,11 @@ export function renderDnsRecords(input: DnsIdentityInput): DnsRecord[] {
     add(`_dmarc.${domain}`, 'TXT', [renderDmarc(input.dmarc)]);
     if (policy !== undefined) add(`_mta-sts.${domain}`, 'TXT', [`v=STSv1; id=${policy.id}`]);
     add(`_smtp._tls.${domain}`, 'TXT', [`v=TLSRPTv1; rua=${input.tlsRptRua ?? `mailto:postmaster@${domain}`}`]);
-    if (policy !== undefined) {
-      // the relay host serves https://mta-sts.<domain>/.well-known/mta-sts.txt
-      add(`mta-sts.${domain}`, 'A', ipv4s);
-      add(`mta-sts.${domain}`, 'AAAA', ipv6s);
+    if (policy !== undefined && policyHost !== undefined) {
+      // node 0 serves https://mta-sts.<domain>/.well-known/mta-sts.txt: with HTTP-01, the CA must reach the node
+      // that asked for the mta-sts.<domain> certificate, so the name points to that node only
+      add(`mta-sts.${domain}`, 'A', [policyHost.ipv4]);
+      add(`mta-sts.${domain}`, 'AAAA', policyHost.ipv6 === undefined ? [] : [policyHost.ipv6]);
     }
   }
   return mergeRecordSets(records);

@@ -12,8 +12,8 @@
  *   no dkim section; the deployed config, shipped together with the key files,
  *   has it.
  * - `tls.acme`: the certificate from an ACME CA with HTTP-01 challenges on port 80.
- * - `tls.mtaStsPolicy`: the MTA-STS policy served on port 443, with the same
- *   mode, max_age and MX hosts as the policy whose id the DNS records publish.
+ * - `tls.mtaStsPolicy`: the MTA-STS policy served on port 443 (by node 0), with
+ *   the same mode, max_age and MX hosts as the policy whose id the DNS records publish.
  *
  * Contract: pure (no Pulumi, no I/O); the returned YAML text is exactly what was
  * validated with the relay's own `parseConfig`, so a bad override fails here with

@@ -356,7 +356,7 @@ test('DMARC, MTA-STS and TLS-RPT records are published', () => {
   assert.match(txt('_mta-sts.acme-widgets.com')[0] ?? '', /^v=STSv1; id=[0-9a-f]{32}$/);
   assert.match(txt('_smtp._tls.acme-widgets.com')[0] ?? '', /^v=TLSRPTv1; rua=mailto:/);
   const mtaStsA = ofType(route53, 'aws:route53/record:Record').find((r) => r.inputs.name === 'mta-sts.acme-widgets.com' && r.inputs.type === 'A');
-  assert.deepEqual(mtaStsA?.inputs.records, route53.publicIps);
+  assert.deepEqual(mtaStsA?.inputs.records, route53.publicIps.slice(0, 1), 'node 0 serves the policy');
   for (const record of ofType(route53, 'aws:route53/record:Record')) assert.equal(record.inputs.zoneId, ZONE_ID);
   // every rendered record is in Route 53, and nothing else is
   const published = ofType(route53, 'aws:route53/record:Record').map((r) => `${String(r.inputs.name)} ${String(r.inputs.type)}`).sort();
@@ -457,27 +457,37 @@ test('the DKIM private key never appears in the user-data, whose relay config na
   }
 });
 
-test('the MTA-STS policy the relay serves has the id of the _mta-sts record, and 443 is open exactly when it is served', async () => {
-  for (const step of ofType(deployed, 'command:remote:CopyToRemote').filter((c) => c.name.endsWith('-config'))) {
-    const config = parseConfig(await copiedText(step), step.name);
-    const settings = config.tls.mtaStsPolicy;
-    assert.ok(settings, 'the deployed relay serves the policy');
-    assert.deepEqual(settings.mx, ['mail.acme-widgets.com', 'mail2.acme-widgets.com'], 'every node is in the policy');
-    assert.equal(settings.address, '::', 'the nodes have AAAA records for mta-sts.<domain>: served on IPv6 too');
-    assert.deepEqual({ email: config.tls.acme?.email, challenge: config.tls.acme?.challenge }, { email: 'hostmaster@acme-widgets.com', challenge: 'http-01' });
-    // what server/tls/mta-sts-server.ts serves for these settings
-    const served = renderMtaStsPolicy({ mode: settings.mode, maxAgeSeconds: settings.maxAgeSeconds, mxHosts: settings.mx.length > 0 ? settings.mx : [config.hostname] });
-    for (const domain of ['acme-widgets.com', 'acme-shop.com']) {
-      const txt = deployed.records.find((r) => r.name === `_mta-sts.${domain}` && r.type === 'TXT');
-      assert.deepEqual(txt?.values, [`v=STSv1; id=${served.id}`]);
-    }
-    assert.match(served.text, /^version: STSv1\r\nmode: testing\r\n/);
+test('the MTA-STS policy node 0 serves has the id of the _mta-sts record, and 443 is open exactly where it is served', async () => {
+  const configs = ofType(deployed, 'command:remote:CopyToRemote').filter((c) => c.name.endsWith('-config'));
+  assert.deepEqual(configs.map((c) => c.name), ['acme-node0-config', 'acme-node1-config']);
+  const [node0, node1] = await Promise.all(configs.map(async (step) => parseConfig(await copiedText(step), step.name)));
+  assert.ok(node0 && node1);
+  const settings = node0.tls.mtaStsPolicy;
+  assert.ok(settings, 'node 0 serves the policy');
+  assert.deepEqual(settings.mx, ['mail.acme-widgets.com', 'mail2.acme-widgets.com'], 'every node is in the policy');
+  assert.equal(settings.address, '::', 'the node has an AAAA record for mta-sts.<domain>: served on IPv6 too');
+  // what server/tls/mta-sts-server.ts serves for these settings
+  const served = renderMtaStsPolicy({ mode: settings.mode, maxAgeSeconds: settings.maxAgeSeconds, mxHosts: settings.mx.length > 0 ? settings.mx : [node0.hostname] });
+  assert.match(served.text, /^version: STSv1\r\nmode: testing\r\n/);
+  for (const domain of ['acme-widgets.com', 'acme-shop.com']) {
+    const txt = deployed.records.find((r) => r.name === `_mta-sts.${domain}` && r.type === 'TXT');
+    assert.deepEqual(txt?.values, [`v=STSv1; id=${served.id}`]);
+    // the name of the policy host points at node 0, the one serving it
+    assert.deepEqual(deployed.records.find((r) => r.name === `mta-sts.${domain}` && r.type === 'A')?.values, [deployed.publicIps[0]]);
   }
+  // both nodes get certificates by HTTP-01, for their own names only on node 1
+  for (const config of [node0, node1]) assert.deepEqual({ email: config.tls.acme?.email, challenge: config.tls.acme?.challenge }, { email: 'hostmaster@acme-widgets.com', challenge: 'http-01' });
+  assert.equal(node1.tls.mtaStsPolicy, undefined);
+
+  const nftables = (outcome: Outcome, node: number): string => {
+    const userData = String(ofType(outcome, 'aws:ec2/instance:Instance')[node]?.inputs.userData);
+    return (parse(userData) as { write_files: { path: string; content: string }[] }).write_files.find((f) => f.path === '/etc/nftables.conf')?.content ?? '';
+  };
+  assert.equal(nftables(route53, 0), renderNftables({ adminCidrs: ['203.0.113.0/24', '2001:db8:42::/48'], http01: true, mtaStsPolicy: true }));
+  assert.match(nftables(route53, 0), /^\t\ttcp dport 443 accept$/m);
+  assert.doesNotMatch(nftables(route53, 1), /dport 443/, 'node 1 serves no policy');
+  assert.match(nftables(route53, 1), /^\t\ttcp dport 80 accept$/m, 'node 1 still renews its certificate');
   // without a CA certificate nothing is published, served or opened
   assert.deepEqual(manual.records.filter((r) => r.name.startsWith('_mta-sts.') || r.name.startsWith('mta-sts.')), []);
-  const firstBoot = (outcome: Outcome): string => String(ofType(outcome, 'aws:ec2/instance:Instance')[0]?.inputs.userData);
-  const nftables = (outcome: Outcome): string => (parse(firstBoot(outcome)) as { write_files: { path: string; content: string }[] }).write_files.find((f) => f.path === '/etc/nftables.conf')?.content ?? '';
-  assert.equal(nftables(route53), renderNftables({ adminCidrs: ['203.0.113.0/24', '2001:db8:42::/48'], http01: true, mtaStsPolicy: true }));
-  assert.match(nftables(route53), /^\t\ttcp dport 443 accept$/m);
-  assert.doesNotMatch(nftables(manual), /dport (80|443)/);
+  assert.doesNotMatch(nftables(manual, 0), /dport (80|443)/);
 });
