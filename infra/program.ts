@@ -19,7 +19,7 @@ export interface StackOutputs {
   zoneSnippet: pulumi.Output<string>;
   sshCommands: pulumi.Output<string[]>;
   manualSteps: pulumi.Output<string[]>;
-  mtaStsPolicy: string;
+  mtaStsPolicy: string | undefined;
   server: CustomerMailServer;
 }
 

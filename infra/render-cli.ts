@@ -66,14 +66,18 @@ function main(argv: string[]): number {
   }
 
   const records = renderDnsRecords(dnsIdentity(settings, nodes, publicKeyPem));
-  const policy = renderMtaStsPolicy({ ...settings.mtaSts, mxHosts: nodes.map((n) => n.hostname) });
+  const policy = settings.mtaStsPublished ? renderMtaStsPolicy({ ...settings.mtaSts, mxHosts: nodes.map((n) => n.hostname) }) : undefined;
 
   const out: string[] = [];
   out.push(`; DNS records of stack ${stackName}`);
   for (const note of notes) out.push(`; NOTE: ${note}`);
   out.push(renderZoneSnippet(records));
-  out.push(`# MTA-STS policy, served at https://mta-sts.<domain>/.well-known/mta-sts.txt (id ${policy.id}):`);
-  out.push(policy.text.trimEnd().replace(/\r\n/g, '\n').replace(/^/gm, '#   '), '');
+  if (policy === undefined) {
+    out.push('# MTA-STS is not published: it needs a certificate from an ACME CA (ownrelay:http01 with ownrelay:acmeEmail, or a relay.tls.acme override)', '');
+  } else {
+    out.push(`# MTA-STS policy, served at https://mta-sts.<domain>/.well-known/mta-sts.txt (id ${policy.id}):`);
+    out.push(policy.text.trimEnd().replace(/\r\n/g, '\n').replace(/^/gm, '#   '), '');
+  }
   out.push(`# ---- ${RELAY_CONFIG_PATH} ----`);
   out.push(settings.relayYaml);
   process.stdout.write(out.join('\n'));

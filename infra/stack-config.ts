@@ -7,14 +7,20 @@
  * relay config the infra renders and checked with the relay's own schema, so a bad
  * relay setting fails `pulumi preview` with the relay's message. On a real deploy,
  * placeholder values (example.com, .test, example SSH keys) are refused.
+ *
+ * MTA-STS is published (the `_mta-sts` TXT and `mta-sts.<domain>` address records,
+ * the policy served by node 0 on port 443) only when the relay gets a
+ * certificate senders trust from an ACME CA: `http01: true`, or a `relay.tls.acme`
+ * override (DNS-01). A policy behind a self-signed certificate cannot be fetched
+ * (RFC 8461 3.3), so publishing its id would only make senders report failures.
  */
 import * as pulumi from '@pulumi/pulumi';
 import ipaddr from 'ipaddr.js';
 import { z } from 'zod';
 import { ConfigError } from '../server/config/load';
 import type { RelayConfig } from '../server/config/schema';
-import { renderRelayConfig } from './render/relay-config';
-import type { DnsIdentityInput, MailNode } from './render/dns-records';
+import { renderRelayConfig, type RelayConfigRenderInput } from './render/relay-config';
+import { nodeHostnames, type DnsIdentityInput, type MailNode } from './render/dns-records';
 
 export class StackConfigError extends Error {
   constructor(readonly problems: string[]) {
@@ -70,6 +76,10 @@ const StackSchema = z
     mtaSts: z.object({ mode: z.enum(['testing', 'enforce']).default('testing'), maxAgeSeconds: z.number().int().min(1).max(31_557_600).default(604_800) }).strict().prefault({}),
     tlsRptRua: z.union([mailtoUri, z.string().regex(/^https:\/\/[^\s,;!]+$/)], { error: 'expected a mailto: or https: URI' }).optional(),
     http01: z.boolean().default(false),
+    // contact address of the ACME account (expiry notices); required with http01
+    acmeEmail: z.email('expected an email address such as hostmaster@acme.org').optional(),
+    // the ACME directory; default Let's Encrypt production (use its staging directory to try things out)
+    acmeDirectoryUrl: z.url({ protocol: /^https$/, error: 'expected an https:// URL of an ACME directory' }).optional(),
     spoolVolumeGiB: z.number().int().min(1).max(16_384).default(20),
     useDefaultVpc: z.boolean().default(false),
     relay: z.record(z.string(), z.unknown()).default({}),
@@ -90,13 +100,61 @@ export type StackSettings = Omit<ParsedStack, 'hostname'> & {
   relayConfig: RelayConfig;
   /** its YAML text as shipped to the server; may carry credentials, so treat it as a secret */
   relayYaml: string;
+  /** whether MTA-STS is published and served (see the module comment) */
+  mtaStsPublished: boolean;
 };
+
+/** What a stack puts into a node's relay config (renderRelayConfig's input). */
+type RelayConfigSource = Pick<ParsedStack, 'domains' | 'dkimSelector' | 'relay' | 'http01' | 'acmeEmail' | 'acmeDirectoryUrl' | 'mtaSts' | 'nodes' | 'useDefaultVpc'> & { hostname: string; mtaStsPublished: boolean };
+
+/**
+ * The input of a node's relay config. `deployed`: what the deploy ships (stack
+ * overrides, DKIM keys, certificate and MTA-STS settings). `first-boot`: what the
+ * user-data carries, readable through the instance metadata and limited to 16 KB,
+ * so only the base: no overrides (they may hold credentials), no DKIM keys (the
+ * relay refuses to start without their files, which arrive with the first deploy)
+ * and no certificate settings. The relay never runs on it: the unit waits for the
+ * bundle, which the deploy installs together with the deployed config.
+ */
+export function relayConfigInput(s: RelayConfigSource, nodeHostname: string, kind: 'deployed' | 'first-boot'): RelayConfigRenderInput {
+  const base: RelayConfigRenderInput = {
+    hostname: nodeHostname,
+    domains: s.domains,
+    relay: {},
+    // hosts in our own VPC have an IPv6 address and AAAA records (RelayNetwork.hasIpv6): listen on it too
+    listenIpv6: !s.useDefaultVpc,
+  };
+  if (kind === 'first-boot') return base;
+  return {
+    ...base,
+    relay: s.relay,
+    dkimSelector: s.dkimSelector,
+    ...(s.http01 && s.acmeEmail !== undefined ? { acme: { email: s.acmeEmail, ...(s.acmeDirectoryUrl === undefined ? {} : { directoryUrl: s.acmeDirectoryUrl }) } } : {}),
+    ...(servesMtaStsPolicy(s, nodeHostname) ? { mtaStsPolicy: { mode: s.mtaSts.mode, maxAgeSeconds: s.mtaSts.maxAgeSeconds, mx: nodeHostnames(s.hostname, s.nodes) } } : {}),
+  };
+}
+
+/**
+ * Whether this node serves the MTA-STS policy (and opens port 443): node 0 only,
+ * the one `mta-sts.<domain>` points to. Its certificate then covers those names,
+ * which an HTTP-01 challenge can only prove on the node the name resolves to.
+ * Senders cache the policy for max_age and keep a cached one when a refresh fails.
+ */
+export function servesMtaStsPolicy(s: { mtaStsPublished: boolean; hostname: string }, nodeHostname: string): boolean {
+  return s.mtaStsPublished && nodeHostname === s.hostname;
+}
+
+/** ACME from the stack (http01) or from a `relay.tls.acme` override. */
+function relayGetsAcmeCertificate(parsed: ParsedStack): boolean {
+  const tls = parsed.relay.tls;
+  return parsed.http01 || (typeof tls === 'object' && tls !== null && typeof (tls as Record<string, unknown>).acme === 'object' && (tls as Record<string, unknown>).acme !== null);
+}
 
 /** The keys of the `ownrelay` namespace, with how Pulumi stores them (string, or JSON for the rest). */
 export const STACK_KEYS: Record<keyof ParsedStack, 'string' | 'object'> = {
   domains: 'object', hostname: 'string', dns: 'object', region: 'string', instanceType: 'string', ami: 'string',
   adminSshKeys: 'object', adminCidrs: 'object', nodes: 'object', dkimSelector: 'string', dmarc: 'object',
-  mtaSts: 'object', tlsRptRua: 'string', http01: 'object', spoolVolumeGiB: 'object', useDefaultVpc: 'object', relay: 'object',
+  mtaSts: 'object', tlsRptRua: 'string', http01: 'object', acmeEmail: 'string', acmeDirectoryUrl: 'string', spoolVolumeGiB: 'object', useDefaultVpc: 'object', relay: 'object',
   deployPrivateKey: 'string', bundlePath: 'string',
 };
 
@@ -119,6 +177,13 @@ export function parseStackSettings(raw: Record<string, unknown>, opts: { realDep
     }
   }
   if (new Set(parsed.domains).size !== parsed.domains.length) problem('domains', 'expected each domain once');
+  if (parsed.http01 && parsed.acmeEmail === undefined) {
+    problem('acmeEmail', 'required when http01 is true: the contact address of the ACME account (set it with `pulumi config set ownrelay:acmeEmail hostmaster@<domain>`)');
+  }
+  if (!parsed.http01 && (parsed.acmeEmail !== undefined || parsed.acmeDirectoryUrl !== undefined)) {
+    problem(parsed.acmeEmail !== undefined ? 'acmeEmail' : 'acmeDirectoryUrl', 'only used with http01: true (set ownrelay:http01 to get the certificate by ACME)');
+  }
+  const mtaStsPublished = relayGetsAcmeCertificate(parsed);
   if (opts.realDeploy) {
     parsed.domains.forEach((domain, i) => {
       if (PLACEHOLDER_DOMAIN.test(domain)) problem(`domains.${i}`, `expected a real domain, not the placeholder ${domain}`);
@@ -132,7 +197,7 @@ export function parseStackSettings(raw: Record<string, unknown>, opts: { realDep
   let relayConfig: RelayConfig | undefined;
   let relayYaml = '';
   try {
-    ({ config: relayConfig, yaml: relayYaml } = renderRelayConfig({ hostname, domains: parsed.domains, dkimSelector: parsed.dkimSelector, relay: parsed.relay }));
+    ({ config: relayConfig, yaml: relayYaml } = renderRelayConfig(relayConfigInput({ ...parsed, hostname, mtaStsPublished }, hostname, 'deployed')));
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     for (const text of err.problems) {
@@ -149,7 +214,7 @@ export function parseStackSettings(raw: Record<string, unknown>, opts: { realDep
     }
   }
   if (problems.length > 0 || !relayConfig) throw new StackConfigError(problems);
-  return { ...parsed, hostname, relayConfig, relayYaml };
+  return { ...parsed, hostname, relayConfig, relayYaml, mtaStsPublished };
 }
 
 /**
@@ -239,7 +304,7 @@ export function dnsIdentity(settings: StackSettings, nodes: MailNode[], dkimPubl
     nodes,
     dkim: { selector: settings.dkimSelector, publicKeyPem: dkimPublicKeyPem },
     dmarc: settings.dmarc,
-    mtaSts: settings.mtaSts,
+    ...(settings.mtaStsPublished ? { mtaSts: settings.mtaSts } : {}),
     ...(settings.tlsRptRua === undefined ? {} : { tlsRptRua: settings.tlsRptRua }),
   };
 }

@@ -15,9 +15,9 @@ import * as aws from '@pulumi/aws';
 import * as pulumi from '@pulumi/pulumi';
 import * as tls from '@pulumi/tls';
 import { nodeHostnames, renderDnsRecords, renderMtaStsPolicy, type DnsIdentityInput, type DnsRecord, type MailNode } from '../render/dns-records';
-import { renderRelayConfig } from '../render/relay-config';
+import { dkimKeyFileName, renderRelayConfig } from '../render/relay-config';
 import { renderUserData } from '../render/user-data';
-import { dnsIdentity, type StackSettings } from '../stack-config';
+import { dnsIdentity, relayConfigInput, servesMtaStsPolicy, type StackSettings } from '../stack-config';
 import { RelayAddress } from './address';
 import { RelayDeploy } from './deploy';
 import { RelayDns, type RecordSetKey } from './dns';
@@ -42,8 +42,8 @@ export class CustomerMailServer extends pulumi.ComponentResource {
   readonly zoneSnippet: pulumi.Output<string>;
   readonly sshCommands: pulumi.Output<string[]>;
   readonly manualSteps: pulumi.Output<string[]>;
-  /** The text served at https://mta-sts.<domain>/.well-known/mta-sts.txt. */
-  readonly mtaStsPolicy: string;
+  /** The text served at https://mta-sts.<domain>/.well-known/mta-sts.txt; undefined when MTA-STS is not published. */
+  readonly mtaStsPolicy: string | undefined;
   /** The DKIM signing key for the relay (a secret). */
   readonly dkimPrivateKeyPem: pulumi.Output<string>;
   readonly instanceIds: pulumi.Output<string>[];
@@ -69,6 +69,7 @@ export class CustomerMailServer extends pulumi.ComponentResource {
       })),
       adminCidrs: s.adminCidrs,
       http01: s.http01,
+      mtaStsPolicy: s.mtaStsPublished,
       useDefaultVpc: s.useDefaultVpc,
     }, child);
 
@@ -85,8 +86,9 @@ export class CustomerMailServer extends pulumi.ComponentResource {
     const hosts: RelayHost[] = [];
     const addresses: RelayAddress[] = [];
     this.hostnames.forEach((hostname, i) => {
-      // no secrets in user-data (it is readable through IMDS): the base config, with this node's own HELO name; the deploy ships the real one
-      const relayConfigYaml = renderRelayConfig({ hostname, domains: s.domains, dkimSelector: s.dkimSelector, relay: {} }).yaml;
+      // no secrets in user-data (it is readable through IMDS): the first-boot config, with this node's own HELO name,
+      // no overrides and no DKIM keys (the relay would refuse to start on a missing key file); the deploy ships the real one
+      const relayConfigYaml = renderRelayConfig(relayConfigInput(s, hostname, 'first-boot')).yaml;
       // generated here so that the deploy can pin it before the first connection
       const hostKey = new tls.PrivateKey(`${name}-node${i}-ssh-host-key`, { algorithm: 'ED25519' }, { parent: this });
       const host = new RelayHost(`${name}-node${i}`, {
@@ -102,6 +104,7 @@ export class CustomerMailServer extends pulumi.ComponentResource {
           adminUsers: [{ name: adminUser, sshKeys: s.adminSshKeys }],
           adminCidrs: s.adminCidrs,
           http01: s.http01,
+          mtaStsPolicy: servesMtaStsPolicy(s, hostname),
           relayConfigYaml,
           spoolDevice,
           sshHostKey: { privateKeyOpenssh, publicKeyOpenssh },
@@ -122,7 +125,7 @@ export class CustomerMailServer extends pulumi.ComponentResource {
         // the real config (stack overrides included, credentials too) goes only this way, never into user-data
         const bundlePath = resolve(PROJECT_ROOT, s.bundlePath);
         if (!existsSync(bundlePath)) throw new Error(`ownrelay:bundlePath: ${bundlePath} does not exist; build it with \`npm run bundle\` before \`pulumi up\``);
-        const nodeConfig = renderRelayConfig({ hostname, domains: s.domains, dkimSelector: s.dkimSelector, relay: s.relay }).yaml;
+        const nodeConfig = renderRelayConfig(relayConfigInput(s, hostname, 'deployed')).yaml;
         this.deploys.push(new RelayDeploy(`${name}-node${i}`, {
           host: address.publicIp,
           user: adminUser,
@@ -130,6 +133,8 @@ export class CustomerMailServer extends pulumi.ComponentResource {
           hostPublicKey: hostKey.publicKeyOpenssh.apply((key) => key.trim()),
           bundlePath,
           configYaml: pulumi.secret(nodeConfig),
+          // the key whose public half the DKIM records publish, once per domain (the config names one file per domain)
+          dkimKeys: s.domains.map((domain) => ({ fileName: dkimKeyFileName(domain, s.dkimSelector), privateKeyPem: this.dkimPrivateKeyPem })),
         }, { parent: this, dependsOn: [host, address] }));
       }
     });
@@ -139,7 +144,7 @@ export class CustomerMailServer extends pulumi.ComponentResource {
 
     this.records = pulumi.all([this.publicIps, this.ipv6Addresses, dkim.publicKeyPem]).apply(([ipv4s, ipv6s, publicKeyPem]) =>
       renderDnsRecords(dnsIdentity(s, this.hostnames.map((hostname, i) => mailNode(hostname, ipv4s[i] ?? '', ipv6s[i])), publicKeyPem)));
-    this.mtaStsPolicy = renderMtaStsPolicy({ ...s.mtaSts, mxHosts: this.hostnames }).text;
+    this.mtaStsPolicy = s.mtaStsPublished ? renderMtaStsPolicy({ ...s.mtaSts, mxHosts: this.hostnames }).text : undefined;
 
     // the nodes' own A/AAAA records belong to RelayAddress (the PTR waits for them)
     const nodeKeys = new Set(this.hostnames.flatMap((h) => [`${h} A`, `${h} AAAA`]));

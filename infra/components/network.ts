@@ -5,7 +5,8 @@
  *
  * Contract: the group opens the mail ports (25, 465, 587) to the whole Internet,
  * SSH (22) only to the admin networks (a /0 is refused, never defaulted), port 80
- * to the world only when HTTP-01 certificates are on, and nothing else; all egress
+ * to the world only when HTTP-01 certificates are on, port 443 only when a relay
+ * serves the MTA-STS policy, and nothing else; all egress
  * is allowed (the relay delivers to any MX). The host firewall rendered by
  * `render/firewall.ts` mirrors it. Our own VPC is dual-stack: an Amazon-provided
  * /56 and one /64 per subnet, so each host gets an IPv6 address; the default VPC
@@ -14,7 +15,7 @@
 import * as aws from '@pulumi/aws';
 import * as pulumi from '@pulumi/pulumi';
 import ipaddr from 'ipaddr.js';
-import { HTTP_PORT, MAIL_PORTS, SSH_PORT, splitAdminCidrs } from '../render/firewall';
+import { HTTPS_PORT, HTTP_PORT, MAIL_PORTS, SSH_PORT, splitAdminCidrs } from '../render/firewall';
 
 export interface RelayNetworkArgs {
   /** One entry per node: the zone of that node's own subnet (zones may repeat when nodes outnumber zones). */
@@ -23,6 +24,8 @@ export interface RelayNetworkArgs {
   adminCidrs: readonly string[];
   /** Open port 80 to the world for ACME HTTP-01 challenges. */
   http01: boolean;
+  /** Open port 443 to the world: a relay serves the MTA-STS policy there (node 0; the other nodes' host firewalls keep it closed). */
+  mtaStsPolicy?: boolean;
   /** Use the account's default VPC and its default subnets instead of creating a VPC. */
   useDefaultVpc: boolean;
   tags?: Record<string, string>;
@@ -101,6 +104,7 @@ export class RelayNetwork extends pulumi.ComponentResource {
       },
     ];
     if (args.http01) ingress.push({ description: 'ACME HTTP-01 challenges', protocol: 'tcp', fromPort: HTTP_PORT, toPort: HTTP_PORT, ...world });
+    if (args.mtaStsPolicy === true) ingress.push({ description: 'MTA-STS policy over HTTPS', protocol: 'tcp', fromPort: HTTPS_PORT, toPort: HTTPS_PORT, ...world });
 
     const group = new aws.ec2.SecurityGroup(`${name}-sg`, {
       vpcId: this.vpcId,

@@ -38,7 +38,8 @@ export interface DnsIdentityInput {
   nodes: MailNode[];
   dkim: { selector: string; publicKeyPem: string };
   dmarc: { policy: DmarcPolicy; rua?: string };
-  mtaSts: { mode: MtaStsMode; maxAgeSeconds: number };
+  /** the MTA-STS policy the relay serves; omitted: no `_mta-sts` and no `mta-sts.<domain>` records */
+  mtaSts?: { mode: MtaStsMode; maxAgeSeconds: number };
   /** where TLS reports go; default mailto:postmaster@<domain> */
   tlsRptRua?: string;
   /** TTL of every record; default DEFAULT_TTL_SECONDS */
@@ -86,17 +87,21 @@ export function renderDnsRecords(input: DnsIdentityInput): DnsRecord[] {
     if (node.ipv6 !== undefined) add(node.hostname, 'AAAA', [node.ipv6]);
   }
   const dkimKey = dkimPublicKeyBase64(input.dkim.publicKeyPem);
-  const policy = renderMtaStsPolicy({ ...input.mtaSts, mxHosts });
+  const policy = input.mtaSts === undefined ? undefined : renderMtaStsPolicy({ ...input.mtaSts, mxHosts });
+  const policyHost = input.nodes[0];
   for (const domain of input.domains) {
     add(domain, 'MX', mxHosts.map((host) => `${MX_PREFERENCE} ${host}`));
     add(domain, 'TXT', [renderSpf(ipv4s, ipv6s)]);
     add(`${input.dkim.selector}._domainkey.${domain}`, 'TXT', [`v=DKIM1; k=rsa; p=${dkimKey}`]);
     add(`_dmarc.${domain}`, 'TXT', [renderDmarc(input.dmarc)]);
-    add(`_mta-sts.${domain}`, 'TXT', [`v=STSv1; id=${policy.id}`]);
+    if (policy !== undefined) add(`_mta-sts.${domain}`, 'TXT', [`v=STSv1; id=${policy.id}`]);
     add(`_smtp._tls.${domain}`, 'TXT', [`v=TLSRPTv1; rua=${input.tlsRptRua ?? `mailto:postmaster@${domain}`}`]);
-    // the relay host serves https://mta-sts.<domain>/.well-known/mta-sts.txt
-    add(`mta-sts.${domain}`, 'A', ipv4s);
-    add(`mta-sts.${domain}`, 'AAAA', ipv6s);
+    if (policy !== undefined && policyHost !== undefined) {
+      // node 0 serves https://mta-sts.<domain>/.well-known/mta-sts.txt: with HTTP-01, the CA must reach the node
+      // that asked for the mta-sts.<domain> certificate, so the name points to that node only
+      add(`mta-sts.${domain}`, 'A', [policyHost.ipv4]);
+      add(`mta-sts.${domain}`, 'AAAA', policyHost.ipv6 === undefined ? [] : [policyHost.ipv6]);
+    }
   }
   return mergeRecordSets(records);
 }

@@ -2,7 +2,8 @@
  * The host firewall, /etc/nftables.conf (loaded by Debian's nftables.service). It
  * mirrors the cloud security group, so the host stays closed if the group is
  * widened by mistake: mail ports from anywhere, SSH only from the admin networks,
- * port 80 only for HTTP-01 certificate challenges, everything else dropped.
+ * port 80 only for HTTP-01 certificate challenges, port 443 only when the relay
+ * serves the MTA-STS policy, everything else dropped.
  *
  * Pure: the same input always renders the same text. Admin networks are parsed and
  * written back in canonical form, so nothing from the input reaches nft verbatim.
@@ -14,12 +15,15 @@ export interface FirewallInput {
   adminCidrs: readonly string[];
   /** Open port 80 for ACME HTTP-01 challenges. */
   http01: boolean;
+  /** Open port 443: the relay serves https://mta-sts.<domain>/.well-known/mta-sts.txt. */
+  mtaStsPolicy?: boolean;
 }
 
 /** Ports open to the whole Internet: SMTP (MX), submissions (implicit TLS), submission. */
 export const MAIL_PORTS: readonly number[] = [25, 465, 587];
 export const SSH_PORT = 22;
 export const HTTP_PORT = 80;
+export const HTTPS_PORT = 443;
 
 /** The admin networks split by family, canonical (network address, no host bits). */
 export interface AdminNetworks {
@@ -104,6 +108,7 @@ export function renderNftables(input: FirewallInput): string {
     `\t\tip6 saddr @admin_v6 tcp dport ${SSH_PORT} accept`,
   ];
   if (input.http01) lines.push(`\t\ttcp dport ${HTTP_PORT} accept`);
+  if (input.mtaStsPolicy === true) lines.push(`\t\ttcp dport ${HTTPS_PORT} accept`);
   lines.push(
     '\t}',
     '',

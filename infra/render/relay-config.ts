@@ -4,6 +4,17 @@
  * the customer's domains delivered to Maildirs, the spool on its own volume, then
  * the stack's `relay` overrides deep-merged on top.
  *
+ * What the stack adds beyond the base, each only when asked for:
+ * - `dkim.keys`: one key per domain, the files the deploy step installs under
+ *   DKIM_KEY_DIR. The relay refuses to start when a configured key file is
+ *   missing, so the first-boot config (cloud-init user-data, written before any
+ *   deploy, and never carrying a key) is rendered without `dkimSelector` and has
+ *   no dkim section; the deployed config, shipped together with the key files,
+ *   has it.
+ * - `tls.acme`: the certificate from an ACME CA with HTTP-01 challenges on port 80.
+ * - `tls.mtaStsPolicy`: the MTA-STS policy served on port 443 (by node 0), with
+ *   the same mode, max_age and MX hosts as the policy whose id the DNS records publish.
+ *
  * Contract: pure (no Pulumi, no I/O); the returned YAML text is exactly what was
  * validated with the relay's own `parseConfig`, so a bad override fails here with
  * the relay's messages (a ConfigError), never on the server. The text may carry
@@ -23,6 +34,16 @@ export const SERVER_PATHS = {
   state: '/var/lib/ownrelay/state',
 } as const;
 
+/** Where the deploy step installs the DKIM private keys (0640 root:ownrelay). */
+export const DKIM_KEY_DIR = '/etc/ownrelay/dkim';
+
+/** The file name of a domain's DKIM key in DKIM_KEY_DIR (and in the deploy's staging directory). */
+export function dkimKeyFileName(domain: string, selector: string): string {
+  const name = `${domain.toLowerCase()}.${selector}.pem`;
+  if (!/^[a-z0-9][a-z0-9.-]*\.pem$/.test(name)) throw new Error(`dkimKeyFileName: ${JSON.stringify(name)} is not a safe file name`);
+  return name;
+}
+
 /** Mailboxes every domain gets unless overridden (RFC 2142 and RFC 5321 want them). */
 export const DEFAULT_MAILBOXES = ['postmaster', 'abuse'];
 
@@ -33,13 +54,18 @@ export interface RelayConfigRenderInput {
   hostname: string;
   domains: string[];
   /**
-   * Selector of the DKIM key handed to the server. The relay's schema has no DKIM
-   * setting yet, so it is recorded in the header comment only.
+   * Selector of the DKIM key the deploy ships: `dkim.keys` gets one entry per
+   * domain, its file at DKIM_KEY_DIR/<domain>.<selector>.pem. Omit it for the
+   * first-boot config, which must not name key files that are not there yet.
    */
-  dkimSelector: string;
+  dkimSelector?: string;
+  /** Get the certificate by ACME with HTTP-01 challenges (port 80). */
+  acme?: { email: string; directoryUrl?: string };
+  /** Serve the MTA-STS policy on port 443; the same values as the published policy. */
+  mtaStsPolicy?: { mode: 'testing' | 'enforce'; maxAgeSeconds: number; mx: string[] };
   /** stack overrides (`ownrelay:relay`): objects merge key by key, arrays and scalars replace */
   relay: Record<string, unknown>;
-  /** listen on `::` (IPv6 and, on Linux, IPv4 too) instead of 0.0.0.0; for nodes with an AAAA record */
+  /** listen on `::` (IPv6 and, on Linux, IPv4 too) instead of 0.0.0.0, SMTP and HTTP(S) alike; for nodes with an AAAA record */
   listenIpv6?: boolean;
 }
 
@@ -50,7 +76,6 @@ export function renderRelayConfig(input: RelayConfigRenderInput): { yaml: string
     '# (infra/render/relay-config.ts) from the stack config. Edits made here on the',
     '# server are replaced at the next deploy: change `ownrelay:relay` in the stack',
     '# config (Pulumi.<stack>.yaml) and run `pulumi up` instead.',
-    `# DKIM selector: ${input.dkimSelector}`,
   ];
   const yaml = `${header.join('\n')}\n${stringify(merged, { lineWidth: 0 })}`;
   return { yaml, config: parseConfig(yaml, RENDERED_SOURCE) };
@@ -58,6 +83,8 @@ export function renderRelayConfig(input: RelayConfigRenderInput): { yaml: string
 
 function baseConfig(input: RelayConfigRenderInput): Record<string, unknown> {
   const address = input.listenIpv6 === true ? '::' : '0.0.0.0';
+  const tls = tlsSection(input, address);
+  const selector = input.dkimSelector;
   return {
     hostname: input.hostname,
     listeners: [
@@ -67,6 +94,26 @@ function baseConfig(input: RelayConfigRenderInput): Record<string, unknown> {
     ],
     domains: input.domains.map((name) => ({ name, delivery: 'maildir', mailboxes: [...DEFAULT_MAILBOXES] })),
     paths: { ...SERVER_PATHS },
+    ...(tls === undefined ? {} : { tls }),
+    ...(selector === undefined ? {} : { dkim: { keys: input.domains.map((domain) => ({ domain, selector, privateKeyFile: dkimKeyPath(domain, selector) })) } }),
+  };
+}
+
+/** Where a domain's DKIM key is on the server. */
+export function dkimKeyPath(domain: string, selector: string): string {
+  return `${DKIM_KEY_DIR}/${dkimKeyFileName(domain, selector)}`;
+}
+
+function tlsSection(input: RelayConfigRenderInput, address: string): Record<string, unknown> | undefined {
+  if (input.acme === undefined && input.mtaStsPolicy === undefined) return undefined;
+  const { acme, mtaStsPolicy } = input;
+  return {
+    ...(acme === undefined
+      ? {}
+      : { acme: { email: acme.email, challenge: 'http-01', http01: { address }, ...(acme.directoryUrl === undefined ? {} : { directoryUrl: acme.directoryUrl }) } }),
+    ...(mtaStsPolicy === undefined
+      ? {}
+      : { mtaStsPolicy: { address, mode: mtaStsPolicy.mode, maxAgeSeconds: mtaStsPolicy.maxAgeSeconds, mx: [...mtaStsPolicy.mx] } }),
   };
 }
 

@@ -17,7 +17,13 @@
  * - it runs as an unprivileged user whose only capability is binding ports < 1024,
  *   and can write only to the spool, its state directory and the Maildir root;
  * - stopping sends SIGTERM and waits long enough for the relay to finish open
- *   sessions (up to 15 s) and deliveries (up to 20 s) before SIGKILL.
+ *   sessions (up to 15 s) and deliveries (up to 20 s) before SIGKILL;
+ * - `systemctl reload` sends SIGHUP: the relay re-reads its config file and keeps
+ *   the running one if the new one is invalid;
+ * - the admin socket (the `ownrelay` command's) is <stateDir>/state/admin.sock by
+ *   default: inside StateDirectory= (0750, the relay's group may enter) and
+ *   ReadWritePaths=, so no RuntimeDirectory= is needed; the relay makes the socket
+ *   0660, so members of the relay's group administer without sudo.
  *
  * Pure: the same options always render the same text.
  */
@@ -107,6 +113,8 @@ export function renderRelayUnit(opts: RelayUnitOptions = {}): string {
     `User=${o.user}`,
     `Group=${o.user}`,
     `ExecStart=${o.bundlePath} run --config ${o.configPath}`,
+    '# SIGHUP: re-read the config (an invalid file is refused and the running config kept)',
+    'ExecReload=/bin/kill -HUP $MAINPID',
     '# the bundle\'s #! line runs `env node`: resolve it to Debian\'s /usr/bin/node',
     'Environment=PATH=/usr/bin:/bin',
     '# spool fsyncs run on the libuv thread pool',
@@ -121,12 +129,12 @@ export function renderRelayUnit(opts: RelayUnitOptions = {}): string {
     `TimeoutStopSec=${RELAY_STOP_TIMEOUT_SEC}`,
     'LimitNOFILE=65536',
     '',
-    '# privileges: ports 25/465/587 and nothing else',
+    '# privileges: binding ports below 1024 (25, 465, 587; 80 and 443 for ACME and MTA-STS) and nothing else',
     'AmbientCapabilities=CAP_NET_BIND_SERVICE',
     'CapabilityBoundingSet=CAP_NET_BIND_SERVICE',
     'NoNewPrivileges=yes',
     '',
-    '# file system: read-only except the queue, the state and the Maildirs',
+    '# file system: read-only except the queue, the state (certificates, admin socket) and the Maildirs',
     'ProtectSystem=strict',
     `ReadWritePaths=${o.spoolDir} ${o.stateDir} -${o.mailDir}`,
     'ProtectHome=yes',

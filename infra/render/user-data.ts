@@ -44,7 +44,13 @@ export interface UserDataInput {
   adminCidrs: string[];
   /** Open port 80 for ACME HTTP-01 challenges. */
   http01: boolean;
-  /** The relay's YAML config; its paths.spool must be the spool volume's mount point. */
+  /** Open port 443: the relay serves the MTA-STS policy. */
+  mtaStsPolicy?: boolean;
+  /**
+   * The relay's YAML config; its paths.spool must be the spool volume's mount
+   * point. It is the first-boot config: no secrets, and no DKIM key files (they
+   * arrive with the first deploy, and the relay refuses to start without them).
+   */
   relayConfigYaml: string;
   /** The spool volume's block device: /dev/nvme1n1 (or a stable /dev/disk/by-id path) on Nitro instances, /dev/vdb in a VM. */
   spoolDevice: string;
@@ -157,16 +163,18 @@ export function buildCloudConfig(input: UserDataInput, opts: { compressFiles?: b
     timezone: input.timezone ?? 'UTC',
     // no `default` entry: the image's default user (and its cloud key pair) is not created
     users: [
+      // first: useradd --system also creates the ownrelay group (USERGROUPS_ENAB), which the admins join;
+      // listed after them, cloud-init would create that group for them and this useradd would then fail
+      { name: RELAY_USER, system: true, shell: '/usr/sbin/nologin', homedir: stateDir, no_create_home: true, lock_passwd: true },
       ...input.adminUsers.map((user) => ({
         name: user.name,
         shell: '/bin/bash',
-        groups: ['adm', 'systemd-journal'],
+        // the ownrelay group may use the relay's admin socket (0660) and read its config: `ownrelay queue list` without sudo
+        groups: ['adm', 'systemd-journal', RELAY_USER],
         sudo: 'ALL=(ALL) NOPASSWD:ALL',
         lock_passwd: true,
         ssh_authorized_keys: user.sshKeys.map((key) => key.trim()),
       })),
-      // useradd --system also creates the ownrelay group (USERGROUPS_ENAB)
-      { name: RELAY_USER, system: true, shell: '/usr/sbin/nologin', homedir: stateDir, no_create_home: true, lock_passwd: true },
     ],
     ssh_pwauth: false,
     ...(input.sshHostKey
@@ -180,7 +188,7 @@ export function buildCloudConfig(input: UserDataInput, opts: { compressFiles?: b
     bootcmd: [['sh', '-c', WAIT_FOR_DEVICE, 'wait-for-spool-device', input.spoolDevice]],
     write_files: [
       { path: SSHD_DROP_IN_PATH, permissions: '0644', content: SSHD_DROP_IN },
-      { path: '/etc/nftables.conf', permissions: '0755', content: renderNftables({ adminCidrs: input.adminCidrs, http01: input.http01 }) },
+      { path: '/etc/nftables.conf', permissions: '0755', content: renderNftables({ adminCidrs: input.adminCidrs, http01: input.http01, mtaStsPolicy: input.mtaStsPolicy === true }) },
       { path: `/etc/systemd/system/${spoolMount}`, permissions: '0644', content: renderSpoolMountUnit({ spoolDir }) },
       { path: RELAY_UNIT_PATH, permissions: '0644', content: renderRelayUnit() },
       { path: '/etc/apt/apt.conf.d/20auto-upgrades', permissions: '0644', content: APT_PERIODIC, defer: true },

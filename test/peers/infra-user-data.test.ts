@@ -9,7 +9,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, cpSync, mkdirSync, symlinkSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
@@ -95,7 +95,7 @@ test('the user-data is valid cloud-config according to Debian\'s cloud-init sche
   const dir = tempDir();
   try {
     for (const [name, text] of [
-      ['plain.yaml', renderUserData(input({ relayConfigYaml: renderRelayConfig({ hostname: 'mail.acme.example', domains: ['acme.example'], dkimSelector: 'ownrelay1', relay: {} }).yaml }))],
+      ['plain.yaml', renderUserData(input({ relayConfigYaml: renderRelayConfig({ hostname: 'mail.acme.example', domains: ['acme.example'], relay: {}, listenIpv6: true }).yaml }))],
       ['compressed.yaml', renderUserData(input({ adminUsers: tenAdmins(RSA2048), sshHostKey: undefined }))],
     ] as const) {
       assert.equal(text.includes('encoding: gz+b64'), name === 'compressed.yaml', `${name} covers its encoding of the relay config`);
@@ -180,6 +180,31 @@ test('port 80 is closed unless HTTP-01 is enabled', () => {
   assert.equal(nftCheck(open).status, 0);
 });
 
+test('port 443 is closed unless the relay serves the MTA-STS policy', () => {
+  const https = (text: string) => text.split('\n').filter((l) => /\bdport\b[^;]*\b443\b/.test(l)).map((l) => l.trim());
+  assert.deepEqual(https(renderNftables({ adminCidrs: ['203.0.113.0/24'], http01: true })), []);
+  const open = renderNftables({ adminCidrs: ['203.0.113.0/24'], http01: true, mtaStsPolicy: true });
+  assert.deepEqual(https(open), ['tcp dport 443 accept']);
+  const result = nftCheck(open);
+  assert.equal(result.status, 0, result.output);
+  // the user-data carries the same choice
+  assert.deepEqual(https(fileOf(cloudConfigOf(renderUserData(input({ http01: true, mtaStsPolicy: true }))), '/etc/nftables.conf').content), ['tcp dport 443 accept']);
+  assert.deepEqual(https(fileOf(cloudConfigOf(renderUserData(input())), '/etc/nftables.conf').content), []);
+});
+
+test('admins are in the relay\'s group, so they use the admin socket without sudo, and that group exists before them', () => {
+  const config = cloudConfigOf(renderUserData(input({ adminUsers: [{ name: 'alice', sshKeys: [ED25519] }, { name: 'bob', sshKeys: [ED25519] }] })));
+  // cloud-init creates users in list order; an admin first would create the group and make `useradd --system ownrelay` fail
+  assert.deepEqual(config.users.map((u) => u.name), ['ownrelay', 'alice', 'bob']);
+  for (const admin of config.users.slice(1)) assert.deepEqual(admin.groups, ['adm', 'systemd-journal', 'ownrelay']);
+  // the socket lives in the state directory, which the unit makes writable and the group may enter
+  const unit = renderRelayUnit().split('\n');
+  assert.ok(unit.includes('StateDirectory=ownrelay'));
+  assert.ok(unit.includes('StateDirectoryMode=0750'));
+  assert.ok(unit.some((l) => l.startsWith('ReadWritePaths=') && l.split(/[= ]/).includes('/var/lib/ownrelay')));
+  assert.ok(unit.some((l) => l.startsWith('RestrictAddressFamilies=') && l.includes('AF_UNIX')));
+});
+
 test('the relay unit runs unprivileged with only CAP_NET_BIND_SERVICE', () => {
   const unit = renderRelayUnit();
   const lines = unit.split('\n');
@@ -199,6 +224,8 @@ test('the relay unit runs unprivileged with only CAP_NET_BIND_SERVICE', () => {
     'TimeoutStopSec=60',
     'LimitNOFILE=65536',
     'Environment=UV_THREADPOOL_SIZE=16',
+    // SIGHUP re-reads the config: `systemctl reload ownrelay` applies an edit without dropping a connection
+    'ExecReload=/bin/kill -HUP $MAINPID',
   ]) {
     assert.ok(lines.includes(line), line);
   }
@@ -214,6 +241,10 @@ test('the relay unit runs unprivileged with only CAP_NET_BIND_SERVICE', () => {
     const unitDir = join(root, 'etc', 'systemd', 'system');
     mkdirSync(unitDir, { recursive: true });
     cpSync('/usr/lib/systemd/system', join(root, 'usr', 'lib', 'systemd', 'system'), { recursive: true, verbatimSymlinks: true });
+    // ExecReload's /bin/kill, laid out as on a merged-/usr Debian (/bin -> usr/bin)
+    mkdirSync(join(root, 'usr', 'bin'), { recursive: true });
+    copyFileSync('/usr/bin/kill', join(root, 'usr', 'bin', 'kill'));
+    symlinkSync('usr/bin', join(root, 'bin'));
     mkdirSync(join(root, 'opt', 'ownrelay', 'current'), { recursive: true });
     writeFileSync(join(root, 'opt', 'ownrelay', 'current', 'ownrelay.js'), '#!/bin/sh\n');
     chmodSync(join(root, 'opt', 'ownrelay', 'current', 'ownrelay.js'), 0o755);
@@ -278,7 +309,8 @@ test('the user-data stays under 16 KB with 10 admins and a long relay config', (
 });
 
 test('what the infra program really ships fits: 10 RSA-2048 admins, the host key and the rendered relay config', () => {
-  const { yaml } = renderRelayConfig({ hostname: 'mail.acme.example', domains: ['acme.example'], dkimSelector: 'ownrelay1', relay: {} });
+  // the first-boot config (no overrides, DKIM keys or certificate settings: they come with the deploy)
+  const { yaml } = renderRelayConfig({ hostname: 'mail.acme.example', domains: ['acme.example'], relay: {}, listenIpv6: true });
   const text = renderUserData(input({ adminUsers: tenAdmins(RSA2048), relayConfigYaml: yaml }));
   assert.ok(Buffer.byteLength(text) <= USER_DATA_MAX_BYTES, `${Buffer.byteLength(text)} bytes`);
   assert.doesNotMatch(text, /gz\+b64/, 'with room to spare: the config stays readable');

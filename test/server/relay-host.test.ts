@@ -36,7 +36,7 @@ import { startDnsmasq, type Dnsmasq } from '../vm/dnsmasq';
 import { createLabNet, HOST_ADDRESS, NS_ADDRESS, type LabNet } from '../vm/lab-net';
 import { FORWARDED_PORTS, QemuVm, buildImage } from '../vm/qemu-vm';
 import {
-  ADMIN_USER, RELAY_HOSTNAME, REMOTE_DOMAIN, REMOTE_MX, SENDER, SMTP_PASSWORD, SMTP_USER, makeTestCustomer, type TestCustomer,
+  ADMIN_USER, CUSTOMER_DOMAIN, RELAY_HOSTNAME, REMOTE_DOMAIN, REMOTE_MX, SENDER, SMTP_PASSWORD, SMTP_USER, makeTestCustomer, type TestCustomer,
 } from '../vm/test-customer';
 
 const REPO = join(__dirname, '..', '..');
@@ -319,7 +319,7 @@ test('first boot: the host firewall admits SSH from the admin network and the ma
 test('deploy: the Pulumi deploy step ships the bundle and config over SSH and starts the relay', async () => {
   const startedAt = Date.now();
   currentConfig = customer.deployConfig();
-  const result = await deployOverSsh(theVm(), BUNDLE, currentConfig, work);
+  const result = await deployOverSsh(theVm(), BUNDLE, currentConfig, work, customer.dkimKeys);
   assert.equal(result.code, 0, `deploy failed:\n${result.stdout}\n${result.stderr}`);
   assert.match(result.stdout, new RegExp(`running release ${result.version}`));
   firstVersion = result.version;
@@ -329,7 +329,7 @@ test('deploy: the Pulumi deploy step ships the bundle and config over SSH and st
   phase('first deploy', startedAt);
 });
 
-test('mail: swaks submits on 587, the relay finds the MX in the rendered DNS and Postfix on the host receives; SPF passes', async () => {
+test('mail: swaks submits on 587, the relay finds the MX in the rendered DNS and Postfix on the host receives; SPF and DKIM pass', async () => {
   const startedAt = Date.now();
   const before = destination?.deliveredCount() ?? 0;
   const out = await submit('mail-flow-1');
@@ -353,6 +353,14 @@ test('mail: swaks submits on 587, the relay finds the MX in the rendered DNS and
   const other = net.exec('spfquery', ['-ip', '192.0.2.1', '-sender', SENDER, '-helo', RELAY_HOSTNAME]);
   assert.match((await runCommand(other.file, other.args)).stdout, /^fail/m);
   assert.match(dns?.log() ?? '', new RegExp(`query\\[MX\\] ${REMOTE_DOMAIN} from ${NS_ADDRESS}`));
+  // DKIM as the destination would check it: dkimverify (python3-dkim) fetches the key the
+  // infra renders into DNS from dnsmasq; the relay signed with the key the deploy shipped
+  const file = join(work, 'mail-flow-1.eml');
+  writeFileSync(file, message.replace(/\r?\n/g, '\r\n'));
+  const verify = net.exec('sh', ['-c', 'dkimverify < "$1"', 'dkimverify', file]);
+  const dkim = await runCommand(verify.file, verify.args);
+  assert.match(dkim.stdout, /signature ok/, `dkimverify: ${dkim.stdout}\n${dkim.stderr}`);
+  assert.match(message, new RegExp(`^DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=${CUSTOMER_DOMAIN.replace('.', '\\.')};`, 'm'));
   phase('mail flow', startedAt);
 });
 
@@ -367,7 +375,7 @@ test('redeploy under load: a config change while clients keep sending loses noth
   await new Promise((r) => setTimeout(r, 5000));
   const pid = await relayMainPid();
   currentConfig = customer.deployConfig({ limits: { maxRecipients: 50 } });
-  const result = await deployOverSsh(theVm(), BUNDLE, currentConfig, work);
+  const result = await deployOverSsh(theVm(), BUNDLE, currentConfig, work, customer.dkimKeys);
   assert.equal(result.code, 0, `deploy failed:\n${result.stdout}\n${result.stderr}`);
   assert.notEqual(await relayMainPid(), pid, 'the relay was restarted on the new config');
   await new Promise((r) => setTimeout(r, 5000));
@@ -390,7 +398,7 @@ test('deploy: a config that fails validation is refused and the running relay is
   const v = theVm();
   const pid = await relayMainPid();
   const bad = `${customer.deployConfig()}limits:\n  maxRecipients: -5\n`;
-  const result = await deployOverSsh(v, BUNDLE, bad, work);
+  const result = await deployOverSsh(v, BUNDLE, bad, work, customer.dkimKeys);
   assert.notEqual(result.code, 0);
   assert.match(result.stderr, /the new config is invalid; nothing was changed/);
   assert.match(result.stderr, /maxRecipients/);
@@ -406,7 +414,7 @@ test('deploy: a second release, then a rollback to the first release and its con
   copyFileSync(BUNDLE, secondBundle);
   appendFileSync(secondBundle, '\n// second build\n');
   const secondConfig = customer.deployConfig({ log: { level: 'debug' } });
-  const deployed = await deployOverSsh(v, secondBundle, secondConfig, work);
+  const deployed = await deployOverSsh(v, secondBundle, secondConfig, work, customer.dkimKeys);
   assert.equal(deployed.code, 0, `deploy failed:\n${deployed.stdout}\n${deployed.stderr}`);
   assert.notEqual(deployed.version, firstVersion);
   assert.equal((await v.sshOk('readlink /opt/ownrelay/current')).trim(), `/opt/ownrelay/releases/${deployed.version}`);

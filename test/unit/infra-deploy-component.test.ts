@@ -49,6 +49,7 @@ before(async () => {
     hostPublicKey: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyOfTheServer',
     bundlePath,
     configYaml: 'hostname: mail.acme-widgets.com\nlisteners: [{ role: mx, port: 25 }]\n',
+    dkimKeys: [{ fileName: 'acme-widgets.com.ownrelay1.pem', privateKeyPem: '-----BEGIN PRIVATE KEY-----\nfake\n-----END PRIVATE KEY-----\n' }],
   });
   version = deploy.version;
   assert.equal(version, sha256Hex(readBundle(bundlePath)).slice(0, 16));
@@ -66,10 +67,23 @@ function unsecret(value: unknown): Record<string, unknown> {
   return (SECRET_SIG in object ? object.value : object) as Record<string, unknown>;
 }
 
-test('the SSH private key and the relay config travel as secrets', () => {
+test('the SSH private key, the relay config and the DKIM key travel as secrets', () => {
   for (const step of [...commands(), ...copies()]) assert.ok(SECRET_SIG in (step.inputs.connection as object), `${step.name}: connection is secret`);
   const config = copies().find((c) => c.name === 'mail-1-config');
   assert.ok(config && SECRET_SIG in (config.inputs.source as object), 'the config asset is secret');
+  const key = copies().find((c) => c.name === 'mail-1-dkim-acme-widgets.com.ownrelay1');
+  assert.ok(key && SECRET_SIG in (key.inputs.source as object), 'the key asset is secret');
+});
+
+test('a DKIM key file name that is not a plain *.pem name is refused', () => {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { RelayDeploy } = require('../../infra/components/deploy') as typeof import('../../infra/components/deploy');
+  const dir = mkdtempSync(join(tmpdir(), 'ownrelay-deploy-mock-'));
+  writeFileSync(join(dir, 'ownrelay.js'), '');
+  assert.throws(() => new RelayDeploy('bad', {
+    host: '198.51.100.7', user: 'admin', privateKey: 'k', hostPublicKey: 'ssh-ed25519 AAAA', bundlePath: join(dir, 'ownrelay.js'), configYaml: '',
+    dkimKeys: [{ fileName: '../../etc/passwd.pem', privateKeyPem: 'x' }],
+  }), /not a plain \*\.pem name/);
 });
 
 const commands = () => created.filter((r) => r.type === 'command:remote:Command');
@@ -77,7 +91,7 @@ const copies = () => created.filter((r) => r.type === 'command:remote:CopyToRemo
 
 test('every SSH step pins the host key of the server', () => {
   const steps = [...commands(), ...copies()];
-  assert.equal(steps.length, 5);
+  assert.equal(steps.length, 6);
   for (const step of steps) {
     const connection = unsecret(step.inputs.connection);
     assert.equal(connection.hostKey, 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyOfTheServer', step.name);
@@ -85,10 +99,12 @@ test('every SSH step pins the host key of the server', () => {
   }
 });
 
-test('the bundle, the config and the deploy script are copied to a staging directory in the admin home', () => {
+test('the bundle, the config, the DKIM keys and the deploy script are copied to a staging directory in the admin home', () => {
   const targets = copies().map((c) => String(c.inputs.remotePath));
-  assert.equal(targets.length, 3);
-  for (const target of targets) assert.match(target, /^ownrelay-staging-[0-9a-f]{16}\/(ownrelay\.js|ownrelay\.yaml|ownrelay-deploy)$/);
+  assert.equal(targets.length, 4);
+  for (const target of targets) assert.match(target, /^ownrelay-staging-[0-9a-f]{16}\/(ownrelay\.js|ownrelay\.yaml|ownrelay-deploy|dkim\/acme-widgets\.com\.ownrelay1\.pem)$/);
+  const prepare = commands().find((c) => c.name === 'mail-1-staging');
+  assert.match(String(prepare?.inputs.create), /^install -d -m 0700 (ownrelay-staging-[0-9a-f]{16}) \1\/dkim$/);
 });
 
 test('the deploy runs the checked, atomic deploy step with the bundle hash as version, and again only when something changes', () => {
@@ -97,5 +113,6 @@ test('the deploy runs the checked, atomic deploy step with the bundle hash as ve
   assert.match(String(run.inputs.create), new RegExp(`sudo /usr/local/sbin/ownrelay-deploy deploy ownrelay-staging-[0-9a-f]{16} ${version}`));
   const triggers = run.inputs.triggers as unknown[];
   assert.equal(triggers[0], version);
-  assert.equal(triggers.length, 3);
+  assert.equal(triggers.length, 4, 'bundle, config, script and keys');
+  assert.match(String(run.inputs.create), /; status=\$\?; rm -rf ownrelay-staging-[0-9a-f]{16}; exit \$status$/, 'the staged secrets go even when the deploy fails');
 });

@@ -106,8 +106,9 @@ test('DMARC, MTA-STS and TLS-RPT records are published for every domain', () => 
     assert.equal(dmarc.get('rua'), 'mailto:dmarc@acme.org');
     assert.match(find(records, `_mta-sts.${domain}`, 'TXT').values[0] ?? '', /^v=STSv1; id=[A-Za-z0-9]{1,32}$/);
     assert.deepEqual(find(records, `_smtp._tls.${domain}`, 'TXT').values, [`v=TLSRPTv1; rua=mailto:postmaster@${domain}`]);
-    assert.deepEqual(find(records, `mta-sts.${domain}`, 'A').values, ['203.0.113.7', '203.0.113.8', '198.51.100.9']);
-    assert.deepEqual(find(records, `mta-sts.${domain}`, 'AAAA').values, ['2001:db8::7', '2001:db8:1::9']);
+    // node 0 serves the policy (its HTTP-01 certificate covers the name), so the name points there only
+    assert.deepEqual(find(records, `mta-sts.${domain}`, 'A').values, ['203.0.113.7']);
+    assert.deepEqual(find(records, `mta-sts.${domain}`, 'AAAA').values, ['2001:db8::7']);
   }
 });
 
@@ -179,4 +180,17 @@ test('the zone snippet uses absolute names, trailing dots on MX targets and esca
 test('a node without a valid IPv4 address is refused', () => {
   assert.throws(() => renderDnsRecords(input({ nodes: [{ hostname: 'mail.acme.org', ipv4: '2001:db8::1' }] })), /not an IPv4 address/);
   assert.throws(() => renderDnsRecords(input({ nodes: [] })), /at least one node/);
+});
+
+test('without an MTA-STS policy to serve, neither _mta-sts nor mta-sts.<domain> is published; the rest is', () => {
+  const { mtaSts: _served, ...withoutPolicy } = input();
+  const records = renderDnsRecords(withoutPolicy);
+  assert.deepEqual(records.filter((r) => r.name.startsWith('_mta-sts.') || r.name.startsWith('mta-sts.')), []);
+  for (const domain of ['acme.org', 'acme-shop.net']) {
+    find(records, domain, 'MX');
+    find(records, `_smtp._tls.${domain}`, 'TXT');
+    find(records, `ownrelay1._domainkey.${domain}`, 'TXT');
+  }
+  const withPolicy = renderDnsRecords(input());
+  assert.deepEqual(find(withPolicy, 'mta-sts.acme.org', 'A').values, ['203.0.113.7']);
 });

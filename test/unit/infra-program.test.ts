@@ -7,7 +7,7 @@
  */
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { generateKeyPairSync } from 'node:crypto';
+import { createPrivateKey, createPublicKey, generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +16,10 @@ import { route53TxtStrings } from '../../infra/components/dns';
 // no resource is created at import: createProgram() runs after each scenario's setMocks
 import { createProgram } from '../../infra/program';
 import type { DnsRecord } from '../../infra/render/dns-records';
+import { renderNftables } from '../../infra/render/firewall';
+import { parseConfig } from '../../server/config/load';
+import { renderMtaStsPolicy } from '../../server/tls/mta-sts-policy';
+import { parse } from 'yaml';
 
 const KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMr7ZpHw6VvM9q alice@laptop';
 const ZONE_ID = 'Z0TESTZONE123';
@@ -181,13 +185,41 @@ function ingressRules(outcome: Outcome): Rule[] {
 const coversPort = (rule: Rule, port: number): boolean => rule.protocol === '-1' || (rule.fromPort <= port && port <= rule.toPort);
 const openToWorld = (rule: Rule): boolean => (rule.cidrBlocks ?? []).includes('0.0.0.0/0') || (rule.ipv6CidrBlocks ?? []).includes('::/0');
 
-let route53: Outcome; // two nodes, records in Route 53
-let manual: Outcome; // one node, manual DNS, HTTP-01 on, default VPC
+let route53: Outcome; // two nodes, records in Route 53, HTTP-01 certificates (so MTA-STS is published)
+let manual: Outcome; // one node, manual DNS, no ACME (so no MTA-STS), default VPC
+let deployed: Outcome; // two nodes, HTTP-01, with a deploy key: the relay is deployed
+
+const DEPLOY_KEY = '-----BEGIN OPENSSH PRIVATE KEY-----\nadmin\n-----END OPENSSH PRIVATE KEY-----\n';
+
+function bundleFile(): string {
+  const bundleDir = mkdtempSync(join(tmpdir(), 'ownrelay-bundle-'));
+  writeFileSync(join(bundleDir, 'ownrelay.js'), '#!/usr/bin/env node\n');
+  return join(bundleDir, 'ownrelay.js');
+}
 
 before(async () => {
-  route53 = await runProgram(baseConfig({ nodes: 2 }));
-  manual = await runProgram(baseConfig({ dns: { mode: 'manual' }, http01: true, useDefaultVpc: true }));
+  route53 = await runProgram(baseConfig({ nodes: 2, http01: true, acmeEmail: 'hostmaster@acme-widgets.com' }));
+  manual = await runProgram(baseConfig({ dns: { mode: 'manual' }, useDefaultVpc: true }));
+  deployed = await runProgram(baseConfig({
+    domains: ['acme-widgets.com', 'acme-shop.com'],
+    dns: { mode: 'manual' },
+    nodes: 2,
+    http01: true,
+    acmeEmail: 'hostmaster@acme-widgets.com',
+    bundlePath: bundleFile(),
+    deployPrivateKey: DEPLOY_KEY,
+  }));
 });
+
+/** The mock sees secret inputs in Pulumi's wire form: { <secret signature>: ..., value }. */
+const SECRET_SIG = '4dabf18193072939515e22adb298388d';
+
+/** The text of a CopyToRemote's StringAsset source, which must be a secret. */
+async function copiedText(step: Created): Promise<string> {
+  const source = step.inputs.source as Record<string, unknown>;
+  assert.ok(SECRET_SIG in source, `${step.name}: the source travels as a secret`);
+  return await ((source.value as { text: Promise<string> }).text);
+}
 
 test('SSH is never open to 0.0.0.0/0', () => {
   for (const outcome of [route53, manual]) {
@@ -200,7 +232,7 @@ test('SSH is never open to 0.0.0.0/0', () => {
   }
 });
 
-test('only the mail ports (and 80 when HTTP-01 is on) are open to the world', () => {
+test('only the mail ports (and 80 and 443 when HTTP-01 certificates are on) are open to the world', () => {
   const worldPorts = (outcome: Outcome): number[] => ingressRules(outcome).filter(openToWorld).map((rule) => {
     assert.equal(rule.protocol, 'tcp');
     assert.equal(rule.fromPort, rule.toPort, 'no port ranges open to the world');
@@ -208,8 +240,8 @@ test('only the mail ports (and 80 when HTTP-01 is on) are open to the world', ()
     assert.deepEqual(rule.ipv6CidrBlocks, ['::/0']);
     return rule.fromPort;
   }).sort((a, b) => a - b);
-  assert.deepEqual(worldPorts(route53), [25, 465, 587]);
-  assert.deepEqual(worldPorts(manual), [25, 80, 465, 587]);
+  assert.deepEqual(worldPorts(route53), [25, 80, 443, 465, 587]);
+  assert.deepEqual(worldPorts(manual), [25, 465, 587]);
 });
 
 test('IMDSv2 is required', () => {
@@ -324,7 +356,7 @@ test('DMARC, MTA-STS and TLS-RPT records are published', () => {
   assert.match(txt('_mta-sts.acme-widgets.com')[0] ?? '', /^v=STSv1; id=[0-9a-f]{32}$/);
   assert.match(txt('_smtp._tls.acme-widgets.com')[0] ?? '', /^v=TLSRPTv1; rua=mailto:/);
   const mtaStsA = ofType(route53, 'aws:route53/record:Record').find((r) => r.inputs.name === 'mta-sts.acme-widgets.com' && r.inputs.type === 'A');
-  assert.deepEqual(mtaStsA?.inputs.records, route53.publicIps);
+  assert.deepEqual(mtaStsA?.inputs.records, route53.publicIps.slice(0, 1), 'node 0 serves the policy');
   for (const record of ofType(route53, 'aws:route53/record:Record')) assert.equal(record.inputs.zoneId, ZONE_ID);
   // every rendered record is in Route 53, and nothing else is
   const published = ofType(route53, 'aws:route53/record:Record').map((r) => `${String(r.inputs.name)} ${String(r.inputs.type)}`).sort();
@@ -367,23 +399,95 @@ test('every host gets its own SSH host key through user-data, and no relay is de
   assert.ok(route53.manualSteps.some((step) => /ownrelay:deployPrivateKey/.test(step)), 'the manual steps say how to deploy');
 });
 
-test('with a deploy key, the relay is deployed to every node over SSH with that node\'s host key pinned', async () => {
-  const bundleDir = mkdtempSync(join(tmpdir(), 'ownrelay-bundle-'));
-  writeFileSync(join(bundleDir, 'ownrelay.js'), '#!/usr/bin/env node\n');
-  const deployed = await runProgram(baseConfig({
-    nodes: 2,
-    bundlePath: join(bundleDir, 'ownrelay.js'),
-    deployPrivateKey: '-----BEGIN OPENSSH PRIVATE KEY-----\nadmin\n-----END OPENSSH PRIVATE KEY-----\n',
-  }));
+test('with a deploy key, the relay is deployed to every node over SSH with that node\'s host key pinned', () => {
   const runs = ofType(deployed, 'command:remote:Command').filter((c) => c.name.endsWith('-run'));
   assert.equal(runs.length, 2);
   for (const [i, run] of runs.entries()) {
     const wire = run.inputs.connection as Record<string, unknown>;
-    const connection = (wire['4dabf18193072939515e22adb298388d'] ? wire.value : wire) as Record<string, unknown>;
+    const connection = (wire[SECRET_SIG] ? wire.value : wire) as Record<string, unknown>;
     assert.equal(connection.hostKey, `ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyacmenode${i}sshhostkey`);
     assert.equal(connection.host, deployed.publicIps[i]);
     assert.equal(connection.user, 'admin');
   }
   const configs = ofType(deployed, 'command:remote:CopyToRemote').filter((c) => c.name.endsWith('-config'));
   assert.equal(configs.length, 2);
+});
+
+test('the DKIM key shipped to each relay is the private half of the published DKIM record, and its config names the shipped files', async () => {
+  const keySteps = ofType(deployed, 'command:remote:CopyToRemote').filter((c) => c.name.includes('-dkim-'));
+  assert.equal(keySteps.length, 4, 'one key file per domain on each of the two nodes');
+  const shipped = new Map<string, string>();
+  for (const step of keySteps) {
+    const pem = await copiedText(step);
+    const path = String(step.inputs.remotePath);
+    assert.match(path, /^ownrelay-staging-[0-9a-f]{16}\/dkim\/acme-(widgets|shop)\.com\.ownrelay1\.pem$/);
+    shipped.set(path.replace(/^.*\//, ''), pem);
+  }
+  assert.deepEqual([...shipped.keys()].sort(), ['acme-shop.com.ownrelay1.pem', 'acme-widgets.com.ownrelay1.pem']);
+  for (const domain of ['acme-widgets.com', 'acme-shop.com']) {
+    const record = deployed.records.find((r) => r.name === `ownrelay1._domainkey.${domain}` && r.type === 'TXT');
+    const published = /p=([A-Za-z0-9+/=]+)$/.exec(record?.values[0] ?? '')?.[1];
+    const pem = shipped.get(`${domain}.ownrelay1.pem`) ?? '';
+    const derived = createPublicKey(createPrivateKey(pem)).export({ type: 'spki', format: 'der' }).toString('base64');
+    assert.equal(derived, published, `${domain}: the relay signs with the key whose public half is in DNS`);
+  }
+  for (const step of ofType(deployed, 'command:remote:CopyToRemote').filter((c) => c.name.endsWith('-config'))) {
+    const config = parseConfig(await copiedText(step), step.name);
+    assert.deepEqual(config.dkim.keys.map((k) => [k.domain, k.selector, k.privateKeyFile]), [
+      ['acme-widgets.com', 'ownrelay1', '/etc/ownrelay/dkim/acme-widgets.com.ownrelay1.pem'],
+      ['acme-shop.com', 'ownrelay1', '/etc/ownrelay/dkim/acme-shop.com.ownrelay1.pem'],
+    ]);
+  }
+});
+
+test('the DKIM private key never appears in the user-data, whose relay config names no key file', () => {
+  const body = DKIM_PRIVATE_PEM.split('\n')[1] ?? '';
+  assert.ok(body.length > 40);
+  for (const outcome of [route53, manual, deployed]) {
+    for (const instance of ofType(outcome, 'aws:ec2/instance:Instance')) {
+      const userData = String(instance.inputs.userData);
+      assert.ok(!userData.includes(body), 'no line of the private key');
+      assert.ok(!userData.includes('BEGIN PRIVATE KEY') && !userData.includes('BEGIN RSA PRIVATE KEY'), 'no PKCS#8 or PKCS#1 key at all');
+      const files = (parse(userData) as { write_files: { path: string; content: string }[] }).write_files;
+      const relayConfig = parse(files.find((f) => f.path === '/etc/ownrelay/ownrelay.yaml')?.content ?? '') as Record<string, unknown>;
+      assert.equal(relayConfig.dkim, undefined, 'the first boot must not name key files that arrive with the deploy');
+      assert.equal(relayConfig.tls, undefined, 'certificate settings come with the deploy too');
+      assert.ok(!files.some((f) => f.path.includes('dkim')));
+    }
+  }
+});
+
+test('the MTA-STS policy node 0 serves has the id of the _mta-sts record, and 443 is open exactly where it is served', async () => {
+  const configs = ofType(deployed, 'command:remote:CopyToRemote').filter((c) => c.name.endsWith('-config'));
+  assert.deepEqual(configs.map((c) => c.name), ['acme-node0-config', 'acme-node1-config']);
+  const [node0, node1] = await Promise.all(configs.map(async (step) => parseConfig(await copiedText(step), step.name)));
+  assert.ok(node0 && node1);
+  const settings = node0.tls.mtaStsPolicy;
+  assert.ok(settings, 'node 0 serves the policy');
+  assert.deepEqual(settings.mx, ['mail.acme-widgets.com', 'mail2.acme-widgets.com'], 'every node is in the policy');
+  assert.equal(settings.address, '::', 'the node has an AAAA record for mta-sts.<domain>: served on IPv6 too');
+  // what server/tls/mta-sts-server.ts serves for these settings
+  const served = renderMtaStsPolicy({ mode: settings.mode, maxAgeSeconds: settings.maxAgeSeconds, mxHosts: settings.mx.length > 0 ? settings.mx : [node0.hostname] });
+  assert.match(served.text, /^version: STSv1\r\nmode: testing\r\n/);
+  for (const domain of ['acme-widgets.com', 'acme-shop.com']) {
+    const txt = deployed.records.find((r) => r.name === `_mta-sts.${domain}` && r.type === 'TXT');
+    assert.deepEqual(txt?.values, [`v=STSv1; id=${served.id}`]);
+    // the name of the policy host points at node 0, the one serving it
+    assert.deepEqual(deployed.records.find((r) => r.name === `mta-sts.${domain}` && r.type === 'A')?.values, [deployed.publicIps[0]]);
+  }
+  // both nodes get certificates by HTTP-01, for their own names only on node 1
+  for (const config of [node0, node1]) assert.deepEqual({ email: config.tls.acme?.email, challenge: config.tls.acme?.challenge }, { email: 'hostmaster@acme-widgets.com', challenge: 'http-01' });
+  assert.equal(node1.tls.mtaStsPolicy, undefined);
+
+  const nftables = (outcome: Outcome, node: number): string => {
+    const userData = String(ofType(outcome, 'aws:ec2/instance:Instance')[node]?.inputs.userData);
+    return (parse(userData) as { write_files: { path: string; content: string }[] }).write_files.find((f) => f.path === '/etc/nftables.conf')?.content ?? '';
+  };
+  assert.equal(nftables(route53, 0), renderNftables({ adminCidrs: ['203.0.113.0/24', '2001:db8:42::/48'], http01: true, mtaStsPolicy: true }));
+  assert.match(nftables(route53, 0), /^\t\ttcp dport 443 accept$/m);
+  assert.doesNotMatch(nftables(route53, 1), /dport 443/, 'node 1 serves no policy');
+  assert.match(nftables(route53, 1), /^\t\ttcp dport 80 accept$/m, 'node 1 still renews its certificate');
+  // without a CA certificate nothing is published, served or opened
+  assert.deepEqual(manual.records.filter((r) => r.name.startsWith('_mta-sts.') || r.name.startsWith('mta-sts.')), []);
+  assert.doesNotMatch(nftables(manual, 0), /dport (80|443)/);
 });

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ConfigError, parseConfig } from '../../server/config/load';
-import { deepMerge, renderRelayConfig } from '../../infra/render/relay-config';
+import { deepMerge, dkimKeyFileName, dkimKeyPath, renderRelayConfig } from '../../infra/render/relay-config';
 
 const base = { hostname: 'mail.acme.org', domains: ['acme.org', 'acme-shop.net'], dkimSelector: 'ownrelay1', relay: {} };
 
@@ -86,4 +86,38 @@ test('the shipped text is exactly what was validated and says how to change it',
   assert.match(yaml, /ownrelay:relay/);
   assert.deepEqual(parseConfig(yaml, 'again'), config);
   assert.equal(config.log.level, 'warn');
+});
+
+test('the deployed config signs with one DKIM key per domain, in the files the deploy installs; the first-boot config names none', () => {
+  const { config } = renderRelayConfig(base);
+  assert.deepEqual(config.dkim.keys.map((k) => ({ ...k })), [
+    { domain: 'acme.org', selector: 'ownrelay1', privateKeyFile: '/etc/ownrelay/dkim/acme.org.ownrelay1.pem' },
+    { domain: 'acme-shop.net', selector: 'ownrelay1', privateKeyFile: '/etc/ownrelay/dkim/acme-shop.net.ownrelay1.pem' },
+  ]);
+  assert.equal(dkimKeyPath('acme.org', 'ownrelay1'), config.dkim.keys[0]?.privateKeyFile);
+  const { dkimSelector: _omitted, ...firstBoot } = base;
+  const rendered = renderRelayConfig(firstBoot);
+  assert.deepEqual(rendered.config.dkim.keys, []);
+  assert.doesNotMatch(rendered.yaml, /dkim|privateKeyFile/);
+  assert.throws(() => dkimKeyFileName('acme.org', '../x'), /not a safe file name/);
+});
+
+test('HTTP-01 certificates and the MTA-STS policy are rendered only when asked for, with the published values', () => {
+  assert.doesNotMatch(renderRelayConfig(base).yaml, /^tls:/m);
+  const { config } = renderRelayConfig({
+    ...base,
+    acme: { email: 'hostmaster@acme.org', directoryUrl: 'https://acme-staging-v02.api.letsencrypt.org/directory' },
+    mtaStsPolicy: { mode: 'enforce', maxAgeSeconds: 86400, mx: ['mail.acme.org', 'mail2.acme.org'] },
+  });
+  assert.equal(config.tls.acme?.email, 'hostmaster@acme.org');
+  assert.equal(config.tls.acme?.challenge, 'http-01');
+  assert.equal(config.tls.acme?.directoryUrl, 'https://acme-staging-v02.api.letsencrypt.org/directory');
+  assert.deepEqual({ ...config.tls.mtaStsPolicy }, { address: '0.0.0.0', port: 443, mode: 'enforce', maxAgeSeconds: 86400, mx: ['mail.acme.org', 'mail2.acme.org'] });
+  // the default CA is Let's Encrypt production
+  assert.equal(renderRelayConfig({ ...base, acme: { email: 'hostmaster@acme.org' } }).config.tls.acme?.directoryUrl, 'https://acme-v02.api.letsencrypt.org/directory');
+  // the relay's schema judges the result: acme and a certificate file exclude each other
+  assert.throws(
+    () => renderRelayConfig({ ...base, acme: { email: 'hostmaster@acme.org' }, relay: { tls: { certFile: '/etc/c.pem', keyFile: '/etc/k.pem' } } }),
+    (err: unknown) => err instanceof ConfigError && /acme and certFile\/keyFile exclude each other/.test(err.problems.join('\n')),
+  );
 });

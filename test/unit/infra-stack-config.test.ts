@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as pulumi from '@pulumi/pulumi';
-import { isRealDeployStack, parseStackSettings, rawSettingsFromStackFile, readStackSettings, StackConfigError } from '../../infra/stack-config';
+import { dnsIdentity, isRealDeployStack, parseStackSettings, rawSettingsFromStackFile, readStackSettings, StackConfigError } from '../../infra/stack-config';
 
 const KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMr7ZpHw6VvM9q alice@laptop';
 
@@ -143,4 +143,38 @@ test('the program reads the ownrelay namespace of the stack, strictly unless the
   assert.equal(settings.hostname, 'mail.example.org');
   set('acme');
   assert.throws(() => readStackSettings(), /ownrelay:domains\.0: expected a real domain, not the placeholder example\.org/);
+});
+
+test('HTTP-01 needs an ACME contact address, and the ACME settings need HTTP-01', () => {
+  assert.deepEqual(problemsOf(valid({ http01: true })), [
+    'ownrelay:acmeEmail: required when http01 is true: the contact address of the ACME account (set it with `pulumi config set ownrelay:acmeEmail hostmaster@<domain>`)',
+  ]);
+  assert.deepEqual(problemsOf(valid({ http01: true, acmeEmail: 'hostmaster' })), ['ownrelay:acmeEmail: expected an email address such as hostmaster@acme.org']);
+  assert.deepEqual(problemsOf(valid({ http01: true, acmeEmail: 'hostmaster@acme.org', acmeDirectoryUrl: 'http://ca.acme.org/directory' })), ['ownrelay:acmeDirectoryUrl: expected an https:// URL of an ACME directory']);
+  assert.deepEqual(problemsOf(valid({ acmeEmail: 'hostmaster@acme.org' })), ['ownrelay:acmeEmail: only used with http01: true (set ownrelay:http01 to get the certificate by ACME)']);
+  const settings = parseStackSettings(valid({ http01: true, acmeEmail: 'hostmaster@acme.org', acmeDirectoryUrl: 'https://acme-staging-v02.api.letsencrypt.org/directory' }), { realDeploy: true });
+  assert.equal(settings.relayConfig.tls.acme?.email, 'hostmaster@acme.org');
+  assert.equal(settings.relayConfig.tls.acme?.directoryUrl, 'https://acme-staging-v02.api.letsencrypt.org/directory');
+  assert.deepEqual(rawSettingsFromStackFile({ 'ownrelay:acmeEmail': 'hostmaster@acme.org' }), { acmeEmail: 'hostmaster@acme.org' });
+});
+
+test('MTA-STS is published and served only when the relay gets a CA certificate by ACME', () => {
+  const without = parseStackSettings(valid(), { realDeploy: true });
+  assert.equal(without.mtaStsPublished, false);
+  assert.equal(without.relayConfig.tls.mtaStsPolicy, undefined);
+  assert.equal(dnsIdentity(without, [{ hostname: 'mail.acme.org', ipv4: '198.51.100.7' }], 'unused').mtaSts, undefined);
+  const http01 = parseStackSettings(valid({ nodes: 2, http01: true, acmeEmail: 'hostmaster@acme.org', mtaSts: { mode: 'enforce', maxAgeSeconds: 86400 } }), { realDeploy: true });
+  assert.equal(http01.mtaStsPublished, true);
+  // our own VPC gives every host an IPv6 address and AAAA records: everything listens on both
+  assert.deepEqual({ ...http01.relayConfig.tls.mtaStsPolicy }, { address: '::', port: 443, mode: 'enforce', maxAgeSeconds: 86400, mx: ['mail.acme.org', 'mail2.acme.org'] });
+  assert.equal(http01.relayConfig.tls.acme?.http01.address, '::');
+  assert.deepEqual(http01.relayConfig.listeners.map((l) => l.address), ['::', '::', '::']);
+  const defaultVpc = parseStackSettings(valid({ useDefaultVpc: true, http01: true, acmeEmail: 'hostmaster@acme.org' }), { realDeploy: true });
+  assert.equal(defaultVpc.relayConfig.tls.mtaStsPolicy?.address, '0.0.0.0');
+  assert.deepEqual(defaultVpc.relayConfig.listeners.map((l) => l.address), ['0.0.0.0', '0.0.0.0', '0.0.0.0']);
+  // DNS-01 through a relay override counts too (no port 80 needed)
+  const dns01 = parseStackSettings(valid({ relay: { tls: { acme: { email: 'hostmaster@acme.org', challenge: 'dns-01', dns01: { provider: 'route53' } } } } }), { realDeploy: true });
+  assert.equal(dns01.mtaStsPublished, true);
+  assert.equal(dns01.relayConfig.tls.acme?.challenge, 'dns-01');
+  assert.deepEqual(dns01.relayConfig.tls.mtaStsPolicy?.mx, ['mail.acme.org']);
 });

@@ -16,7 +16,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { renderDnsRecords, type DnsRecord } from '../../infra/render/dns-records';
-import { renderRelayConfig } from '../../infra/render/relay-config';
+import { dkimKeyFileName, renderRelayConfig } from '../../infra/render/relay-config';
 import { renderUserData } from '../../infra/render/user-data';
 import { hashPassword } from '../../server/stages/password';
 import { HOST_ADDRESS, NS_ADDRESS } from './lab-net';
@@ -37,6 +37,8 @@ export interface TestCustomer {
   userData: string;
   /** the config the deploy ships; `overrides` are the stack's `ownrelay:relay` */
   deployConfig(overrides?: Record<string, unknown>): string;
+  /** the DKIM private key the deploy ships, as the Pulumi deploy component names it */
+  dkimKeys: { fileName: string; privateKeyPem: string }[];
   dnsRecords: DnsRecord[];
 }
 
@@ -58,7 +60,8 @@ export async function makeTestCustomer(dir: string): Promise<TestCustomer> {
     // qemu's user network keeps the real source of a forwarded connection: the host's veth address
     adminCidrs: [`${HOST_ADDRESS}/32`],
     http01: false,
-    relayConfigYaml: renderRelayConfig({ hostname: RELAY_HOSTNAME, domains: [CUSTOMER_DOMAIN], dkimSelector: DKIM_SELECTOR, relay: {} }).yaml,
+    // the first-boot config names no DKIM key: the key arrives with the first deploy
+    relayConfigYaml: renderRelayConfig({ hostname: RELAY_HOSTNAME, domains: [CUSTOMER_DOMAIN], relay: {} }).yaml,
     spoolDevice: '/dev/vdb',
     sshHostKey: hostKey,
   });
@@ -79,5 +82,6 @@ export async function makeTestCustomer(dir: string): Promise<TestCustomer> {
     ...renderDnsRecords({ domains: [CUSTOMER_DOMAIN], hostname: RELAY_HOSTNAME, nodes: [{ hostname: RELAY_HOSTNAME, ipv4: NS_ADDRESS }], ...common }),
     ...renderDnsRecords({ domains: [REMOTE_DOMAIN], hostname: REMOTE_MX, nodes: [{ hostname: REMOTE_MX, ipv4: HOST_ADDRESS }], ...common }),
   ];
-  return { adminKeyFile, hostKey, userData, deployConfig, dnsRecords };
+  const dkimKeys = [{ fileName: dkimKeyFileName(CUSTOMER_DOMAIN, DKIM_SELECTOR), privateKeyPem: dkim.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString() }];
+  return { adminKeyFile, hostKey, userData, deployConfig, dkimKeys, dnsRecords };
 }
