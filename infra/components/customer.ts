@@ -83,6 +83,11 @@ export class CustomerMailServer extends pulumi.ComponentResource {
     const snapshotTag = `${pulumi.getProject()}/${pulumi.getStack()}`;
     new SpoolSnapshots(`${name}-spool`, { spoolSnapshotTag: snapshotTag }, child);
 
+    // ACME DNS-01 (a `relay.tls.acme` override) writes _acme-challenge records into the zone
+    const usesDns01 = renderRelayConfig(relayConfigInput(s, s.hostname, 'deployed')).config.tls.acme?.challenge === 'dns-01';
+    if (usesDns01 && zoneId === undefined) {
+      throw new Error('ownrelay:relay: tls.acme.challenge dns-01 needs ownrelay:dns mode route53 (the relay publishes its challenges there); use http01 with manual DNS');
+    }
     const hosts: RelayHost[] = [];
     const addresses: RelayAddress[] = [];
     this.hostnames.forEach((hostname, i) => {
@@ -112,6 +117,7 @@ export class CustomerMailServer extends pulumi.ComponentResource {
         spoolVolumeGiB: s.spoolVolumeGiB,
         spoolSnapshotTag: snapshotTag,
         region: s.region,
+        ...(usesDns01 && zoneId !== undefined ? { acmeDns01ZoneId: zoneId } : {}),
       }, child);
       const address = new RelayAddress(`${name}-node${i}`, {
         instanceId: host.instanceId,

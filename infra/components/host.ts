@@ -23,6 +23,7 @@
  */
 import * as aws from '@pulumi/aws';
 import * as pulumi from '@pulumi/pulumi';
+import { acmeDns01Policy } from '../render/acme-dns01-policy';
 
 export interface RelayHostArgs {
   /** The host's fully qualified name (its PTR); used for tags. */
@@ -44,6 +45,8 @@ export interface RelayHostArgs {
   region: pulumi.Input<string>;
   rootVolumeGiB?: number;
   tags?: Record<string, string>;
+  /** The Route 53 zone whose `_acme-challenge` TXT records the relay may change (ACME DNS-01). */
+  acmeDns01ZoneId?: pulumi.Input<string>;
 }
 
 /** Where the spool volume is attached (the API's name; see the module comment for what the host sees). */
@@ -78,6 +81,9 @@ export class RelayHost extends pulumi.ComponentResource {
       tags: tagMap,
     }, { parent: this });
     new aws.iam.RolePolicyAttachment(`${name}-ssm`, { role: role.name, policyArn: aws.iam.ManagedPolicy.AmazonSSMManagedInstanceCore }, { parent: this });
+    if (args.acmeDns01ZoneId !== undefined) {
+      new aws.iam.RolePolicy(`${name}-acme-dns01`, { role: role.id, policy: pulumi.output(args.acmeDns01ZoneId).apply((zoneId) => JSON.stringify(acmeDns01Policy(zoneId))) }, { parent: this });
+    }
     const profile = new aws.iam.InstanceProfile(`${name}-profile`, { role: role.name, tags: tagMap }, { parent: this });
 
     // created before the instance: the user-data names it, and its zone is the subnet's

@@ -491,3 +491,24 @@ test('the MTA-STS policy node 0 serves has the id of the _mta-sts record, and 44
   assert.deepEqual(manual.records.filter((r) => r.name.startsWith('_mta-sts.') || r.name.startsWith('mta-sts.')), []);
   assert.doesNotMatch(nftables(manual, 0), /dport (80|443)/);
 });
+
+test('ACME DNS-01 gives each host a role policy that changes only _acme-challenge TXT records of the zone; without it there is none', async () => {
+  assert.deepEqual(ofType(route53, 'aws:iam/rolePolicy:RolePolicy'), [], 'HTTP-01 needs no Route 53 access');
+  const dns01 = await runProgram(baseConfig({ relay: { tls: { acme: { email: 'hostmaster@acme-widgets.com', challenge: 'dns-01', dns01: { provider: 'route53' } } } } }), 'dns01');
+  const policies = ofType(dns01, 'aws:iam/rolePolicy:RolePolicy');
+  assert.equal(policies.length, 1, 'one per node');
+  const document = JSON.parse(String(policies[0]!.inputs.policy)) as { Statement: Array<{ Action: string; Resource: string; Condition?: Record<string, Record<string, string[]>> }> };
+  const change = document.Statement.find((st) => st.Action === 'route53:ChangeResourceRecordSets');
+  assert.equal(change?.Resource, `arn:aws:route53:::hostedzone/${ZONE_ID}`);
+  assert.deepEqual(change?.Condition, {
+    'ForAllValues:StringLike': { 'route53:ChangeResourceRecordSetsNormalizedRecordNames': ['_acme-challenge.*'] },
+    'ForAllValues:StringEquals': { 'route53:ChangeResourceRecordSetsRecordTypes': ['TXT'] },
+  });
+  assert.deepEqual(document.Statement.map((st) => st.Action).sort(), ['route53:ChangeResourceRecordSets', 'route53:GetChange', 'route53:ListHostedZonesByName']);
+  // the policy belongs to the host's own role (not the snapshot service's)
+  assert.ok(policies[0]!.name.endsWith('-node0-acme-dns01'), policies[0]!.name);
+  await assert.rejects(
+    runProgram(baseConfig({ dns: { mode: 'manual' }, relay: { tls: { acme: { email: 'hostmaster@acme-widgets.com', challenge: 'dns-01', dns01: { provider: 'route53' } } } } }), 'dns01-manual'),
+    /tls\.acme\.challenge dns-01 needs ownrelay:dns mode route53/,
+  );
+});
