@@ -16,7 +16,7 @@
  * - A signing error throws; the caller defers the message rather than sending
  *   unsigned mail that the domain's DMARC policy would quarantine.
  */
-import { dkimSign } from 'mailauth';
+import type { dkimSign as DkimSign } from 'mailauth';
 import { openWithPrefix } from '../delivery/prefixed-message';
 import type { OutboundMessage } from '../delivery/types';
 import type { DkimSigningKey } from './keys';
@@ -63,7 +63,7 @@ export class DkimSigner {
       algorithm: key.algorithm,
       canonicalization: 'relaxed/relaxed',
     }));
-    const result = await dkimSign(message.open(), {
+    const result = await loadDkimSign()(message.open(), {
       ...signatureData[0]!,
       signatureData,
       signTime: new Date(receivedAt),
@@ -80,4 +80,15 @@ export class DkimSigner {
       open: openWithPrefix(signatures, () => message.open()),
     };
   }
+}
+
+let dkimSignFunction: typeof DkimSign | undefined;
+
+/**
+ * mailauth's signer, loaded at the first message to sign: the library with its
+ * dependencies costs tens of MiB of memory, which a relay without keys never needs.
+ */
+function loadDkimSign(): typeof DkimSign {
+  dkimSignFunction ??= (require('mailauth/lib/dkim/sign') as { dkimSign: typeof DkimSign }).dkimSign;
+  return dkimSignFunction;
 }

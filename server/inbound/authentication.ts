@@ -13,7 +13,7 @@
  */
 import { promises as dnsPromises } from 'node:dns';
 import type { Readable } from 'node:stream';
-import { authenticate } from 'mailauth';
+import type { authenticate as Authenticate } from 'mailauth';
 import type { RelayConfig } from '../config/schema';
 import { domainOf } from '../queue/envelope';
 import { SmtpError } from '../stages/smtp-error';
@@ -50,9 +50,9 @@ export class InboundAuthenticator {
 
   async inspect(message: Readable, facts: MessageFacts): Promise<InspectedMessage> {
     const mta = this.config.hostname;
-    let result: Awaited<ReturnType<typeof authenticate>>;
+    let result: Awaited<ReturnType<typeof Authenticate>>;
     try {
-      result = await authenticate(message, {
+      result = await loadAuthenticate()(message, {
         ip: facts.clientAddress,
         helo: facts.helo,
         sender: facts.sender,
@@ -104,4 +104,12 @@ interface DmarcResult {
 
 function oneLine(text: string): string {
   return text.replace(/[\r\n()]+/g, ' ').slice(0, 200);
+}
+
+let authenticateFunction: typeof Authenticate | undefined;
+
+/** mailauth, loaded at the first message checked (tens of MiB a relay without inbound mail never needs). */
+function loadAuthenticate(): typeof Authenticate {
+  authenticateFunction ??= (require('mailauth') as { authenticate: typeof Authenticate }).authenticate;
+  return authenticateFunction;
 }

@@ -48,8 +48,7 @@ export interface ListenerDeps {
   metrics?: RelayMetrics;
 }
 
-/** What a reload may change in a running listener. */
-/** what a reload replaces (the certificate store, AUTH and sending counts live on) */
+/** What a reload replaces in a running listener (the certificate store, AUTH and sending counts live on). */
 export type ReloadableDeps = Pick<ListenerDeps, 'config' | 'policy' | 'authenticator'>;
 
 type Callback = (err?: Error | null) => void;
