@@ -25,7 +25,8 @@ after(async () => dns.close());
 
 function send(port: number, user: string, n: number) {
   return nodemailer
-    .createTransport({ host: '127.0.0.1', port, secure: false, requireTLS: true, auth: { user, pass: 'secret' }, tls: { rejectUnauthorized: false } })
+    // short timeouts: a session that stalls fails here, naming its step, instead of waiting out the suite
+    .createTransport({ host: '127.0.0.1', port, secure: false, requireTLS: true, auth: { user, pass: 'secret' }, tls: { rejectUnauthorized: false }, connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 20_000 })
     .sendMail({ from: `${user}@relay.test`, to: 'carol@dest.test', subject: `message ${n}`, text: 'hello\n' });
 }
 
