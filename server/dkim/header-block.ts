@@ -14,18 +14,17 @@ const HEADER_END = Buffer.from('\r\n\r\n', 'latin1');
 export const HEADER_LIMIT_BYTES = 64 * 1024;
 
 export async function readHeaderBlock(stream: Readable, limit = HEADER_LIMIT_BYTES): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let length = 0;
+  let sofar: Buffer = Buffer.alloc(0);
   try {
     for await (const chunk of stream) {
-      chunks.push(chunk as Buffer);
-      length += (chunk as Buffer).length;
-      const sofar = Buffer.concat(chunks, length);
-      const end = sofar.indexOf(HEADER_END);
+      // search only what is new (and the 3 bytes before it, where a CRLFCRLF may start)
+      const from = Math.max(0, sofar.length - (HEADER_END.length - 1));
+      sofar = sofar.length === 0 ? (chunk as Buffer) : Buffer.concat([sofar, chunk as Buffer]);
+      const end = sofar.indexOf(HEADER_END, from);
       if (end >= 0) return sofar.subarray(0, end + 2);
-      if (length >= limit) return sofar.subarray(0, limit);
+      if (sofar.length >= limit) return sofar.subarray(0, limit);
     }
-    return Buffer.concat(chunks, length);
+    return sofar;
   } finally {
     stream.destroy();
   }
