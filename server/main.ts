@@ -35,20 +35,23 @@ program
     const logger = createLogger(config.log.level);
     if (!configPath) logger.info({ event: 'config', source: 'embedded default' }, 'no --config given: running the embedded default config (loopback only)');
     // reload: re-read the config file; a refusal is logged and the running config kept.
-    // Registered before the start, so an early SIGHUP cannot end the process.
+    // Every signal handler is registered before the start: an early SIGHUP cannot end
+    // the process, and a SIGTERM during the start stops the relay gracefully once it
+    // has started (sessions may already be in DATA on the first listener).
     let relay: Relay | undefined;
+    let stopSignal: string | undefined;
     process.on('SIGHUP', () => {
       if (!relay) return logger.warn({ event: 'signal', signal: 'SIGHUP' }, 'received SIGHUP while starting: ignored');
       logger.info({ event: 'signal', signal: 'SIGHUP' }, 'received SIGHUP: reloading the config');
       relay.reload().catch(() => undefined);
     });
-    relay = await Relay.start(config, logger, configPath ? { configPath } : {});
-    const running = relay;
-    let stopping = false;
     const stop = (signal: string) => {
-      if (stopping) return;
-      stopping = true;
-      logger.info({ event: 'signal', signal }, `received ${signal}`);
+      if (stopSignal) return;
+      stopSignal = signal;
+      logger.info({ event: 'signal', signal }, relay ? `received ${signal}` : `received ${signal} while starting: stopping once started`);
+      if (relay) stopRelay(relay);
+    };
+    const stopRelay = (running: Relay) =>
       running.stop().then(
         () => logger.flush(() => process.exit(0)),
         (err: unknown) => {
@@ -56,9 +59,10 @@ program
           logger.flush(() => process.exit(1));
         },
       );
-    };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
+    relay = await Relay.start(config, logger, configPath ? { configPath } : {});
+    if (stopSignal) stopRelay(relay);
   });
 
 program

@@ -5,8 +5,9 @@
  * Contract:
  * - `startRelayProcess(yaml)` writes the YAML to a fresh temp file, starts the
  *   relay with `run --config FILE` and resolves once every listener of the
- *   config has logged `{"event":"listening","index":i,"port":p}`; `ports[i]` is
- *   then the actual port of listener i (configs may use port 0).
+ *   config has logged `{"event":"listening","index":i,"port":p}` and the relay
+ *   has logged `{"event":"started"}` (unless `readyAt: 'listening'`); `ports[i]`
+ *   is then the actual port of listener i (configs may use port 0).
  * - It rejects (and kills the child) when the relay exits or stays silent for
  *   20 s before that; the error message carries everything it printed.
  * - `pid` is the relay's own process, not a wrapper, so `kill('SIGKILL')` kills
@@ -70,6 +71,12 @@ export interface StartRelayOptions {
    * being measured. `waitForLog` then only sees lines logged before that.
    */
   logFile?: string;
+  /**
+   * What counts as ready: `started` (default) is the end of the whole start;
+   * `listening` resolves as soon as every listener listens, before the start is
+   * over, to test what happens in between.
+   */
+  readyAt?: 'listening' | 'started';
   /** How long to wait for all listeners; default 20 s. */
   readyTimeoutMs?: number;
 }
@@ -192,7 +199,7 @@ export async function startRelayProcess(configYaml: string, opts: StartRelayOpti
     if (exitCode !== 0) throw new Error(`the relay exited with ${describeExit()} after SIGTERM; relay output:\n${output()}`);
   };
 
-  // Wait for one "listening" line per listener.
+  // Wait for one "listening" line per listener, then the "started" line.
   const ports: number[] = [];
   const readyTimeoutMs = opts.readyTimeoutMs ?? READY_TIMEOUT_MS;
   try {
@@ -203,7 +210,8 @@ export async function startRelayProcess(configYaml: string, opts: StartRelayOpti
             ports[line.index] = line.port;
           }
         }
-        let ready = true;
+        // "started" comes once the whole start is done (admin socket, metrics, signal handlers)
+        let ready = opts.readyAt === 'listening' || lines.some((line) => line.event === 'started');
         for (let i = 0; i < listenerCount; i++) if (ports[i] === undefined) ready = false;
         if (!ready) return;
         cleanup();
@@ -211,7 +219,7 @@ export async function startRelayProcess(configYaml: string, opts: StartRelayOpti
       };
       const timer = setTimeout(() => {
         cleanup();
-        rejectReady(new Error(`the relay did not log "listening" for all ${listenerCount} listeners within ${readyTimeoutMs} ms`));
+        rejectReady(new Error(`the relay did not log "listening" for all ${listenerCount} listeners and "started" within ${readyTimeoutMs} ms`));
       }, readyTimeoutMs);
       const cleanup = () => {
         clearTimeout(timer);

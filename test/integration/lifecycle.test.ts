@@ -104,3 +104,26 @@ test('SIGTERM lets a session in the middle of DATA finish with 250, refuses new 
     removeDir(dir);
   }
 });
+
+test('a SIGTERM while the relay is still starting stops it gracefully once started (exit 0, nothing left behind)', { timeout: 60_000 }, async () => {
+  const dir = writeTempDir('ownrelay-early-stop');
+  try {
+    // two listeners and a metrics endpoint: the start goes on after the first "listening" line
+    const relay = await startRelayProcess(
+      configFor(dir, {
+        listeners: [
+          { role: 'mx', address: '127.0.0.1', port: 0, earlyTalkerCheck: false },
+          { role: 'mx', address: '127.0.0.1', port: 0, earlyTalkerCheck: false },
+        ],
+        metrics: { enabled: true, address: '127.0.0.1', port: 0 },
+      }),
+      { readyAt: 'listening' },
+    );
+    assert.equal(await relay.kill('SIGTERM'), 0, relay.output());
+    assert.ok(relay.logLines().some((l) => l.event === 'stopped'), relay.output());
+    const counts = await spoolCounts(join(dir, 'spool'));
+    assert.equal(counts.tmp, 0);
+  } finally {
+    removeDir(dir);
+  }
+});
