@@ -52,6 +52,9 @@ type Request = { header: { id: number }; questions: { name: string; type: number
 type Response = { header: { aa: number; rcode: number }; answers: Answer[] };
 type Send = (response: Response) => void;
 
+/** close() fails, naming what is still open, rather than hanging a test file */
+const CLOSE_TIMEOUT_MS = 5_000;
+
 export async function startDnsServer(initialZone: Zone): Promise<DnsServerHandle> {
   let zone = normalizeZone(initialZone);
   let answered = 0;
@@ -64,6 +67,19 @@ export async function startDnsServer(initialZone: Zone): Promise<DnsServerHandle
   for (let attempt = 1; ; attempt++) {
     const server = dns2.createServer({ udp: true, tcp: true, handle: handle as unknown as Parameters<typeof dns2.createServer>[0]['handle'] });
     const servers = (server as unknown as { servers: { udp: import('node:dgram').Socket; tcp: import('node:net').Server } }).servers;
+    // dns2 re-emits its sockets' errors on the server object, where an event without
+    // a listener throws: before the listeners below, so a taken TCP port would never
+    // reach them and the start would wait forever. The errors of the start reject it
+    // (below); later ones, of single requests, are only reported.
+    let started = false;
+    server.on('error', (err: Error) => {
+      if (started) console.error(`test DNS server: ${err.message}`);
+    });
+    const tcpClients = new Set<import('node:net').Socket>();
+    servers.tcp.on('connection', (socket: import('node:net').Socket) => {
+      tcpClients.add(socket);
+      socket.once('close', () => tcpClients.delete(socket));
+    });
     try {
       const port = await new Promise<number>((resolve, reject) => {
         servers.udp.once('error', reject);
@@ -73,6 +89,7 @@ export async function startDnsServer(initialZone: Zone): Promise<DnsServerHandle
         servers.tcp.once('error', reject);
         servers.tcp.listen(port, '127.0.0.1', () => resolve());
       });
+      started = true;
       return {
         port,
         address: '127.0.0.1',
@@ -81,7 +98,20 @@ export async function startDnsServer(initialZone: Zone): Promise<DnsServerHandle
           zone = normalizeZone(next);
         },
         queries: () => answered,
-        close: () => server.close(),
+        close: async () => {
+          // a TCP server closes only once its connections have: a resolver may keep
+          // one open for as long as it lives (c-ares does), so end them here
+          for (const socket of tcpClients) socket.destroy();
+          let timer: NodeJS.Timeout | undefined;
+          const stuck = new Promise<never>((_, reject) => {
+            timer = setTimeout(() => reject(new Error(`the test DNS server did not close within ${CLOSE_TIMEOUT_MS} ms; still active: ${process.getActiveResourcesInfo().join(', ')}`)), CLOSE_TIMEOUT_MS);
+          });
+          try {
+            await Promise.race([server.close(), stuck]);
+          } finally {
+            clearTimeout(timer);
+          }
+        },
       };
     } catch (err) {
       servers.udp.close();
