@@ -27,6 +27,8 @@
  *
  * Pure: the same options always render the same text.
  */
+import { dirname } from 'node:path';
+import { RELAY_CONFIG_PATH, SERVER_PATHS } from './relay-config';
 
 export interface RelayUnitOptions {
   /** The deployed bundle (a symlink switched by the deploy step). */
@@ -46,12 +48,13 @@ export interface RelayUnitOptions {
 export const RELAY_UNIT_NAME = 'ownrelay.service';
 export const RELAY_UNIT_PATH = `/etc/systemd/system/${RELAY_UNIT_NAME}`;
 
+/** The same paths as the relay config the infra renders (SERVER_PATHS), so the sandbox admits what the config names. */
 export const RELAY_UNIT_DEFAULTS: Readonly<Required<RelayUnitOptions>> = Object.freeze({
   bundlePath: '/opt/ownrelay/current/ownrelay.js',
-  configPath: '/etc/ownrelay/ownrelay.yaml',
-  spoolDir: '/var/spool/ownrelay',
-  stateDir: '/var/lib/ownrelay',
-  mailDir: '/var/mail/ownrelay',
+  configPath: RELAY_CONFIG_PATH,
+  spoolDir: SERVER_PATHS.spool,
+  stateDir: dirname(SERVER_PATHS.state),
+  mailDir: SERVER_PATHS.mail,
   user: 'ownrelay',
 });
 
@@ -81,6 +84,13 @@ function assertAbsolutePath(name: string, value: string): void {
   if (!value.startsWith('/') || /[\s"'\\]/.test(value)) {
     throw new Error(`renderRelayUnit: ${name} must be an absolute path without spaces or quotes, got ${JSON.stringify(value)}`);
   }
+}
+
+/** The spool and state directories, and the Maildir root unless it lies inside one of them ("-": it may not exist yet). */
+function readWritePaths(o: Required<RelayUnitOptions>): string[] {
+  const inside = (path: string, dir: string) => path === dir || path.startsWith(`${dir}/`);
+  const mailCovered = inside(o.mailDir, o.spoolDir) || inside(o.mailDir, o.stateDir);
+  return [o.spoolDir, o.stateDir, ...(mailCovered ? [] : [`-${o.mailDir}`])];
 }
 
 export function renderRelayUnit(opts: RelayUnitOptions = {}): string {
@@ -136,7 +146,7 @@ export function renderRelayUnit(opts: RelayUnitOptions = {}): string {
     '',
     '# file system: read-only except the queue, the state (certificates, admin socket) and the Maildirs',
     'ProtectSystem=strict',
-    `ReadWritePaths=${o.spoolDir} ${o.stateDir} -${o.mailDir}`,
+    `ReadWritePaths=${readWritePaths(o).join(' ')}`,
     'ProtectHome=yes',
     'PrivateTmp=yes',
     'PrivateDevices=yes',

@@ -17,7 +17,7 @@ import { createHash } from 'node:crypto';
 import { parse } from 'yaml';
 import { renderNftables } from '../../infra/render/firewall';
 import { mountUnitName, renderRelayUnit, renderSpoolMountUnit } from '../../infra/render/systemd-unit';
-import { renderRelayConfig } from '../../infra/render/relay-config';
+import { renderRelayConfig, SERVER_PATHS } from '../../infra/render/relay-config';
 import { ALLOWED_TOP_LEVEL_KEYS, USER_DATA_MAX_BYTES, renderUserData, type UserDataInput } from '../../infra/render/user-data';
 
 const EXAMPLE_CONFIG = readFileSync(join(__dirname, '..', '..', 'server', 'config', 'ownrelay.example.yaml'), 'utf8');
@@ -233,7 +233,11 @@ test('the relay unit runs unprivileged with only CAP_NET_BIND_SERVICE', () => {
   assert.ok(!lines.some((l) => /^MemoryDenyWriteExecute=/.test(l)), 'V8 needs writable+executable memory');
   assert.ok(!lines.some((l) => /^(User=root|PermissionsStartOnly|ExecStart=\+|ExecStart=!)/.test(l)));
   const rw = lines.find((l) => l.startsWith('ReadWritePaths='));
-  assert.equal(rw, 'ReadWritePaths=/var/spool/ownrelay /var/lib/ownrelay -/var/mail/ownrelay');
+  // the rendered relay config writes only below these: spool, state (and the Maildirs inside it)
+  assert.equal(rw, 'ReadWritePaths=/var/spool/ownrelay /var/lib/ownrelay');
+  assert.deepEqual(SERVER_PATHS, { spool: '/var/spool/ownrelay', mail: '/var/lib/ownrelay/mail', state: '/var/lib/ownrelay/state' });
+  // a Maildir root elsewhere is added, optional until it exists
+  assert.match(renderRelayUnit({ mailDir: '/var/mail/ownrelay' }), /^ReadWritePaths=\/var\/spool\/ownrelay \/var\/lib\/ownrelay -\/var\/mail\/ownrelay$/m);
 
   // systemd itself accepts both units, in a throwaway root that has the bundle and the system units
   const root = tempDir();
