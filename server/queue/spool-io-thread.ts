@@ -9,7 +9,8 @@
  * Contract: `commit()` resolves only after the file's data and its rename are
  * durable (the same order as the spool's own path: write, fsync, rename, fsync
  * the directory); it rejects, with the temporary file removed, if any step fails.
- * The event loop of the relay only posts and receives one message per file.
+ * The event loop of the relay posts one message per turn of its loop (every job
+ * of that turn) and receives one per round.
  */
 import { Worker } from 'node:worker_threads';
 
@@ -98,8 +99,9 @@ async function run() {
   running = false;
 }
 
-parentPort.on('message', (job) => {
-  queue.push(job);
+// each message is the array of jobs posted in one turn of the relay's event loop
+parentPort.on('message', (jobs) => {
+  for (const job of jobs) queue.push(job);
   if (!running) {
     running = true;
     // after the messages already waiting, so the first round takes them all
@@ -113,6 +115,8 @@ export class SpoolIoThread {
   private readonly jobs = new Map<number, Job>();
   private seq = 0;
   private failure?: Error;
+  /** Jobs of this turn of the event loop, posted together (a postMessage costs the same for one job or fifty). */
+  private outbox: Array<{ job: Record<string, unknown>; transfer: ArrayBuffer[] }> = [];
 
   constructor() {
     this.worker = new Worker(THREAD_SOURCE, {
@@ -176,7 +180,33 @@ export class SpoolIoThread {
     return new Promise((resolve, reject) => {
       if (this.jobs.size === 0) this.worker.ref();
       this.jobs.set(seq, { resolve, reject });
-      this.worker.postMessage({ ...job, seq }, transfer);
+      this.outbox.push({ job: { ...job, seq }, transfer });
+      if (this.outbox.length === 1) setImmediate(() => this.flush());
     });
+  }
+
+  private flush(): void {
+    const batch = this.outbox;
+    this.outbox = [];
+    if (this.failure) {
+      for (const { job } of batch) this.rejectJob(job.seq as number, this.failure);
+      return;
+    }
+    try {
+      this.worker.postMessage(
+        batch.map(({ job }) => job),
+        batch.flatMap(({ transfer }) => transfer),
+      );
+    } catch (err) {
+      for (const { job } of batch) this.rejectJob(job.seq as number, err as Error);
+    }
+  }
+
+  private rejectJob(seq: number, err: Error): void {
+    const job = this.jobs.get(seq);
+    if (!job) return;
+    this.jobs.delete(seq);
+    job.reject(err);
+    if (this.jobs.size === 0) this.worker.unref();
   }
 }
