@@ -18,8 +18,8 @@ import { basename } from 'node:path';
 import { parseArgs } from 'node:util';
 import { parse } from 'yaml';
 import { renderDnsRecords, nodeHostnames, renderZoneSnippet, renderMtaStsPolicy, type MailNode } from './render/dns-records';
-import { RELAY_CONFIG_PATH } from './render/relay-config';
-import { StackConfigError, dnsIdentity, isRealDeployStack, parseStackSettings, rawSettingsFromStackFile } from './stack-config';
+import { RELAY_CONFIG_PATH, renderRelayConfig } from './render/relay-config';
+import { StackConfigError, dnsIdentity, isRealDeployStack, relayConfigInput, parseStackSettings, rawSettingsFromStackFile } from './stack-config';
 
 function main(argv: string[]): number {
   const { values } = parseArgs({
@@ -78,8 +78,11 @@ function main(argv: string[]): number {
     out.push(`# MTA-STS policy, served at https://mta-sts.<domain>/.well-known/mta-sts.txt (id ${policy.id}):`);
     out.push(policy.text.trimEnd().replace(/\r\n/g, '\n').replace(/^/gm, '#   '), '');
   }
-  out.push(`# ---- ${RELAY_CONFIG_PATH} ----`);
-  out.push(settings.relayYaml);
+  // node 0's config; with its addresses when they were given, as `pulumi up` deploys it
+  const first = nodes[0]!;
+  const firstAddresses = ips[0] === undefined ? [] : [first.ipv4, ...(first.ipv6 ? [first.ipv6] : [])];
+  out.push(`# ---- ${RELAY_CONFIG_PATH} (${first.hostname}) ----`);
+  out.push(firstAddresses.length > 0 ? renderRelayConfig(relayConfigInput(settings, first.hostname, 'deployed', firstAddresses)).yaml : settings.relayYaml);
   process.stdout.write(out.join('\n'));
   return 0;
 }

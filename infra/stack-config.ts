@@ -116,7 +116,7 @@ type RelayConfigSource = Pick<ParsedStack, 'domains' | 'dkimSelector' | 'relay' 
  * and no certificate settings. The relay never runs on it: the unit waits for the
  * bundle, which the deploy installs together with the deployed config.
  */
-export function relayConfigInput(s: RelayConfigSource, nodeHostname: string, kind: 'deployed' | 'first-boot'): RelayConfigRenderInput {
+export function relayConfigInput(s: RelayConfigSource, nodeHostname: string, kind: 'deployed' | 'first-boot', publicAddresses: string[] = []): RelayConfigRenderInput {
   const base: RelayConfigRenderInput = {
     hostname: nodeHostname,
     domains: s.domains,
@@ -129,6 +129,7 @@ export function relayConfigInput(s: RelayConfigSource, nodeHostname: string, kin
     ...base,
     relay: s.relay,
     dkimSelector: s.dkimSelector,
+    ...(publicAddresses.length > 0 ? { publicAddresses } : {}),
     ...(s.http01 && s.acmeEmail !== undefined ? { acme: { email: s.acmeEmail, ...(s.acmeDirectoryUrl === undefined ? {} : { directoryUrl: s.acmeDirectoryUrl }) } } : {}),
     ...(servesMtaStsPolicy(s, nodeHostname) ? { mtaStsPolicy: { mode: s.mtaSts.mode, maxAgeSeconds: s.mtaSts.maxAgeSeconds, mx: nodeHostnames(s.hostname, s.nodes) } } : {}),
   };

@@ -131,7 +131,10 @@ export class CustomerMailServer extends pulumi.ComponentResource {
         // the real config (stack overrides included, credentials too) goes only this way, never into user-data
         const bundlePath = resolve(PROJECT_ROOT, s.bundlePath);
         if (!existsSync(bundlePath)) throw new Error(`ownrelay:bundlePath: ${bundlePath} does not exist; build it with \`npm run bundle\` before \`pulumi up\``);
-        const nodeConfig = renderRelayConfig(relayConfigInput(s, hostname, 'deployed')).yaml;
+        // with the node's public addresses, for `ownrelay doctor` on the server (an Elastic IP is on no interface)
+        const nodeConfig = pulumi
+          .all([address.publicIp, network.hasIpv6 ? host.ipv6Address : pulumi.output(undefined)])
+          .apply(([ipv4, ipv6]) => renderRelayConfig(relayConfigInput(s, hostname, 'deployed', [ipv4, ...(ipv6 ? [ipv6] : [])])).yaml);
         this.deploys.push(new RelayDeploy(`${name}-node${i}`, {
           host: address.publicIp,
           user: adminUser,

@@ -67,6 +67,12 @@ export interface RelayConfigRenderInput {
   relay: Record<string, unknown>;
   /** listen on `::` (IPv6 and, on Linux, IPv4 too) instead of 0.0.0.0, SMTP and HTTP(S) alike; for nodes with an AAAA record */
   listenIpv6?: boolean;
+  /**
+   * The node's public addresses (its Elastic IP, and IPv6 address if any), written
+   * to `doctor.publicAddresses`: an Elastic IP is not on any interface of the host,
+   * so `ownrelay doctor` on the server would not find it otherwise.
+   */
+  publicAddresses?: string[];
 }
 
 export function renderRelayConfig(input: RelayConfigRenderInput): { yaml: string; config: RelayConfig } {
@@ -96,6 +102,7 @@ function baseConfig(input: RelayConfigRenderInput): Record<string, unknown> {
     paths: { ...SERVER_PATHS },
     ...(tls === undefined ? {} : { tls }),
     ...(selector === undefined ? {} : { dkim: { keys: input.domains.map((domain) => ({ domain, selector, privateKeyFile: dkimKeyPath(domain, selector) })) } }),
+    ...(input.publicAddresses?.length ? { doctor: { publicAddresses: input.publicAddresses } } : {}),
   };
 }
 

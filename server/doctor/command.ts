@@ -42,7 +42,7 @@ export function addDoctorCommand(program: Command): void {
     .argument('<domain>', 'the mail domain to check')
     .option('--json', 'print the report as JSON')
     .option('-c, --config <file>', `the relay config (default: ${SERVER_CONFIG_PATH})`)
-    .option('--ip <address>', 'a public address of the server (repeatable; default: the public addresses of this host\'s interfaces)', collect, [])
+    .option('--ip <address>', 'a public address of the server (repeatable; default: the config\'s doctor.publicAddresses, else the public addresses of this host\'s interfaces)', collect, [])
     .option('--dns-server <host:port>', 'resolver to ask (repeatable; default: the config\'s dns.servers, else the system\'s)', collect, [])
     .option('--smtp-port <port>', 'the port senders reach the server on', positiveInteger('--smtp-port', 65535), 25)
     .option('--connect-to <HOST:PORT:ADDRESS:PORT>', 'send connections for HOST:PORT to ADDRESS:PORT, TLS still checked against HOST (repeatable)', collect, [])
@@ -56,9 +56,10 @@ export function addDoctorCommand(program: Command): void {
       const { publicInterfaceAddresses } = require('./identity') as typeof import('./identity');
       const { renderReport } = require('./render') as typeof import('./render');
       const { runDoctor } = require('./runner') as typeof import('./runner');
-      const ips = options.ip.length > 0 ? options.ip : publicInterfaceAddresses();
+      // --ip, else the addresses the config names (the infra writes the Elastic IP there), else the interfaces'
+      const ips = options.ip.length > 0 ? options.ip : config.doctor.publicAddresses.length > 0 ? config.doctor.publicAddresses : publicInterfaceAddresses();
       if (ips.length === 0) {
-        throw new Error('no public address on this host\'s interfaces (behind NAT, such as an AWS Elastic IP, the public address is not on the host): pass it with --ip');
+        throw new Error('no public address on this host\'s interfaces (behind NAT, such as an AWS Elastic IP, the public address is not on the host): pass it with --ip, or set doctor.publicAddresses in the config');
       }
       const report = await runDoctor({
         domain,

@@ -3,6 +3,7 @@
  * that is not the relay's own identity. Part of the relay's one schema, so the
  * same file, messages and JSON Schema cover it.
  */
+import { isIP } from 'node:net';
 import { z } from 'zod';
 
 const dnsZone = z
@@ -11,6 +12,10 @@ const dnsZone = z
 
 export const DoctorSettingsSchema = z
   .object({
+    publicAddresses: z
+      .array(z.string().refine((value) => isIP(value) !== 0, 'an IPv4 or IPv6 address such as 203.0.113.25'))
+      .default([])
+      .describe('the server\'s public addresses, checked unless `doctor --ip` is given; needed where they are not on an interface (an AWS Elastic IP): the infra program writes them. Empty: the public addresses of the host\'s interfaces'),
     ipBlocklists: z
       .array(dnsZone)
       .default(['zen.spamhaus.org', 'bl.spamcop.net', 'b.barracudacentral.org'])

@@ -154,12 +154,13 @@ describe('ownrelay doctor: the server and the command', () => {
       '--timeout',
       '3000',
     ];
-    const run = (extra: string[]) =>
+    const runWith = (base: string[], extra: string[]) =>
       new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-        execFile(process.execPath, [...args, ...extra], { cwd: PROJECT_ROOT, env: { ...process.env, NODE_EXTRA_CA_CERTS: join(world.dir, 'ca.pem') } }, (error, stdout, stderr) => {
+        execFile(process.execPath, [...base, ...extra], { cwd: PROJECT_ROOT, env: { ...process.env, NODE_EXTRA_CA_CERTS: join(world.dir, 'ca.pem') } }, (error, stdout, stderr) => {
           resolve({ code: error ? (typeof error.code === 'number' ? error.code : null) : 0, stdout, stderr });
         });
       });
+    const run = (extra: string[]) => runWith(args, extra);
 
     // the config file has no dkim section, so the DKIM check fails
     const failing = await run(['--json']);
@@ -181,5 +182,16 @@ describe('ownrelay doctor: the server and the command', () => {
     const badSkip = await run(['--skip', 'nonsense']);
     assert.equal(badSkip.code, 1);
     assert.match(badSkip.stderr, /unknown check nonsense to skip; the checks are mx, address, ptr/);
+
+    // without --ip, the addresses the config names (as the infra writes a node's Elastic IP there)
+    const { doctor } = world.relay.relay.config;
+    writeFileSync(configFile, stringify({ ...world.relay.relay.config, doctor: { ...doctor, publicAddresses: [IP] } }));
+    const withoutIp = args.filter((arg, i) => arg !== '--ip' && args[i - 1] !== '--ip');
+    assert.equal(withoutIp.length, args.length - 2);
+    const fromConfig = await runWith(withoutIp, ['--skip', 'dkim', '--json']);
+    assert.equal(fromConfig.code, 0, fromConfig.stdout + fromConfig.stderr);
+    const fromConfigReport = JSON.parse(fromConfig.stdout) as DoctorReport;
+    assert.deepEqual(fromConfigReport.ips, [IP]);
+    assert.match(result(fromConfigReport, 'ptr').detail, /127\.0\.0\.7 -> mail\.doctor\.test -> 127\.0\.0\.7/);
   });
 });

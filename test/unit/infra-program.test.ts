@@ -413,6 +413,22 @@ test('with a deploy key, the relay is deployed to every node over SSH with that 
   assert.equal(configs.length, 2);
 });
 
+test('each deployed relay config names its own node\'s public addresses for `ownrelay doctor` (an Elastic IP is on no interface)', async () => {
+  const configs = ofType(deployed, 'command:remote:CopyToRemote').filter((c) => c.name.endsWith('-config'));
+  const seen: string[][] = [];
+  for (const [i, ip] of deployed.publicIps.entries()) {
+    const step = configs.find((c) => c.name.includes(`-node${i}-`));
+    assert.ok(step, `a config for node ${i}`);
+    const { publicAddresses } = parseConfig(await copiedText(step), step.name).doctor;
+    // the Elastic IP, then the instance's IPv6 address (this stack has its own VPC, with IPv6)
+    assert.equal(publicAddresses.length, 2, JSON.stringify(publicAddresses));
+    assert.equal(publicAddresses[0], ip);
+    assert.match(publicAddresses[1]!, /^2600:1f18:1234:5600::\d+$/);
+    seen.push(publicAddresses);
+  }
+  assert.equal(new Set(seen.flat()).size, 4, 'no two nodes share an address');
+});
+
 test('the DKIM key shipped to each relay is the private half of the published DKIM record, and its config names the shipped files', async () => {
   const keySteps = ofType(deployed, 'command:remote:CopyToRemote').filter((c) => c.name.includes('-dkim-'));
   assert.equal(keySteps.length, 4, 'one key file per domain on each of the two nodes');
