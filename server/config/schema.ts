@@ -195,6 +195,12 @@ export const RelayConfigSchema = z
             minBackoffMs: z.number().int().positive().default(300_000).describe('first retry after this long (Postfix: 300 s)'),
             maxBackoffMs: z.number().int().positive().default(4_000_000).describe('retry interval never grows past this (Postfix: 4000 s)'),
             maxQueueLifetimeMs: z.number().int().positive().default(5 * 24 * 3600_000).describe('give up and bounce after this long in the queue (Postfix: 5 days)'),
+            delayWarningAfterMs: z
+              .number()
+              .int()
+              .nonnegative()
+              .default(4 * 3600_000)
+              .describe('tell the sender once (a DSN with Action: delayed) when a message is still undelivered after this long; 0: never (as Postfix by default)'),
           })
           .strict()
           .prefault({})

@@ -1,6 +1,8 @@
 /**
  * Turning failed recipients into a DSN for the sender, queued durably before the
- * original message leaves the queue. Never for the null sender (RFC 5321 6.1:
+ * original message leaves the queue; and, for a message still being retried long
+ * after it arrived, one delay warning (a DSN with Action: delayed) queued before
+ * the envelope records that it was sent. Never for the null sender (RFC 5321 6.1:
  * a bounce is not bounced), nor for our own bounces.
  */
 import { open } from 'node:fs/promises';
@@ -19,19 +21,33 @@ export interface BounceInput {
 }
 
 /** Returns the bounce's queue entry, or undefined when no bounce is due. */
-export async function queueBounce(input: BounceInput): Promise<QueueEntry | undefined> {
-  const { spool, hostname, envelope, failed } = input;
-  if (envelope.from === '' || envelope.isBounce || failed.length === 0) return undefined;
+export function queueBounce(input: BounceInput): Promise<QueueEntry | undefined> {
+  return queueDsn(input, input.failed, 'failed');
+}
+
+export interface DelayWarningInput extends Omit<BounceInput, 'failed'> {
+  /** the recipients still being retried */
+  pending: RecipientState[];
+}
+
+/** Returns the warning's queue entry, or undefined when none is due (null sender, a bounce, nothing pending). */
+export function queueDelayWarning(input: DelayWarningInput): Promise<QueueEntry | undefined> {
+  return queueDsn(input, input.pending, 'delayed');
+}
+
+async function queueDsn(input: Omit<BounceInput, 'failed'>, recipients: RecipientState[], action: 'failed' | 'delayed'): Promise<QueueEntry | undefined> {
+  const { spool, hostname, envelope } = input;
+  if (envelope.from === '' || envelope.isBounce || recipients.length === 0) return undefined;
   const originalHeaders = await readHeaderBlock(spool.pathOf(input.entry), input.bodyOffset);
   const dsn = buildDsn({
     reportingMta: hostname,
     queueId: envelope.id,
     originalFrom: envelope.from,
     arrivalDate: new Date(envelope.receivedAt),
-    recipients: failed.map((r) => ({
+    recipients: recipients.map((r) => ({
       address: r.address,
-      action: 'failed',
-      status: statusFromReply(r.reply ?? '', '5.0.0'),
+      action,
+      status: statusFromReply(r.reply ?? '', action === 'failed' ? '5.0.0' : '4.0.0'),
       diagnostic: r.reply,
       remoteMta: r.remoteHost,
     })),

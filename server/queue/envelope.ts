@@ -39,6 +39,8 @@ export interface QueueEnvelope {
   client: ClientInfo;
   /** true for DSNs this relay generated */
   isBounce?: boolean;
+  /** the sender has been told that the message is delayed (once per message) */
+  delayWarned?: boolean;
   /**
    * Header fields this relay adds in front of the message when it passes it on
    * (Authentication-Results, Received-SPF), each ending in CRLF. They are kept

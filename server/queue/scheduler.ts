@@ -6,7 +6,8 @@
  *
  * Each attempt: claim (rename to active/), deliver per route, record each
  * recipient's result, queue a bounce for new failures, then remove the message
- * (nothing pending) or rewrite it into deferred/ with its next due time.
+ * (nothing pending) or rewrite it into deferred/ with its next due time (after
+ * queueing the one delay warning a message gets, once it is overdue).
  *
  * Administration (hold, release, retry, delete, flush) goes through the relay's
  * queue control, which asks `isDelivering` and `withdraw`s an entry before it
@@ -19,11 +20,11 @@ import { Readable } from 'node:stream';
 import type { RelayConfig } from '../config/schema';
 import { KeyedSemaphores } from '../delivery/limiter';
 import type { Router } from '../delivery/router';
-import { queueBounce } from '../delivery/bounce';
+import { queueBounce, queueDelayWarning } from '../delivery/bounce';
 import type { RecipientResult } from '../delivery/types';
 import type { Logger } from '../log/logger';
 import { openWithPrefix } from '../delivery/prefixed-message';
-import { addedHeaders, pendingRecipients, type QueueEnvelope } from './envelope';
+import { addedHeaders, pendingRecipients, type QueueEnvelope, type RecipientState } from './envelope';
 import { retryPlan } from './retry-schedule';
 import type { QueueEntry, Spool } from './spool';
 import type { QueueFileInfo } from './queue-file';
@@ -313,6 +314,7 @@ export class Scheduler {
       await spool.remove(entry);
       return;
     }
+    await this.warnIfDelayed(entry, info, envelope, pending, now);
     const dueAt = plan?.action === 'retry' ? plan.retryAtMs : now + config.delivery.retry.minBackoffMs;
     try {
       this.addDue(await spool.rewrite(entry, info, envelope, 'deferred', dueAt));
@@ -321,6 +323,31 @@ export class Scheduler {
       this.addDue(await spool.move(entry, 'deferred', dueAt));
     }
     logger.info({ event: 'queued-for-retry', queueId: envelope.id, pending: pending.map((r) => r.address), retryAt: new Date(dueAt).toISOString(), attempts: envelope.attempts }, `${envelope.id} will be retried at ${new Date(dueAt).toISOString()}`);
+  }
+
+  /**
+   * Once per message, when it is still undelivered `delayWarningAfterMs` after it
+   * arrived: a DSN with Action: delayed to the sender, queued before the envelope
+   * (rewritten next by the caller) records that it was sent. A crash in between
+   * can send the warning twice, never lose it; a failure to queue it is logged and
+   * tried again after the next attempt.
+   */
+  private async warnIfDelayed(entry: QueueEntry, info: QueueFileInfo, envelope: QueueEnvelope, pending: RecipientState[], now: number): Promise<void> {
+    const { spool, config, logger } = this.deps;
+    const after = config.delivery.retry.delayWarningAfterMs;
+    if (after === 0 || envelope.delayWarned || now - envelope.receivedAt < after) return;
+    try {
+      const warning = await queueDelayWarning({ spool, hostname: config.hostname, entry, bodyOffset: info.bodyOffset, envelope, pending });
+      envelope.delayWarned = true;
+      if (!warning) return;
+      logger.info(
+        { event: 'delay-warning', queueId: envelope.id, from: envelope.from, to: pending.map((r) => r.address), warningId: warning.id, delayMs: now - envelope.receivedAt },
+        `${envelope.id} still undelivered after ${Math.round((now - envelope.receivedAt) / 60_000)} min: delay warning ${warning.id} to <${envelope.from}>`,
+      );
+      this.enqueue(warning);
+    } catch (err) {
+      logger.error({ event: 'delay-warning-error', queueId: envelope.id, err: String(err) }, `could not queue the delay warning for ${envelope.id}; trying again after the next attempt`);
+    }
   }
 }
 

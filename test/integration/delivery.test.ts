@@ -194,6 +194,58 @@ test('a message still deferred when its queue lifetime ends is bounced as expire
   }
 });
 
+test('a message still undelivered after delayWarningAfterMs gets one delay warning; it stays queued and is delivered later', async () => {
+  let deferring = true;
+  const destination = await startDestination({ rcptPolicy: () => (deferring ? { code: 451, message: 'mailbox busy, try later' } : undefined) });
+  const relay = await relayTo(destination, { delivery: { allowedDestinations: ['127.0.0.0/8'], retry: { minBackoffMs: 100, maxBackoffMs: 200, delayWarningAfterMs: 400 } } });
+  try {
+    await submitter(relay).sendMail({ from: 'alice@relay.test', to: 'slow@dest.test', subject: 'taking its time', text: 'x' });
+    const [warningPath] = await waitFor(async () => {
+      const files = await mailboxFiles(relay, 'alice');
+      return files.length > 0 ? files : undefined;
+    });
+    const warning = await readFile(warningPath!, 'utf8');
+    assert.match(warning, /^Return-Path: <>\n/);
+    assert.match(warning, /^Subject: Delayed Mail \(still being retried\)$/m);
+    assert.match(warning, /Final-Recipient: rfc822; ?slow@dest\.test/);
+    assert.match(warning, /^Action: delayed$/m);
+    assert.match(warning, /^Status: 4\.3\.0$/m);
+    assert.match(warning, /Diagnostic-Code: smtp; ?451 4\.3\.0 mailbox busy, try later/);
+    assert.match(warning, /you do not need to send it again/);
+    assert.match(warning, /Subject: taking its time/, 'the original headers are attached');
+    const logged = await relay.waitForLog((l) => l.event === 'delay-warning');
+    assert.deepEqual(logged.to, ['slow@dest.test']);
+
+    // more attempts, still deferred: no second warning
+    const attemptsAtWarning = relay.logs.filter((l) => l.event === 'deferred').length;
+    await waitFor(async () => relay.logs.filter((l) => l.event === 'deferred').length >= attemptsAtWarning + 3 || undefined, 10_000, 'three more attempts');
+    assert.equal((await mailboxFiles(relay, 'alice')).length, 1, 'one warning per message');
+    assert.equal((await spoolCounts(join(relay.dir, 'spool'))).deferred, 1, 'the message is still queued');
+
+    deferring = false;
+    const [delivered] = await destination.waitForMessages(1);
+    assert.match(delivered!.raw.toString(), /Subject: taking its time/);
+    assert.equal((await mailboxFiles(relay, 'alice')).length, 1);
+  } finally {
+    await relay.stop();
+    await destination.close();
+  }
+});
+
+test('with delayWarningAfterMs 0, a deferred message never warns its sender', async () => {
+  const destination = await startDestination({ rcptPolicy: () => ({ code: 451, message: 'try again later' }) });
+  const relay = await relayTo(destination, { delivery: { allowedDestinations: ['127.0.0.0/8'], retry: { minBackoffMs: 100, maxBackoffMs: 100, delayWarningAfterMs: 0 } } });
+  try {
+    await submitter(relay).sendMail({ from: 'alice@relay.test', to: 'slow@dest.test', subject: 'no warning', text: 'x' });
+    await waitFor(async () => relay.logs.filter((l) => l.event === 'deferred').length >= 4 || undefined, 10_000, 'four attempts');
+    assert.equal(relay.logs.filter((l) => l.event === 'delay-warning').length, 0);
+    assert.equal((await mailboxFiles(relay, 'alice')).length, 0);
+  } finally {
+    await relay.stop();
+    await destination.close();
+  }
+});
+
 test('delivery to a loopback address is refused unless delivery.allowedDestinations allows it', async () => {
   const destination = await startDestination();
   const relay = await relayTo(destination, { delivery: { allowedDestinations: [] } });
