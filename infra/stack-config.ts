@@ -35,6 +35,7 @@ const dnsName = z
   .pipe(z.string().regex(/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$/, 'expected a fully qualified DNS name such as acme.org'));
 
 const mailtoUri = z.string().regex(/^mailto:[\x21-\x2b\x2d-\x3a\x3c-\x3f\x41-\x7e]+@[a-zA-Z0-9.-]+(![0-9]+[kmgt]?)?$/, 'expected a mailto: URI such as mailto:dmarc@acme.org');
+const dkimSelector = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'expected a DNS label such as ownrelay1');
 
 const SSH_KEY_TYPES = ['ssh-ed25519', 'ssh-rsa', 'ecdsa-sha2-nistp256', 'ecdsa-sha2-nistp384', 'ecdsa-sha2-nistp521', 'sk-ssh-ed25519@openssh.com', 'sk-ecdsa-sha2-nistp256@openssh.com'];
 const sshKeyLine = new RegExp(`^(${SSH_KEY_TYPES.map((t) => t.replace(/\./g, '\\.')).join('|')}) AAAA[A-Za-z0-9+/]+={0,3}( [^\\r\\n]*)?$`);
@@ -71,7 +72,9 @@ const StackSchema = z
       }))
       .min(1, 'expected at least one admin network in CIDR form; SSH never defaults to 0.0.0.0/0'),
     nodes: z.number().int().min(1).max(10).default(1),
-    dkimSelector: z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'expected a DNS label such as ownrelay1').default('ownrelay1'),
+    dkimSelector: dkimSelector.default('ownrelay1'),
+    // selectors of earlier keys: still published (mail signed before the switch keeps verifying), no longer used to sign
+    dkimRetiredSelectors: z.array(dkimSelector).default([]),
     dmarc: z.object({ policy: z.enum(['none', 'quarantine', 'reject']).default('quarantine'), rua: mailtoUri.optional() }).strict().prefault({}),
     mtaSts: z.object({ mode: z.enum(['testing', 'enforce']).default('testing'), maxAgeSeconds: z.number().int().min(1).max(31_557_600).default(604_800) }).strict().prefault({}),
     tlsRptRua: z.union([mailtoUri, z.string().regex(/^https:\/\/[^\s,;!]+$/)], { error: 'expected a mailto: or https: URI' }).optional(),
@@ -89,7 +92,13 @@ const StackSchema = z
     // the relay bundle to deploy, relative to the project root (`npm run bundle` builds it)
     bundlePath: z.string().default('dist/ownrelay.js'),
   })
-  .strict();
+  .strict()
+  .superRefine((stack, ctx) => {
+    stack.dkimRetiredSelectors.forEach((selector, i) => {
+      if (selector === stack.dkimSelector) ctx.addIssue({ code: 'custom', path: ['dkimRetiredSelectors', i], message: `expected an earlier selector, not the current one (ownrelay:dkimSelector is ${selector})` });
+      else if (stack.dkimRetiredSelectors.indexOf(selector) !== i) ctx.addIssue({ code: 'custom', path: ['dkimRetiredSelectors', i], message: `${selector} is listed twice` });
+    });
+  });
 
 type ParsedStack = z.output<typeof StackSchema>;
 
@@ -154,7 +163,7 @@ function relayGetsAcmeCertificate(parsed: ParsedStack): boolean {
 /** The keys of the `ownrelay` namespace, with how Pulumi stores them (string, or JSON for the rest). */
 export const STACK_KEYS: Record<keyof ParsedStack, 'string' | 'object'> = {
   domains: 'object', hostname: 'string', dns: 'object', region: 'string', instanceType: 'string', ami: 'string',
-  adminSshKeys: 'object', adminCidrs: 'object', nodes: 'object', dkimSelector: 'string', dmarc: 'object',
+  adminSshKeys: 'object', adminCidrs: 'object', nodes: 'object', dkimSelector: 'string', dkimRetiredSelectors: 'object', dmarc: 'object',
   mtaSts: 'object', tlsRptRua: 'string', http01: 'object', acmeEmail: 'string', acmeDirectoryUrl: 'string', spoolVolumeGiB: 'object', useDefaultVpc: 'object', relay: 'object',
   deployPrivateKey: 'string', bundlePath: 'string',
 };
@@ -297,13 +306,20 @@ function valueAt(root: unknown, path: string[]): unknown {
   return value;
 }
 
-/** The DNS identity the stack publishes, for the given nodes and DKIM public key. */
-export function dnsIdentity(settings: StackSettings, nodes: MailNode[], dkimPublicKeyPem: string): DnsIdentityInput {
+/**
+ * The DNS identity the stack publishes, for the given nodes and DKIM public keys:
+ * the current selector's, and one per retired selector in the order of
+ * `dkimRetiredSelectors` (the current one stands in for any not given).
+ */
+export function dnsIdentity(settings: StackSettings, nodes: MailNode[], dkimPublicKeyPem: string, retiredDkimPublicKeyPems: string[] = []): DnsIdentityInput {
   return {
     domains: settings.domains,
     hostname: settings.hostname,
     nodes,
     dkim: { selector: settings.dkimSelector, publicKeyPem: dkimPublicKeyPem },
+    ...(settings.dkimRetiredSelectors.length > 0
+      ? { retiredDkim: settings.dkimRetiredSelectors.map((selector, i) => ({ selector, publicKeyPem: retiredDkimPublicKeyPems[i] ?? dkimPublicKeyPem })) }
+      : {}),
     dmarc: settings.dmarc,
     ...(settings.mtaStsPublished ? { mtaSts: settings.mtaSts } : {}),
     ...(settings.tlsRptRua === undefined ? {} : { tlsRptRua: settings.tlsRptRua }),

@@ -73,7 +73,12 @@ export class CustomerMailServer extends pulumi.ComponentResource {
       useDefaultVpc: s.useDefaultVpc,
     }, child);
 
-    const dkim = new tls.PrivateKey(`${name}-dkim`, { algorithm: 'RSA', rsaBits: 2048 }, { parent: this });
+    // one key per selector: a rotation adds a new selector and keeps the old one published (dkimRetiredSelectors)
+    const dkimKeyNames = dkimKeyResourceNames(name, s.dkimSelector, s.dkimRetiredSelectors);
+    const dkimKey = ({ resourceName, legacyAlias }: DkimKeyResourceName) =>
+      new tls.PrivateKey(resourceName, { algorithm: 'RSA', rsaBits: 2048 }, { parent: this, ...(legacyAlias ? { aliases: [{ name: legacyAlias }] } : {}) });
+    const dkim = dkimKey(dkimKeyNames.current);
+    const retiredDkim = dkimKeyNames.retired.map(dkimKey);
     this.dkimPrivateKeyPem = pulumi.secret(dkim.privateKeyPem);
 
     const zoneId = s.dns.mode === 'route53'
@@ -151,8 +156,8 @@ export class CustomerMailServer extends pulumi.ComponentResource {
     this.publicIps = pulumi.all(addresses.map((a) => a.publicIp));
     this.ipv6Addresses = pulumi.all(hosts.map((h) => (network.hasIpv6 ? h.ipv6Address : pulumi.output(undefined))));
 
-    this.records = pulumi.all([this.publicIps, this.ipv6Addresses, dkim.publicKeyPem]).apply(([ipv4s, ipv6s, publicKeyPem]) =>
-      renderDnsRecords(dnsIdentity(s, this.hostnames.map((hostname, i) => mailNode(hostname, ipv4s[i] ?? '', ipv6s[i])), publicKeyPem)));
+    this.records = pulumi.all([this.publicIps, this.ipv6Addresses, dkim.publicKeyPem, pulumi.all(retiredDkim.map((key) => key.publicKeyPem))]).apply(([ipv4s, ipv6s, publicKeyPem, retiredPublicKeyPems]) =>
+      renderDnsRecords(dnsIdentity(s, this.hostnames.map((hostname, i) => mailNode(hostname, ipv4s[i] ?? '', ipv6s[i])), publicKeyPem, retiredPublicKeyPems)));
     this.mtaStsPolicy = s.mtaStsPublished ? renderMtaStsPolicy({ ...s.mtaSts, mxHosts: this.hostnames }).text : undefined;
 
     // the nodes' own A/AAAA records belong to RelayAddress (the PTR waits for them)
@@ -225,4 +230,25 @@ export function manualSteps(input: { manualDns: boolean; deployByHand?: boolean;
     ...input.nodes.map((n) => `    ${n.ip}  ->  ${n.hostname}`),
   ].join('\n'));
   return steps;
+}
+
+export interface DkimKeyResourceName {
+  resourceName: string;
+  /** the name the key had before keys were named by selector, so that upgrading replaces no key */
+  legacyAlias?: string;
+}
+
+/**
+ * The names of the DKIM key resources: `<name>-dkim-<selector>`. Stacks made before
+ * keys were named by selector have one key, `<name>-dkim`, for the selector then in
+ * use; an alias hands it on without a new key: to the current selector's key while
+ * nothing is retired, and during a rotation to the first retired selector (the one
+ * in use before). An alias whose old name is not in the state changes nothing.
+ */
+export function dkimKeyResourceNames(name: string, selector: string, retiredSelectors: string[]): { current: DkimKeyResourceName; retired: DkimKeyResourceName[] } {
+  const legacyAlias = `${name}-dkim`;
+  return {
+    current: { resourceName: `${name}-dkim-${selector}`, ...(retiredSelectors.length === 0 ? { legacyAlias } : {}) },
+    retired: retiredSelectors.map((retired, i) => ({ resourceName: `${name}-dkim-${retired}`, ...(i === 0 ? { legacyAlias } : {}) })),
+  };
 }

@@ -37,6 +37,8 @@ export interface DnsIdentityInput {
   /** one entry per node, node 0 first; see `nodeHostnames` for the names */
   nodes: MailNode[];
   dkim: { selector: string; publicKeyPem: string };
+  /** keys of earlier selectors, still published while mail signed with them may be checked (a key rotation) */
+  retiredDkim?: Array<{ selector: string; publicKeyPem: string }>;
   dmarc: { policy: DmarcPolicy; rua?: string };
   /** the MTA-STS policy the relay serves; omitted: no `_mta-sts` and no `mta-sts.<domain>` records */
   mtaSts?: { mode: MtaStsMode; maxAgeSeconds: number };
@@ -86,13 +88,14 @@ export function renderDnsRecords(input: DnsIdentityInput): DnsRecord[] {
     add(node.hostname, 'A', [node.ipv4]);
     if (node.ipv6 !== undefined) add(node.hostname, 'AAAA', [node.ipv6]);
   }
-  const dkimKey = dkimPublicKeyBase64(input.dkim.publicKeyPem);
+  const dkimKeys = [input.dkim, ...(input.retiredDkim ?? [])].map((key) => ({ selector: key.selector, base64: dkimPublicKeyBase64(key.publicKeyPem) }));
+  if (new Set(dkimKeys.map((key) => key.selector)).size !== dkimKeys.length) throw new Error('renderDnsRecords: a DKIM selector is given twice');
   const policy = input.mtaSts === undefined ? undefined : renderMtaStsPolicy({ ...input.mtaSts, mxHosts });
   const policyHost = input.nodes[0];
   for (const domain of input.domains) {
     add(domain, 'MX', mxHosts.map((host) => `${MX_PREFERENCE} ${host}`));
     add(domain, 'TXT', [renderSpf(ipv4s, ipv6s)]);
-    add(`${input.dkim.selector}._domainkey.${domain}`, 'TXT', [`v=DKIM1; k=rsa; p=${dkimKey}`]);
+    for (const key of dkimKeys) add(`${key.selector}._domainkey.${domain}`, 'TXT', [`v=DKIM1; k=rsa; p=${key.base64}`]);
     add(`_dmarc.${domain}`, 'TXT', [renderDmarc(input.dmarc)]);
     if (policy !== undefined) add(`_mta-sts.${domain}`, 'TXT', [`v=STSv1; id=${policy.id}`]);
     add(`_smtp._tls.${domain}`, 'TXT', [`v=TLSRPTv1; rua=${input.tlsRptRua ?? `mailto:postmaster@${domain}`}`]);

@@ -92,6 +92,16 @@ test('the DKIM record carries the public half of the key', () => {
   assert.equal(dkimPublicKeyBase64(publicKeyPem), tags.get('p'));
 });
 
+test('during a key rotation, the retired selectors stay published with their own keys', () => {
+  const retiredPem = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ type: 'spki', format: 'pem' }).toString();
+  const records = renderDnsRecords(input({ dkim: { selector: 'ownrelay2', publicKeyPem }, retiredDkim: [{ selector: 'ownrelay1', publicKeyPem: retiredPem }] }));
+  const p = (selector: string) => tagsOf(find(records, `${selector}._domainkey.acme.org`, 'TXT').values[0] ?? '').get('p');
+  assert.equal(p('ownrelay2'), dkimPublicKeyBase64(publicKeyPem));
+  assert.equal(p('ownrelay1'), dkimPublicKeyBase64(retiredPem));
+  assert.notEqual(p('ownrelay1'), p('ownrelay2'));
+  assert.throws(() => renderDnsRecords(input({ retiredDkim: [{ selector: 'ownrelay1', publicKeyPem: retiredPem }] })), /a DKIM selector is given twice/);
+});
+
 test('a DKIM key that is not RSA is refused', () => {
   const ed = generateKeyPairSync('ed25519').publicKey.export({ type: 'spki', format: 'pem' }).toString();
   assert.throws(() => dkimPublicKeyBase64(ed), /expected an RSA key/);

@@ -28,6 +28,17 @@ const DKIM_PUBLIC_PEM = DKIM.publicKey.export({ type: 'spki', format: 'pem' }).t
 const DKIM_PUBLIC_B64 = DKIM.publicKey.export({ type: 'spki', format: 'der' }).toString('base64');
 const DKIM_PRIVATE_PEM = DKIM.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
 
+const otherDkimKeys = new Map<string, { publicKeyPem: string; privateKeyPem: string }>();
+function otherDkimKey(name: string): { publicKeyPem: string; privateKeyPem: string } {
+  let key = otherDkimKeys.get(name);
+  if (!key) {
+    const pair = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    key = { publicKeyPem: pair.publicKey.export({ type: 'spki', format: 'pem' }).toString(), privateKeyPem: pair.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString() };
+    otherDkimKeys.set(name, key);
+  }
+  return key;
+}
+
 interface Created {
   type: string;
   name: string;
@@ -36,6 +47,7 @@ interface Created {
   inputs: Record<string, any>;
   retainOnDelete: boolean;
   dependencies: string[];
+  aliases: string[];
 }
 
 interface Outcome {
@@ -78,7 +90,7 @@ async function settle(created: Created[]): Promise<void> {
 
 async function setUpMocks(config: Record<string, unknown>, stack: string): Promise<Created[]> {
   const created: Created[] = [];
-  const options = new Map<string, { urn: string; retainOnDelete: boolean; dependencies: string[] }>();
+  const options = new Map<string, { urn: string; retainOnDelete: boolean; dependencies: string[]; aliases: string[] }>();
   let eips = 0;
   let instances = 0;
   await pulumi.runtime.setMocks({
@@ -113,7 +125,8 @@ async function setUpMocks(config: Record<string, unknown>, stack: string): Promi
               privateKeyOpenssh: `-----BEGIN OPENSSH PRIVATE KEY-----\nkey-of-${args.name}\n-----END OPENSSH PRIVATE KEY-----\n`,
             });
           } else {
-            Object.assign(state, { publicKeyPem: DKIM_PUBLIC_PEM, privateKeyPem: DKIM_PRIVATE_PEM });
+            // the default selector's key is the fixed test key; the key of any other selector is a key of its own
+            Object.assign(state, args.name.endsWith('-dkim-ownrelay1') ? { publicKeyPem: DKIM_PUBLIC_PEM, privateKeyPem: DKIM_PRIVATE_PEM } : otherDkimKey(args.name));
           }
           break;
         case 'aws:iam/role:Role':
@@ -123,7 +136,7 @@ async function setUpMocks(config: Record<string, unknown>, stack: string): Promi
           Object.assign(state, { name: args.name });
           break;
       }
-      const opts = options.get(`${args.type}::${args.name}`) ?? { urn: '', retainOnDelete: false, dependencies: [] };
+      const opts = options.get(`${args.type}::${args.name}`) ?? { urn: '', retainOnDelete: false, dependencies: [], aliases: [] };
       created.push({ type: args.type, name: args.name, inputs: args.inputs as Record<string, unknown>, ...opts });
       return { id, state };
     },
@@ -148,7 +161,12 @@ async function setUpMocks(config: Record<string, unknown>, stack: string): Promi
   const original = monitor.registerResource.bind(monitor);
   monitor.registerResource = (req, cb) => {
     const urn = monitor.newUrn(req.getParent(), req.getType(), req.getName());
-    options.set(`${req.getType()}::${req.getName()}`, { urn, retainOnDelete: req.getRetainondelete() === true, dependencies: req.getDependenciesList() });
+    // aliases travel as specs or as URNs, depending on what the monitor supports: keep the old names
+    const aliases = [
+      ...req.getAliasurnsList().map((aliasUrn) => aliasUrn.slice(aliasUrn.lastIndexOf('::') + 2)),
+      ...req.getAliasesList().map((alias) => alias.getSpec()?.getName() || alias.getUrn().slice(alias.getUrn().lastIndexOf('::') + 2)),
+    ];
+    options.set(`${req.getType()}::${req.getName()}`, { urn, retainOnDelete: req.getRetainondelete() === true, dependencies: req.getDependenciesList(), aliases });
     return original(req, cb);
   };
 
@@ -162,6 +180,8 @@ interface RegisterRequest {
   getParent(): string;
   getRetainondelete(): boolean | undefined;
   getDependenciesList(): string[];
+  getAliasurnsList(): string[];
+  getAliasesList(): Array<{ getUrn(): string; getSpec(): { getName(): string } | undefined }>;
 }
 
 async function runProgram(config: Record<string, unknown>, stack = 'acme'): Promise<Outcome> {
@@ -188,6 +208,7 @@ const openToWorld = (rule: Rule): boolean => (rule.cidrBlocks ?? []).includes('0
 let route53: Outcome; // two nodes, records in Route 53, HTTP-01 certificates (so MTA-STS is published)
 let manual: Outcome; // one node, manual DNS, no ACME (so no MTA-STS), default VPC
 let deployed: Outcome; // two nodes, HTTP-01, with a deploy key: the relay is deployed
+let rotating: Outcome; // a DKIM key rotation in progress: ownrelay2 signs, ownrelay1 stays published
 
 const DEPLOY_KEY = '-----BEGIN OPENSSH PRIVATE KEY-----\nadmin\n-----END OPENSSH PRIVATE KEY-----\n';
 
@@ -209,6 +230,12 @@ before(async () => {
     bundlePath: bundleFile(),
     deployPrivateKey: DEPLOY_KEY,
   }));
+  rotating = await runProgram(baseConfig({
+    dkimSelector: 'ownrelay2',
+    dkimRetiredSelectors: ['ownrelay1'],
+    bundlePath: bundleFile(),
+    deployPrivateKey: DEPLOY_KEY,
+  }));
 });
 
 /** The mock sees secret inputs in Pulumi's wire form: { <secret signature>: ..., value }. */
@@ -220,6 +247,42 @@ async function copiedText(step: Created): Promise<string> {
   assert.ok(SECRET_SIG in source, `${step.name}: the source travels as a secret`);
   return await ((source.value as { text: Promise<string> }).text);
 }
+
+const dkimKeysOf = (outcome: Outcome): Created[] => ofType(outcome, 'tls:index/privateKey:PrivateKey').filter((k) => k.inputs.algorithm === 'RSA');
+
+test('the DKIM key is named by its selector and keeps the name it had before (an alias), so an upgrade makes no new key', () => {
+  const [key, ...others] = dkimKeysOf(route53);
+  assert.equal(others.length, 0);
+  assert.equal(key!.name, 'acme-dkim-ownrelay1');
+  assert.deepEqual(key!.aliases, ['acme-dkim']);
+});
+
+test('a DKIM rotation signs with the new selector\'s own key and keeps the retired selector\'s key published', async () => {
+  const keys = dkimKeysOf(rotating);
+  assert.deepEqual(keys.map((k) => k.name).sort(), ['acme-dkim-ownrelay1', 'acme-dkim-ownrelay2']);
+  // the key made before the rotation (under its old name) stays the retired selector's key
+  assert.deepEqual(keys.find((k) => k.name === 'acme-dkim-ownrelay1')!.aliases, ['acme-dkim']);
+  assert.deepEqual(keys.find((k) => k.name === 'acme-dkim-ownrelay2')!.aliases, []);
+
+  const published = (selector: string) => {
+    const record = ofType(rotating, 'aws:route53/record:Record').find((r) => r.inputs.name === `${selector}._domainkey.acme-widgets.com`);
+    assert.ok(record, `${selector} is published`);
+    return /p=([A-Za-z0-9+/=]+)$/.exec(route53TxtStrings((record.inputs.records as string[])[0] ?? '').join(''))?.[1];
+  };
+  assert.equal(published('ownrelay1'), DKIM_PUBLIC_B64, 'the retired key is still in DNS');
+  const current = published('ownrelay2');
+  assert.ok(current !== undefined && current !== DKIM_PUBLIC_B64, 'the new selector has a key of its own');
+
+  // the relay gets the new key only, under the new selector
+  const [keyStep, ...moreKeys] = ofType(rotating, 'command:remote:CopyToRemote').filter((c) => c.name.includes('-dkim-'));
+  assert.equal(moreKeys.length, 0);
+  assert.match(String(keyStep!.inputs.remotePath), /\/dkim\/acme-widgets\.com\.ownrelay2\.pem$/);
+  const shipped = createPublicKey(createPrivateKey(await copiedText(keyStep!))).export({ type: 'spki', format: 'der' }).toString('base64');
+  assert.equal(shipped, current);
+  const configStep = ofType(rotating, 'command:remote:CopyToRemote').find((c) => c.name.endsWith('-config'))!;
+  const config = parseConfig(await copiedText(configStep), configStep.name);
+  assert.deepEqual(config.dkim.keys.map((k) => k.selector), ['ownrelay2']);
+});
 
 test('SSH is never open to 0.0.0.0/0', () => {
   for (const outcome of [route53, manual]) {

@@ -39,6 +39,7 @@ test('a minimal stack gets the documented defaults', () => {
   assert.equal(settings.instanceType, 't3.small');
   assert.equal(settings.nodes, 1);
   assert.equal(settings.dkimSelector, 'ownrelay1');
+  assert.deepEqual(settings.dkimRetiredSelectors, []);
   assert.deepEqual(settings.dmarc, { policy: 'quarantine' });
   assert.deepEqual(settings.mtaSts, { mode: 'testing', maxAgeSeconds: 604800 });
   assert.equal(settings.http01, false);
@@ -46,6 +47,17 @@ test('a minimal stack gets the documented defaults', () => {
   assert.equal(settings.useDefaultVpc, false);
   assert.equal(settings.relayConfig.hostname, 'mail.acme.org');
   assert.match(settings.relayYaml, /^hostname: mail\.acme\.org$/m);
+});
+
+test('retired DKIM selectors are DNS labels, earlier than the current one and listed once', () => {
+  assert.deepEqual(parseStackSettings(valid({ dkimSelector: 'ownrelay2', dkimRetiredSelectors: ['ownrelay1'] }), { realDeploy: true }).dkimRetiredSelectors, ['ownrelay1']);
+  assert.deepEqual(problemsOf(valid({ dkimSelector: 'ownrelay2', dkimRetiredSelectors: ['Bad_Label'] })), [
+    'ownrelay:dkimRetiredSelectors.0: expected a DNS label such as ownrelay1',
+  ]);
+  assert.deepEqual(problemsOf(valid({ dkimSelector: 'ownrelay2', dkimRetiredSelectors: ['ownrelay1', 'ownrelay2', 'ownrelay1'] })), [
+    'ownrelay:dkimRetiredSelectors.1: expected an earlier selector, not the current one (ownrelay:dkimSelector is ownrelay2)',
+    'ownrelay:dkimRetiredSelectors.2: ownrelay1 is listed twice',
+  ]);
 });
 
 test('refuses SSH from 0.0.0.0/0 and says why', () => {
