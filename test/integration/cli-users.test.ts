@@ -82,7 +82,8 @@ test('users add/passwd/remove edit the file keeping its comments, and the reload
     const listed = await runCli(['--config', config, 'users', 'list', '--json']);
     assert.deepEqual(JSON.parse(listed.stdout), [{ name: 'app', senders: ['@relay.test'] }]);
     const human = await runCli(['--config', config, 'users', 'list']);
-    assert.match(human.stdout, /^USER +SENDERS\napp +@relay\.test\n$/);
+    assert.equal(human.code, 0, `stdout: ${human.stdout}\nstderr: ${human.stderr}`);
+    assert.match(human.stdout, /^USER +SENDERS\napp +@relay\.test\n$/, `stderr: ${human.stderr}`);
 
     const removed = await runCli(['--config', config, 'users', 'remove', 'app', '--reload']);
     assert.equal(removed.code, 0, removed.stderr);
