@@ -13,6 +13,7 @@
  * replaced (the old one finishes its sessions), and keys that only a restart can
  * apply are named in the answer and the log.
  */
+import { join } from 'node:path';
 import type { RelayConfig } from './config/schema';
 import { loadConfigFile } from './config/load';
 import type { Logger } from './log/logger';
@@ -34,7 +35,7 @@ import { RelayPolicy } from './stages/policy';
 import { SendingLimiter } from './stages/sending-limit';
 import { AdminServer, assertNoRunningRelay } from './admin/admin-server';
 import { adminHandlers, adminSocketPath } from './admin/admin-api';
-import { DeliveryErrors } from './admin/delivery-errors';
+import { DELIVERY_ERRORS_FILE, DeliveryErrors } from './admin/delivery-errors';
 import { QueueControl } from './admin/queue-control';
 import { QueueView } from './admin/queue-view';
 import { effectiveConfig, restartOnlyChanges, sameListener } from './admin/reload-plan';
@@ -97,7 +98,7 @@ export class Relay {
     }
     const view = new QueueView(config.paths.spool);
     const metrics = new RelayMetrics(config, () => view.counts());
-    const errors = new DeliveryErrors();
+    const errors = new DeliveryErrors({ file: join(config.paths.state, DELIVERY_ERRORS_FILE), logger });
     const resolver = new MxResolver(config.dns.servers);
     const guard = new AddressGuard(config.delivery.allowedDestinations);
     const smtp = new SmtpDelivery({
@@ -285,6 +286,7 @@ export class Relay {
     await this.scheduler.stop(this.options.shutdownTimeoutMs ?? 20_000);
     await this.router.close();
     await this.spool.close();
+    this.deliveryErrors.close();
     this.logger.info({ event: 'stopped' }, 'stopped');
   }
 }

@@ -6,7 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, rmSync, statSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -17,6 +17,7 @@ import { adminRequest, AdminRequestFailed, RelayNotRunning } from '../../server/
 import type { RelayStatus } from '../../server/admin/admin-api';
 import { baseConfig, startTestRelay } from '../helpers/test-relay';
 import { spoolCounts } from '../helpers/spool-files';
+import { SmtpDialog } from '../helpers/smtp-dialog';
 
 function exchange(path: string, lines: string[]): Promise<Array<Record<string, unknown>>> {
   return new Promise((resolve, reject) => {
@@ -84,5 +85,44 @@ test('a second relay on the same state directory refuses to start and leaves the
     assert.equal(status.pid, process.pid);
   } finally {
     await first.stop();
+  }
+});
+
+test('status keeps the last delivery error per domain across a restart', { timeout: 30_000 }, async () => {
+  // a destination that refuses connections: the message is deferred with a connection error
+  const closed = net.createServer();
+  await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+  const port = (closed.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => closed.close(() => resolve()));
+  const overrides = () => ({
+    metrics: { enabled: false },
+    relay: { networks: ['127.0.0.0/8'] },
+    delivery: { allowedDestinations: ['127.0.0.0/8'], routes: { 'down.test': { host: '127.0.0.1', port, tls: 'none' } } },
+  });
+  const first = await startTestRelay(overrides);
+  const dir = first.dir;
+  const path = join(dir, 'state', 'admin.sock');
+  let second: Awaited<ReturnType<typeof startTestRelay>> | undefined;
+  let firstStopped = false;
+  try {
+    const dialog = await SmtpDialog.connect(first.ports[0]!);
+    await dialog.read();
+    for (const command of ['EHLO client.test', 'MAIL FROM:<app@relay.test>', 'RCPT TO:<someone@down.test>', 'DATA']) await dialog.command(command);
+    dialog.write('Subject: to a closed port\r\n\r\nx\r\n.\r\n');
+    assert.match((await dialog.read()).text, /^250 /);
+    dialog.close();
+    await first.waitForLog((l) => l.event === 'deferred');
+    const before = (await adminRequest<RelayStatus>(path, 'status')).lastErrors;
+    assert.equal(before[0]?.domain, 'down.test');
+    await first.relay.stop();
+    firstStopped = true;
+
+    second = await startTestRelay(overrides, { dir });
+    const after = (await adminRequest<RelayStatus>(path, 'status')).lastErrors;
+    assert.deepEqual(after, before);
+  } finally {
+    await second?.stop();
+    if (firstStopped) rmSync(dir, { recursive: true, force: true });
+    else await first.stop();
   }
 });
