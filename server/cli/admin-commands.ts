@@ -183,6 +183,13 @@ export function registerAdminCommands(program: Command): void {
     await target().request<ReloadResult>('reload');
     return 'relay reloaded\n';
   };
+  /** Loads the config's users, applies `change` (which says what it did), saves the file with its comments, and reports. */
+  const editUsers = async (reload: boolean | undefined, change: (file: UsersFile) => Promise<string> | string): Promise<void> => {
+    const file = UsersFile.load(target().configPath);
+    const done = await change(file);
+    await file.save();
+    process.stdout.write(`${done} ${file.path}; ${await reloadHint(reload)}`);
+  };
   users
     .command('list')
     .description('list users and the senders each may use')
@@ -197,35 +204,35 @@ export function registerAdminCommands(program: Command): void {
     .argument('<name>', 'user name for SMTP AUTH')
     .requiredOption('--sender <address>', 'an envelope sender it may use: app@example.org or @example.org (repeatable)', collect)
     .option('--reload', 'reload the running relay afterwards')
-    .action(async (name: string, o: { sender: string[]; reload?: boolean }) => {
-      const file = UsersFile.load(target().configPath);
-      file.add(name, await hashPassword(await readNewPassword()), o.sender);
-      await file.save();
-      process.stdout.write(`user ${name} added to ${file.path}; ${await reloadHint(o.reload)}`);
-    });
+    .action((name: string, o: { sender: string[]; reload?: boolean }) =>
+      editUsers(o.reload, async (file) => {
+        file.add(name, await hashPassword(await readNewPassword()), o.sender);
+        return `user ${name} added to`;
+      }),
+    );
   users
     .command('passwd')
     .description('set a new password; read from standard input or a prompt')
     .argument('<name>', 'user name')
     .option('--reload', 'reload the running relay afterwards')
-    .action(async (name: string, o: { reload?: boolean }) => {
-      const file = UsersFile.load(target().configPath);
-      if (!file.has(name)) throw new Error(`no user ${name} in ${file.path}`);
-      file.setPassword(name, await hashPassword(await readNewPassword()));
-      await file.save();
-      process.stdout.write(`password of ${name} changed in ${file.path}; ${await reloadHint(o.reload)}`);
-    });
+    .action((name: string, o: { reload?: boolean }) =>
+      editUsers(o.reload, async (file) => {
+        if (!file.has(name)) throw new Error(`no user ${name} in ${file.path}`);
+        file.setPassword(name, await hashPassword(await readNewPassword()));
+        return `password of ${name} changed in`;
+      }),
+    );
   users
     .command('remove')
     .description('remove a user')
     .argument('<name>', 'user name')
     .option('--reload', 'reload the running relay afterwards')
-    .action(async (name: string, o: { reload?: boolean }) => {
-      const file = UsersFile.load(target().configPath);
-      file.remove(name);
-      await file.save();
-      process.stdout.write(`user ${name} removed from ${file.path}; ${await reloadHint(o.reload)}`);
-    });
+    .action((name: string, o: { reload?: boolean }) =>
+      editUsers(o.reload, (file) => {
+        file.remove(name);
+        return `user ${name} removed from`;
+      }),
+    );
 
   program
     .command('config')

@@ -116,7 +116,7 @@ export class SpoolIoThread {
   private seq = 0;
   private failure?: Error;
   /** Jobs of this turn of the event loop, posted together (a postMessage costs the same for one job or fifty). */
-  private outbox: Array<{ job: Record<string, unknown>; transfer: ArrayBuffer[] }> = [];
+  private outbox: { jobs: Array<Record<string, unknown> & { seq: number }>; transfer: ArrayBuffer[] } = { jobs: [], transfer: [] };
 
   constructor() {
     this.worker = new Worker(THREAD_SOURCE, {
@@ -126,14 +126,7 @@ export class SpoolIoThread {
       resourceLimits: { maxYoungGenerationSizeMb: 1, maxOldGenerationSizeMb: 16 },
     });
     this.worker.on('message', (replies: Reply[]) => {
-      for (const reply of replies) {
-        const job = this.jobs.get(reply.seq);
-        if (!job) continue;
-        this.jobs.delete(reply.seq);
-        if (reply.error === undefined) job.resolve(reply.data);
-        else job.reject(new Error(reply.error));
-      }
-      if (this.jobs.size === 0) this.worker.unref();
+      for (const reply of replies) this.settle(reply.seq, reply.error === undefined ? undefined : new Error(reply.error), reply.data);
     });
     const fail = (err: Error) => {
       this.failure = err;
@@ -180,33 +173,30 @@ export class SpoolIoThread {
     return new Promise((resolve, reject) => {
       if (this.jobs.size === 0) this.worker.ref();
       this.jobs.set(seq, { resolve, reject });
-      this.outbox.push({ job: { ...job, seq }, transfer });
-      if (this.outbox.length === 1) setImmediate(() => this.flush());
+      this.outbox.jobs.push({ ...job, seq });
+      this.outbox.transfer.push(...transfer);
+      if (this.outbox.jobs.length === 1) setImmediate(() => this.flush());
     });
   }
 
   private flush(): void {
-    const batch = this.outbox;
-    this.outbox = [];
-    if (this.failure) {
-      for (const { job } of batch) this.rejectJob(job.seq as number, this.failure);
-      return;
-    }
+    const { jobs, transfer } = this.outbox;
+    this.outbox = { jobs: [], transfer: [] };
     try {
-      this.worker.postMessage(
-        batch.map(({ job }) => job),
-        batch.flatMap(({ transfer }) => transfer),
-      );
+      if (this.failure) throw this.failure;
+      this.worker.postMessage(jobs, transfer);
     } catch (err) {
-      for (const { job } of batch) this.rejectJob(job.seq as number, err as Error);
+      for (const job of jobs) this.settle(job.seq, err as Error);
     }
   }
 
-  private rejectJob(seq: number, err: Error): void {
+  /** Ends a job with the thread's answer, or with `error`; the thread stops holding the process when none is left. */
+  private settle(seq: number, error?: Error, data?: Uint8Array): void {
     const job = this.jobs.get(seq);
     if (!job) return;
     this.jobs.delete(seq);
-    job.reject(err);
+    if (error) job.reject(error);
+    else job.resolve(data);
     if (this.jobs.size === 0) this.worker.unref();
   }
 }

@@ -65,6 +65,8 @@ test('queue list/show/summary/hold/delete/flush/release steer deferred mail, and
   await new Promise<void>((r) => hang.listen(0, '127.0.0.1', () => r()));
   const yaml = relayConfig(dir, destination.port, (hang.address() as net.AddressInfo).port);
   const spool = join(dir, 'spool');
+  // a sink has a message before the relay has its 250 and removes the file from active/
+  const nothingInDelivery = async () => { const c = await spoolCounts(spool); return c.deferred === 0 && c.active === 0; };
   let relay: RelayProcess | undefined = await startRelayProcess(yaml);
   try {
     const config = relay.configPath;
@@ -131,8 +133,7 @@ test('queue list/show/summary/hold/delete/flush/release steer deferred mail, and
     const flushed = await runCliJson<{ count: number }>(['--config', config, 'queue', 'flush']);
     assert.equal(flushed.count, 2);
     await destination.waitForMessages(2);
-    // the sink has them before the relay has its 250 and removes them from active/
-    await waitFor(async () => { const c = await spoolCounts(spool); return c.deferred === 0 && c.active === 0; }, 10_000, 'deferred and active empty');
+    await waitFor(nothingInDelivery, 10_000, 'deferred and active empty');
     assert.deepEqual(await spoolCounts(spool), { tmp: 0, incoming: 0, active: 0, deferred: 0, hold: 1, corrupt: 0 });
 
     // a restart leaves it in hold/: a new message is delivered, the held one is not
@@ -150,7 +151,7 @@ test('queue list/show/summary/hold/delete/flush/release steer deferred mail, and
     assert.deepEqual(released, [{ id: ids.a, ok: true, state: 'deferred' }]);
     await destination.waitForMessages(4);
     assert.match(destination.messages[3]!.raw.toString(), /Subject: message a/);
-    await waitFor(async () => { const c = await spoolCounts(spool); return c.deferred === 0 && c.active === 0; }, 10_000, 'queue empty');
+    await waitFor(nothingInDelivery, 10_000, 'queue empty');
     assert.deepEqual(await spoolCounts(spool), { tmp: 0, incoming: 0, active: 0, deferred: 0, hold: 0, corrupt: 0 });
   } finally {
     await relay?.stop();
