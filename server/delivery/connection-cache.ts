@@ -17,6 +17,7 @@
 import net from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
+import { FastDataSMTPConnection } from './data-stuffing';
 import type { Logger } from '../log/logger';
 
 export type TlsMode = 'opportunistic' | 'required' | 'implicit' | 'none';
@@ -111,7 +112,7 @@ export function endpointName(endpoint: Endpoint): string {
  */
 export function openSession(endpoint: Endpoint, settings: SessionSettings, plainText = false): Promise<Session> {
   const verify = endpoint.verifyCertificate && (endpoint.tls === 'required' || endpoint.tls === 'implicit');
-  const connection = new SMTPConnection({
+  const connection = new FastDataSMTPConnection({
     host: endpoint.address,
     port: endpoint.port,
     secure: endpoint.tls === 'implicit',

@@ -17,13 +17,17 @@
  * 3. Replies whose text already starts with an enhanced status code (RFC 3463),
  *    as every SmtpError's does, are sent without the code smtp-server would derive
  *    from the basic code alone (it maps every 550 to 5.1.1, every 554 to 5.6.0).
+ * 4. The DATA phase is read with a native search for line-start dots where a chunk
+ *    has none (data-scan.ts); what the message stream receives is unchanged.
  */
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 // the connection class is not exported by the package; it is imported by path
 // so that it is the very module smtp-server itself uses (also when bundled)
 import { SMTPConnection } from '../../node_modules/smtp-server/dist/cjs/smtp-connection.js';
+import type { SMTPStream } from '../../node_modules/smtp-server/dist/cjs/smtp-stream.js';
 import type net from 'node:net';
 import type tls from 'node:tls';
+import { withFastDataScan } from './data-scan';
 
 let connectionCounter = 0;
 const connectionTag = `${process.pid.toString(36)}-`;
@@ -47,6 +51,12 @@ class AdaptedConnection extends SMTPConnection {
     private readonly adapted: Pick<AdaptedServerOptions, 'greetingDelay' | 'maxLineBytes' | 'onLineTooLong'>,
   ) {
     super(server, socket, socketOptions);
+  }
+
+  override _createParser(): SMTPStream {
+    const parser = super._createParser();
+    parser._feedDataStream = withFastDataScan(parser._feedDataStream);
+    return parser;
   }
 
   override _onCommand(command: Buffer, callback?: () => void): void {
@@ -87,8 +97,9 @@ export class AdaptedSmtpServer extends SMTPServer {
 
   /** Same as upstream connect(), with the adapted connection class. */
   override connect(socket: net.Socket | tls.TLSSocket, socketOptions?: ConstructorParameters<typeof SMTPConnection>[2]): void {
-    // upstream draws 10 random bytes per connection for its id; a counter is as unique within a process
-    const options = { ...socketOptions, id: socketOptions?.id ?? `${connectionTag}${(++connectionCounter).toString(36)}` };
+    // upstream's id (set by its _handleProxy) is a BigInt of 10 random bytes; a
+    // counter is as unique within a process, and a plain string in logs and maps
+    const options = { ...socketOptions, id: `${connectionTag}${(++connectionCounter).toString(36)}` };
     const connection = new AdaptedConnection(this, socket, options, this.adapted);
     this.connections.add(connection);
     connection.on('error', (err: Error) => this._onError(err));

@@ -1,0 +1,98 @@
+/**
+ * The fast path for smtp-server's DATA phase (server/listener/data-scan.ts) must
+ * give exactly what upstream gives: the same message bytes, the same end of the
+ * data, the same commands after it, however the bytes are split into chunks.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { SMTPStream } from '../../node_modules/smtp-server/dist/cjs/smtp-stream.js';
+import { withFastDataScan } from '../../server/listener/data-scan';
+
+interface Outcome {
+  messages: string[];
+  commands: string[];
+  dataBytes: number[];
+}
+
+/** Feeds `chunks` (a DATA command, its data, then more commands) to a parser and records what it made of them. */
+async function parse(chunks: Buffer[], fast: boolean, counter?: { upstreamCalls: number }): Promise<Outcome> {
+  const parser = new SMTPStream();
+  if (fast) {
+    const upstream = parser._feedDataStream;
+    parser._feedDataStream = withFastDataScan(function counted(this: SMTPStream, chunk, done) {
+      if (counter) counter.upstreamCalls++;
+      return upstream.call(this, chunk, done);
+    });
+  }
+  const outcome: Outcome = { messages: [], commands: [], dataBytes: [] };
+  parser.oncommand = (command, callback) => {
+    const text = command.toString('latin1');
+    outcome.commands.push(text);
+    if (text === 'DATA') {
+      const parts: Buffer[] = [];
+      const data = parser.startDataMode();
+      data.on('data', (part: Buffer) => parts.push(part));
+      data.on('end', () => {
+        outcome.messages.push(Buffer.concat(parts).toString('latin1'));
+        outcome.dataBytes.push(data.byteLength);
+        parser.continue();
+      });
+    }
+    callback?.();
+  };
+  for (const chunk of chunks) {
+    await new Promise<void>((resolve, reject) => parser.write(chunk, (err) => (err ? reject(err) : resolve())));
+  }
+  await new Promise<void>((resolve) => parser.end(resolve));
+  return outcome;
+}
+
+/** A deterministic pseudo-random sequence, so that a failure can be repeated. */
+function random(seed: number): () => number {
+  let state = seed;
+  return () => {
+    state = (state * 1103515245 + 12345) & 0x7fffffff;
+    return state / 0x80000000;
+  };
+}
+
+function splitRandomly(bytes: Buffer, next: () => number): Buffer[] {
+  const chunks: Buffer[] = [];
+  let at = 0;
+  while (at < bytes.length) {
+    const size = 1 + Math.floor(next() * (next() < 0.5 ? 8 : 200));
+    chunks.push(bytes.subarray(at, at + size));
+    at += size;
+  }
+  return chunks;
+}
+
+test('data with dots, CRs and LFs anywhere, split anywhere, parses as upstream parses it', async () => {
+  const next = random(42);
+  const alphabet = ['\r', '\n', '.', 'a', '\r\n', '\r\n.', '\r\n..', 'text '];
+  for (let round = 0; round < 600; round++) {
+    let body = '';
+    const pieces = Math.floor(next() * 120);
+    for (let i = 0; i < pieces; i++) body += alphabet[Math.floor(next() * alphabet.length)];
+    // the data ends, and commands follow in the same chunk or later ones
+    const wire = Buffer.from(`DATA\r\n${body}\r\n.\r\nNOOP\r\nQUIT\r\n`, 'latin1');
+    const chunks = splitRandomly(wire, next);
+    assert.deepEqual(await parse(chunks, true), await parse(chunks, false), `round ${round}: ${JSON.stringify(wire.toString('latin1'))}`);
+  }
+});
+
+test('a large message of ordinary lines is read without upstream\'s byte loop, and unchanged', async () => {
+  const line = 'The quick brown fox jumps over the lazy dog, and then some more words.\r\n';
+  const body = line.repeat(1400) + '..a line that started with a dot\r\n' + line.repeat(10);
+  const wire = Buffer.from(`DATA\r\n${body}.\r\nQUIT\r\n`, 'latin1');
+  const chunks = splitRandomly(wire, random(7)).map((chunk) => Buffer.from(chunk));
+  const counter = { upstreamCalls: 0 };
+  const fast = await parse(chunks, true, counter);
+  assert.deepEqual(fast, await parse(chunks, false));
+  assert.equal(fast.messages[0], line.repeat(1400) + '.a line that started with a dot\r\n' + line.repeat(10));
+  assert.deepEqual(fast.commands, ['DATA', 'QUIT']);
+  // upstream still reads the first chunk of the data, the one with the escaped dot
+  // and the one with the terminator; the other chunks (hundreds) are read natively
+  assert.ok(chunks.length > 300, `${chunks.length} chunks`);
+  assert.ok(counter.upstreamCalls < 10, `upstream read ${counter.upstreamCalls} of ${chunks.length} chunks`);
+});
