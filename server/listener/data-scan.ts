@@ -3,32 +3,44 @@
  * smtp-server-adapter.ts, for the exact pinned version).
  *
  * Upstream's SMTPStream._feedDataStream looks at every byte of the message in
- * JavaScript for a dot at the start of a line: the end of the data ("\r\n.\r\n")
- * or an escape dot to remove. Where a chunk (with the few bytes upstream kept back
- * from the one before) holds no "\n." at all, that loop finds nothing, and all
- * upstream does is keep the last four bytes back and pass the rest on. This does
- * the same for such chunks, with one native search instead of the loop; every
- * other chunk, and the first of each message, goes to upstream unchanged. So the
- * bytes the message stream receives, and where the data ends, are upstream's.
+ * JavaScript for a dot at the start of a line ("\n."): the end of the data
+ * ("\r\n.\r\n") or an escape dot to remove. Until its loop reaches the first such
+ * dot, all it does is pass the bytes on. This finds that dot with one native
+ * search and passes the bytes before it on itself; upstream gets the rest of the
+ * chunk from the line end in front of the dot, so it still decides what the dot
+ * means and where the data ends. A chunk with no such dot is passed on whole
+ * except the last four bytes, kept back for the next chunk as upstream keeps them.
+ * The bytes the message stream receives, and where the data ends, are upstream's.
  */
 import type { SMTPStream } from '../../node_modules/smtp-server/dist/cjs/smtp-stream.js';
 
 const LF_DOT = Buffer.from('\n.');
+const DOT = 0x2e;
 /** bytes upstream keeps back so that a terminator split between chunks is still found */
 const KEPT_BACK = 4;
 
 type Feed = SMTPStream['_feedDataStream'];
 
-/** `upstream` with chunks that hold no line-start dot handled natively. */
+/** `upstream` with the bytes before the first line-start dot of each chunk passed on natively. */
 export function withFastDataScan(upstream: Feed): Feed {
   return function feedDataStream(this: SMTPStream, chunk, done) {
-    if (this._atDataStart) return upstream.call(this, chunk, done);
     const kept = this._lastBytes;
     const joined = kept && kept.length ? Buffer.concat([kept, chunk], kept.length + chunk.length) : chunk;
-    if (joined.indexOf(LF_DOT) !== -1) {
-      // upstream's first step is this same join; it gets the joined bytes with nothing kept
-      this._lastBytes = false;
-      return upstream.call(this, joined, done);
+    // upstream's first step is this same join; from here on it gets joined bytes with nothing kept
+    this._lastBytes = false;
+    // a dot first in the data may be the end of an empty message or an escape: upstream's own checks
+    if (this._atDataStart && joined[0] === DOT) return upstream.call(this, joined, done);
+    // upstream's loop looks at a dot at index i from 2 to length - 3, after the LF at i - 1
+    const lf = joined.indexOf(LF_DOT, 1);
+    if (lf !== -1 && lf < joined.length - 3) {
+      // the bytes before the line end (CR LF) in front of the dot are message content
+      const plain = lf - 1;
+      if (plain > 0) {
+        // written without waiting for 'drain', as upstream writes what precedes a dot
+        this._countDataBytes(plain);
+        if (this._dataStream?.writable) this._dataStream.write(joined.subarray(0, plain));
+      }
+      return upstream.call(this, plain > 0 ? joined.subarray(plain) : joined, done);
     }
     const keep = joined.length < KEPT_BACK ? joined : joined.subarray(joined.length - KEPT_BACK);
     this._lastBytes = keep;
