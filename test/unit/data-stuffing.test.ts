@@ -10,7 +10,9 @@ import { join } from 'node:path';
 import { SMTPServer } from 'smtp-server';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import DataStream from '../../node_modules/nodemailer/dist/cjs/smtp-connection/data-stream.js';
-import { FastDataSMTPConnection, passesUnchanged, withFastStuffing, type DataStreamState } from '../../server/delivery/data-stuffing';
+import { PassThrough, Writable } from 'node:stream';
+import { setImmediate as tick } from 'node:timers/promises';
+import { batchWritesPerTurn, FastDataSMTPConnection, passesUnchanged, withFastStuffing, type DataStreamState } from '../../server/delivery/data-stuffing';
 
 const ROOT = join(__dirname, '..', '..');
 
@@ -140,4 +142,54 @@ test('a message sent through the connection arrives at a real smtp-server with i
   assert.ok(streams[0] instanceof DataStream, 'the message went through a DataStream');
   assert.notEqual(streams[0]._transform, DataStream.prototype._transform, 'with the fast path in place');
   assert.deepEqual(received, [body.replace('bare LF\n', 'bare LF\r\n').replace('bare CR\r', 'bare CR\r\n')]);
+});
+
+/** A socket stand-in that records each write it gets: one entry per system call a socket would make. */
+function recordingSocket(delayMs = 0): { socket: Writable; writes: string[][] } {
+  const writes: string[][] = [];
+  const later = (done: () => void) => (delayMs ? setTimeout(done, delayMs) : setImmediate(done));
+  const socket = new Writable({
+    highWaterMark: 16384,
+    write(chunk: Buffer, _encoding, done) {
+      writes.push([chunk.toString('latin1')]);
+      later(done);
+    },
+    writev(chunks, done) {
+      writes.push(chunks.map(({ chunk }) => (chunk as Buffer).toString('latin1')));
+      later(done);
+    },
+  });
+  return { socket, writes };
+}
+
+test('the writes of one turn of the event loop leave together, and nothing stays corked', async () => {
+  const { socket, writes } = recordingSocket();
+  const stream = new PassThrough();
+  stream.pipe(socket, { end: false });
+  batchWritesPerTurn(stream, socket);
+  stream.write('message\r\n');
+  stream.end('.\r\n');
+  await new Promise((resolve) => stream.once('end', resolve));
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.deepEqual(writes, [['message\r\n', '.\r\n']]);
+  assert.equal(socket.writableCorked, 0);
+  // once that write is done, what comes after the data (the next command) is written at once
+  while (socket.writableLength > 0) await tick();
+  socket.write('QUIT\r\n');
+  assert.deepEqual(writes.at(-1), ['QUIT\r\n']);
+});
+
+test('a large message through a slow socket is written whole, with backpressure, and nothing stays corked', async () => {
+  const { socket, writes } = recordingSocket(2);
+  const stream = new PassThrough();
+  stream.pipe(socket, { end: false });
+  batchWritesPerTurn(stream, socket);
+  const chunk = 'x'.repeat(65536);
+  const ended = new Promise((resolve) => stream.once('end', resolve));
+  for (let i = 0; i < 32; i++) if (!stream.write(chunk)) await new Promise((resolve) => stream.once('drain', resolve));
+  stream.end();
+  await ended;
+  while (socket.writableLength > 0) await tick();
+  assert.equal(writes.flat().join(''), chunk.repeat(32));
+  assert.equal(socket.writableCorked, 0);
 });
