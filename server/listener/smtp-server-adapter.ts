@@ -19,6 +19,8 @@
  *    from the basic code alone (it maps every 550 to 5.1.1, every 554 to 5.6.0).
  * 4. The DATA phase is read with a native search for line-start dots where a chunk
  *    has none (data-scan.ts); what the message stream receives is unchanged.
+ * 5. Connection ids come from a counter instead of random bytes, except for
+ *    connections that send a PROXY header, which upstream reads as before.
  */
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 // the connection class is not exported by the package; it is imported by path
@@ -31,6 +33,14 @@ import { withFastDataScan } from './data-scan';
 
 let connectionCounter = 0;
 const connectionTag = `${process.pid.toString(36)}-`;
+
+/**
+ * Upstream draws 10 random bytes per connection for its id (in _handleProxy); a
+ * counter is as unique within a process and costs no call into OpenSSL.
+ */
+function nextConnectionId(): string {
+  return `${connectionTag}${(++connectionCounter).toString(36)}`;
+}
 
 const ENHANCED_STATUS_PREFIX = /^[245]\.\d{1,3}\.\d{1,3} /;
 
@@ -95,11 +105,19 @@ export class AdaptedSmtpServer extends SMTPServer {
     this.adapted = { greetingDelay, maxLineBytes, onLineTooLong };
   }
 
+  /**
+   * Same as upstream _handleProxy() for a connection that sends no PROXY header,
+   * without the 10 random bytes upstream draws for an id that connect() replaces.
+   */
+  override _handleProxy(socket: net.Socket, callback: Parameters<SMTPServer['_handleProxy']>[1]): void {
+    if (this._expectsProxyHeader(socket)) return super._handleProxy(socket, callback);
+    const ignore = this.options.ignoredHosts && this.options.ignoredHosts.includes(socket.remoteAddress ?? '');
+    setImmediate(() => callback(null, { id: nextConnectionId(), ignore }));
+  }
+
   /** Same as upstream connect(), with the adapted connection class. */
   override connect(socket: net.Socket | tls.TLSSocket, socketOptions?: ConstructorParameters<typeof SMTPConnection>[2]): void {
-    // upstream's id (set by its _handleProxy) is a BigInt of 10 random bytes; a
-    // counter is as unique within a process, and a plain string in logs and maps
-    const options = { ...socketOptions, id: `${connectionTag}${(++connectionCounter).toString(36)}` };
+    const options = { ...socketOptions, id: socketOptions?.id ?? nextConnectionId() };
     const connection = new AdaptedConnection(this, socket, options, this.adapted);
     this.connections.add(connection);
     connection.on('error', (err: Error) => this._onError(err));

@@ -8,6 +8,10 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SMTPConnection } from '../../node_modules/smtp-server/dist/cjs/smtp-connection.js';
+import { SMTPServer } from '../../node_modules/smtp-server/dist/cjs/smtp-server.js';
+import { SMTPStream } from '../../node_modules/smtp-server/dist/cjs/smtp-stream.js';
+import type net from 'node:net';
+import { AdaptedSmtpServer } from '../../server/listener/smtp-server-adapter';
 import { SmtpDialog } from '../helpers/smtp-dialog';
 import { startTestRelay, type TestRelay } from '../helpers/test-relay';
 
@@ -37,6 +41,14 @@ test('upstream still has the internals the adaptation replaces or calls', () => 
   assert.match(init, /setTimeout\(\(\) => this\.connectionReady\(\), 100\)/, 'init() still waits 100 ms before connectionReady()');
   assert.match(init, /this\._setListeners\(/);
   assert.match(init, /maxClients/);
+  const handleProxy = SMTPServer.prototype._handleProxy.toString();
+  assert.match(handleProxy, /randomBytes\(10\)/, '_handleProxy() still draws the id');
+  assert.match(handleProxy, /if \(!this\._expectsProxyHeader\(socket\)\) \{\s*socketOptions\.ignore = this\.options\.ignoredHosts && this\.options\.ignoredHosts\.includes\(socket\.remoteAddress\);\s*setImmediate\(\(\) => callback\(null, socketOptions\)\);/, 'without a PROXY header it only sets ignore');
+  const createParser = SMTPConnection.prototype._createParser.toString();
+  assert.match(createParser, /new smtp_stream_js_1\.SMTPStream\(/, '_createParser() makes the SMTPStream');
+  const feed = SMTPStream.prototype._feedDataStream.toString();
+  for (const field of ['_lastBytes', '_atDataStart', '_countDataBytes', '_dataStream']) assert.match(feed, new RegExp(`this\\.${field}`), `_feedDataStream uses ${field}`);
+  assert.match(feed, /this\._lastBytes = chunk\.subarray\(chunk\.length - 4\)/, 'it keeps four bytes back');
   for (const method of ['_setListeners', 'connectionReady', '_onCommand', 'send'] as const) {
     assert.equal(typeof SMTPConnection.prototype[method], 'function', `${method} exists`);
   }
@@ -68,4 +80,20 @@ test('our enhanced status codes are sent once, not doubled by smtp-server\'s own
   // replies smtp-server makes itself still get a derived code
   assert.match((await dialog.command('DATA')).text, /^503 5\.5\.1 /);
   dialog.close();
+});
+
+test('connections without a PROXY header get counter ids, and ignoredHosts still applies', async () => {
+  const server = new AdaptedSmtpServer({ greetingDelay: false, maxLineBytes: 2048, ignoredHosts: ['192.0.2.7'] });
+  const handle = (remoteAddress: string) =>
+    new Promise<{ id: string; ignore?: boolean }>((resolve, reject) =>
+      server._handleProxy({ remoteAddress } as net.Socket, (err, options) => (err || !options ? reject(err) : resolve(options))),
+    );
+  const first = await handle('127.0.0.1');
+  const second = await handle('192.0.2.7');
+  assert.match(first.id, /^[0-9a-z]+-[0-9a-z]+$/);
+  const counter = (id: string) => parseInt(id.split('-')[1]!, 36);
+  assert.equal(counter(second.id), counter(first.id) + 1);
+  assert.ok(!first.ignore);
+  assert.equal(second.ignore, true);
+  await new Promise<void>((resolve) => server.close(() => resolve()));
 });
