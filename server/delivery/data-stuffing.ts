@@ -10,6 +10,9 @@
  * searches (a few per line instead of a JavaScript step per byte) and passes them
  * on at once; any other chunk goes to upstream's loop. The output bytes and the
  * stream's counters are upstream's.
+ *
+ * FastDataSMTPConnection, the SMTP client delivery uses, puts this on the stream
+ * of every message and also sends the writes of one turn of the data together.
  */
 import type { Transform, TransformCallback, Writable } from 'node:stream';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';

@@ -17,8 +17,9 @@
  * 3. Replies whose text already starts with an enhanced status code (RFC 3463),
  *    as every SmtpError's does, are sent without the code smtp-server would derive
  *    from the basic code alone (it maps every 550 to 5.1.1, every 554 to 5.6.0).
- * 4. The DATA phase is read with a native search for line-start dots where a chunk
- *    has none (data-scan.ts); what the message stream receives is unchanged.
+ * 4. The DATA phase is searched natively for line-start dots, and the bytes before
+ *    them are passed on at once (data-scan.ts); upstream still decides what each
+ *    dot means, and what the message stream receives is unchanged.
  * 5. Connection ids come from a counter instead of random bytes, except for
  *    connections that send a PROXY header, which upstream reads as before.
  */
@@ -107,7 +108,7 @@ export class AdaptedSmtpServer extends SMTPServer {
 
   /**
    * Same as upstream _handleProxy() for a connection that sends no PROXY header,
-   * without the 10 random bytes upstream draws for an id that connect() replaces.
+   * with an id from the counter instead of one drawn from 10 random bytes.
    */
   override _handleProxy(socket: net.Socket, callback: Parameters<SMTPServer['_handleProxy']>[1]): void {
     if (this._expectsProxyHeader(socket)) return super._handleProxy(socket, callback);
