@@ -23,9 +23,11 @@
  * 5. Connection ids come from a counter instead of random bytes, except for
  *    connections that send a PROXY header, which upstream reads as before.
  */
-import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
-// the connection class is not exported by the package; it is imported by path
-// so that it is the very module smtp-server itself uses (also when bundled)
+// The connection class is not exported by the package, so it is imported by the
+// path of the CommonJS build; the server class comes from the same build, so that
+// both are the modules smtp-server's own code uses (a bare 'smtp-server' import
+// would give the bundle the ES module build as a second copy).
+import { SMTPServer, type SMTPServerOptions } from '../../node_modules/smtp-server/dist/cjs/smtp-server.js';
 import { SMTPConnection } from '../../node_modules/smtp-server/dist/cjs/smtp-connection.js';
 import type { SMTPStream } from '../../node_modules/smtp-server/dist/cjs/smtp-stream.js';
 import type net from 'node:net';
