@@ -58,6 +58,15 @@ async function mailboxFiles(relay: TestRelay, mailbox: string): Promise<string[]
   return (await filesIn(dir)).map((name) => join(dir, name));
 }
 
+/** The first message to arrive in `mailbox` (such as a DSN to the sender), once there is one. */
+async function firstMailboxFile(relay: TestRelay, mailbox: string): Promise<string> {
+  const [first] = await waitFor(async () => {
+    const files = await mailboxFiles(relay, mailbox);
+    return files.length > 0 ? files : undefined;
+  });
+  return first!;
+}
+
 test('a message submitted with AUTH over STARTTLS is delivered to the MX found in DNS, over TLS, unchanged', async () => {
   const destination = await startDestination();
   const relay = await relayTo(destination);
@@ -132,11 +141,8 @@ test('5xx for a recipient sends an RFC 3464 DSN to the sender and delivers the o
   try {
     await submitter(relay).sendMail({ from: 'alice@relay.test', to: ['gone@dest.test', 'fine@dest.test'], subject: 'will bounce', text: 'x' });
     await destination.waitForMessages(1);
-    const [dsnPath] = await waitFor(async () => {
-      const files = await mailboxFiles(relay, 'alice');
-      return files.length > 0 ? files : undefined;
-    });
-    const dsn = await readFile(dsnPath!, 'utf8');
+    const dsnPath = await firstMailboxFile(relay, 'alice');
+    const dsn = await readFile(dsnPath, 'utf8');
     assert.match(dsn, /^Return-Path: <>\n/);
     assert.match(dsn, /Content-Type: multipart\/report; report-type=delivery-status;/);
     assert.match(dsn, /Final-Recipient: rfc822; ?gone@dest\.test/);
@@ -156,11 +162,8 @@ test('a null MX domain fails at once with a DSN; mail from the null sender is ne
   const relay = await relayTo(destination, { relay: { networks: ['127.0.0.0/8'] } });
   try {
     await submitter(relay).sendMail({ from: 'alice@relay.test', to: 'x@nullmx.test', subject: 'to null mx', text: 'x' });
-    const [dsnPath] = await waitFor(async () => {
-      const files = await mailboxFiles(relay, 'alice');
-      return files.length > 0 ? files : undefined;
-    });
-    assert.match(await readFile(dsnPath!, 'utf8'), /null MX/i);
+    const dsnPath = await firstMailboxFile(relay, 'alice');
+    assert.match(await readFile(dsnPath, 'utf8'), /null MX/i);
 
     const plain = nodemailer.createTransport({ host: '127.0.0.1', port: relay.ports[0], secure: false, ignoreTLS: true });
     await plain.sendMail({ envelope: { from: '', to: 'y@nullmx.test' }, raw: 'Subject: bounce of a bounce\r\n\r\nx\r\n' });
@@ -179,11 +182,8 @@ test('a message still deferred when its queue lifetime ends is bounced as expire
   const relay = await relayTo(destination, { delivery: { allowedDestinations: ['127.0.0.0/8'], retry: { minBackoffMs: 100, maxBackoffMs: 200, maxQueueLifetimeMs: 800 } } });
   try {
     await submitter(relay).sendMail({ from: 'alice@relay.test', to: 'slow@dest.test', subject: 'expiring', text: 'x' });
-    const [dsnPath] = await waitFor(async () => {
-      const files = await mailboxFiles(relay, 'alice');
-      return files.length > 0 ? files : undefined;
-    });
-    const dsn = await readFile(dsnPath!, 'utf8');
+    const dsnPath = await firstMailboxFile(relay, 'alice');
+    const dsn = await readFile(dsnPath, 'utf8');
     assert.match(dsn, /expired/);
     assert.match(dsn, /451 4\.3\.0 try again later/);
     const attempts = relay.logs.filter((l) => l.event === 'deferred').length;
@@ -200,11 +200,8 @@ test('a message still undelivered after delayWarningAfterMs gets one delay warni
   const relay = await relayTo(destination, { delivery: { allowedDestinations: ['127.0.0.0/8'], retry: { minBackoffMs: 100, maxBackoffMs: 200, delayWarningAfterMs: 400 } } });
   try {
     await submitter(relay).sendMail({ from: 'alice@relay.test', to: 'slow@dest.test', subject: 'taking its time', text: 'x' });
-    const [warningPath] = await waitFor(async () => {
-      const files = await mailboxFiles(relay, 'alice');
-      return files.length > 0 ? files : undefined;
-    });
-    const warning = await readFile(warningPath!, 'utf8');
+    const warningPath = await firstMailboxFile(relay, 'alice');
+    const warning = await readFile(warningPath, 'utf8');
     assert.match(warning, /^Return-Path: <>\n/);
     assert.match(warning, /^Subject: Delayed Mail \(still being retried\)$/m);
     assert.match(warning, /Final-Recipient: rfc822; ?slow@dest\.test/);
