@@ -30,6 +30,7 @@ import { SmtpListener, type ListenerDeps } from './listener/smtp-listener';
 import { TlsService, type TlsServiceOptions } from './tls/tls-service';
 import { Scheduler } from './queue/scheduler';
 import { Spool } from './queue/spool';
+import { freeBytes } from './queue/spool-space';
 import { AuthThrottle } from './stages/auth-throttle';
 import { RelayPolicy } from './stages/policy';
 import { SendingLimiter } from './stages/sending-limit';
@@ -97,7 +98,7 @@ export class Relay {
       logger.warn({ event: 'spool-recovered', ...recovered }, `requeued ${recovered.requeued} message(s) that were in delivery; removed ${recovered.removedPartial} partial file(s) that never got a 250`);
     }
     const view = new QueueView(config.paths.spool);
-    const metrics = new RelayMetrics(config, () => view.counts());
+    const metrics = new RelayMetrics(config, () => view.counts(), () => freeBytes(config.paths.spool));
     const errors = new DeliveryErrors({ file: join(config.paths.state, DELIVERY_ERRORS_FILE), logger });
     const resolver = new MxResolver(config.dns.servers);
     const guard = new AddressGuard(config.delivery.allowedDestinations);

@@ -10,6 +10,7 @@ import { version } from '../../package.json';
 import type { RelayConfig } from '../config/schema';
 import type { Relay } from '../relay';
 import { QUEUE_STATES, type QueueState } from '../queue/spool';
+import { freeBytes } from '../queue/spool-space';
 import type { AdminHandler } from './admin-server';
 import type { AdminOp } from './protocol';
 import type { QueueControl, QueueAction } from './queue-control';
@@ -40,6 +41,8 @@ export interface RelayStatus {
   metrics?: string;
   adminSocket: string;
   queue: { counts: Record<QueueState, number>; oldestAgeSeconds: number; delivering: number };
+  /** the spool directory and its file system's free space (absent when it cannot be read) */
+  spool: { path: string; freeBytes?: number; minFreeBytes: number };
   certificate: CertificateStatus;
   lastErrors: DomainError[];
 }
@@ -79,9 +82,18 @@ export async function relayStatus(relay: Relay, view: QueueView): Promise<RelayS
     ...(metrics ? { metrics: `http://${metrics.address.includes(':') ? `[${metrics.address}]` : metrics.address}:${metrics.port}/metrics` } : {}),
     adminSocket: adminSocketPath(config),
     queue: { ...(await view.counts()), delivering: relay.scheduler.activeCount },
+    spool: { path: resolve(config.paths.spool), ...spoolFree(config.paths.spool), minFreeBytes: config.limits.spoolMinFreeBytes },
     certificate: await certificateStatus(config),
     lastErrors: relay.deliveryErrors.list(),
   };
+}
+
+function spoolFree(dir: string): { freeBytes?: number } {
+  try {
+    return { freeBytes: freeBytes(dir) };
+  } catch {
+    return {};
+  }
 }
 
 /** Reads the certificate file in use now (a renewed file shows its new expiry before a reload). */

@@ -27,7 +27,15 @@ export function age(seconds: number): string {
 export function bytes(n: number): string {
   if (n < 1024) return `${n} B`;
   if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
-  return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+  if (n < 1024 * 1024 * 1024) return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+  return `${(n / 1024 / 1024 / 1024).toFixed(1)} GiB`;
+}
+
+/** "12.3 GiB free (new mail refused below 100.0 MiB)", flagged when new mail is being refused. */
+function spoolSpace(spool: RelayStatus['spool']): string {
+  if (spool.freeBytes === undefined) return 'free space unknown';
+  const floor = spool.minFreeBytes > 0 ? ` (new mail refused below ${bytes(spool.minFreeBytes)})` : '';
+  return `${bytes(spool.freeBytes)} free${floor}${spool.freeBytes < spool.minFreeBytes ? '  <-- full: new mail gets 452' : ''}`;
 }
 
 /** "1h", "30m", "2d", "90s" or plain seconds -> seconds. */
@@ -91,6 +99,7 @@ export function formatStatus(s: RelayStatus): string {
     `Metrics:     ${s.metrics ?? 'off'}`,
     `Queue:       ${counts}; ${s.queue.delivering} in delivery now`,
     `Oldest:      ${s.queue.oldestAgeSeconds > 0 ? age(s.queue.oldestAgeSeconds) : '-'}`,
+    `Spool:       ${s.spool.path}, ${spoolSpace(s.spool)}`,
     `Certificate: ${cert}`,
   ];
   if (s.lastErrors.length === 0) lines.push('Last delivery errors: none');

@@ -159,6 +159,12 @@ export const RelayConfigSchema = z
         maxClients: z.number().int().positive().default(1000).describe('concurrent connections per listener'),
         idleTimeoutMs: z.number().int().positive().default(300_000).describe('close a connection that is silent this long'),
         bareLineEndings: z.enum(['reject', 'normalize']).default('normalize').describe('a bare CR or LF in DATA: reject the message (554) or turn it into CRLF'),
+        spoolMinFreeBytes: z
+          .number()
+          .int()
+          .nonnegative()
+          .default(100 * 1024 * 1024)
+          .describe('free space the spool\'s file system keeps for queued mail: MAIL FROM gets 452 4.3.1 while less than this plus the declared SIZE is free (0: only a full disk refuses)'),
         auth: z
           .object({
             maxFailuresPerConnection: z.number().int().positive().default(3).describe('failed AUTH attempts on one connection before 421 and disconnect'),

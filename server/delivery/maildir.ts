@@ -15,6 +15,7 @@ import type { Readable } from 'node:stream';
 import type { DomainConfig } from '../config/schema';
 import type { Logger } from '../log/logger';
 import { domainOf, localPartOf } from '../queue/envelope';
+import { isOutOfSpace } from '../queue/spool-space';
 import { assertSafePathComponent, resolveLocalMailbox } from './local-mailboxes';
 import type { OutboundMessage, RecipientResult, Transport } from './types';
 
@@ -257,7 +258,9 @@ export class MaildirTransport implements Transport {
         result = { outcome: 'delivered', reply: `250 2.0.0 delivered to mailbox ${group.mailbox}` };
       } catch (err) {
         log.warn({ err }, 'maildir delivery failed');
-        result = { outcome: 'deferred', reply: `451 4.3.0 local delivery failed: ${describeIoError(err)}` };
+        // a full mail disk (RFC 3463: mail system full) is retried like any local failure
+        const status = isOutOfSpace(err) ? '452 4.3.1' : '451 4.3.0';
+        result = { outcome: 'deferred', reply: `${status} local delivery failed: ${describeIoError(err)}` };
       }
       for (const address of group.addresses) results.set(address, { address, ...result });
     }

@@ -16,6 +16,7 @@ import type { RelayMetrics } from '../metrics/relay-metrics';
 import type { QueueEnvelope } from '../queue/envelope';
 import { newQueueId } from '../queue/queue-id';
 import type { QueueEntry, Spool } from '../queue/spool';
+import { roomForMessage } from '../queue/spool-space';
 import type { PreloadedMessage } from '../queue/scheduler';
 import type { InboundAuthenticator } from '../inbound/authentication';
 import type { AuthThrottle } from '../stages/auth-throttle';
@@ -268,6 +269,14 @@ export class SmtpListener {
     const client = this.client(session);
     const verdict = this.deps.policy.checkSender(client, address.address);
     const user = client.user !== undefined ? this.deps.policy.user(client.user) : undefined;
+    if (verdict.action === 'accept') {
+      const space = roomForMessage(this.deps.spool.dir, this.deps.config.limits.spoolMinFreeBytes, declaredSize(address));
+      if (!space.room) {
+        const reason = `spool has ${space.freeBytes} bytes free, needs ${space.neededBytes}`;
+        this.deps.logger.error({ event: 'spool-full', client: session.remoteAddress, listener: this.name, freeBytes: space.freeBytes, neededBytes: space.neededBytes }, `refusing new mail: ${reason}`);
+        return this.settle(state, refuse('sender', 452, '4.3.1', 'Insufficient system storage, try again later', reason), cb);
+      }
+    }
     const sending = verdict.action === 'accept' && user ? this.deps.sendingLimiter.check(user, this.deps.config.limits.sending) : { over: false as const };
     if (!sending.over) return this.settle(state, verdict, cb);
     const reason = `${user!.name} is over its limit of ${sending.limit} messages per hour`;
@@ -366,4 +375,10 @@ export class SmtpListener {
       cb(error);
     }
   }
+}
+
+/** The message size the client declared with MAIL FROM's SIZE= (RFC 1870), 0 when it declared none. */
+function declaredSize(address: SMTPServerAddress): number {
+  const size = address.args ? Number(address.args.SIZE) : 0;
+  return Number.isSafeInteger(size) && size > 0 ? size : 0;
 }

@@ -49,7 +49,8 @@ export class RelayMetrics {
   private readonly connectionsTotal: Counter<'role'>;
   private readonly connectionsOpen: Gauge<'role'>;
 
-  constructor(config: RelayConfig, queueSnapshot: () => Promise<QueueSnapshot>) {
+  /** `spoolFreeBytes` reads the free space of the spool's file system, once per scrape. */
+  constructor(config: RelayConfig, queueSnapshot: () => Promise<QueueSnapshot>, spoolFreeBytes?: () => number) {
     this.knowDomainsOf(config);
     const registers = [this.registry];
     this.received = new Counter({ name: 'ownrelay_messages_received_total', help: 'messages accepted (250 after DATA), per recipient domain', labelNames: ['role', 'domain'], registers });
@@ -92,6 +93,20 @@ export class RelayMetrics {
         this.set((await snapshot()).oldestAgeSeconds);
       },
     });
+    if (spoolFreeBytes) {
+      new Gauge({
+        name: 'ownrelay_spool_free_bytes',
+        help: 'free space on the spool\'s file system; below limits.spoolMinFreeBytes new mail gets 452 4.3.1',
+        registers,
+        collect() {
+          try {
+            this.set(spoolFreeBytes());
+          } catch {
+            // a spool that cannot be looked at has no figure; the scrape goes on
+          }
+        },
+      });
+    }
     for (const role of ['mx', 'submission']) {
       this.connectionsTotal.inc({ role }, 0);
       this.connectionsOpen.set({ role }, 0);

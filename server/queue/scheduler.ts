@@ -210,9 +210,33 @@ export class Scheduler {
     }
     const envelope = info.envelope;
     envelope.attempts++;
-    const results = await this.deliverAll(active, info, preloaded?.message);
-    this.record(envelope, results, info.size);
-    await this.finish(active, info, envelope);
+    try {
+      const results = await this.deliverAll(active, info, preloaded?.message);
+      this.record(envelope, results, info.size);
+      await this.finish(active, info, envelope);
+    } catch (err) {
+      await this.putBack(active, err);
+    }
+  }
+
+  /**
+   * After an attempt failed in a way nobody handled (a spool that cannot be
+   * written, say), the message goes back to deferred/ unchanged, so it is tried
+   * again instead of sitting in active/ until the next start.
+   */
+  private async putBack(active: QueueEntry, cause: unknown): Promise<void> {
+    const { spool, logger, config } = this.deps;
+    const dueAt = Date.now() + config.delivery.retry.minBackoffMs;
+    try {
+      this.addDue(await spool.move(active, 'deferred', dueAt));
+      logger.error({ event: 'scheduler-error', queueId: active.id, err: String(cause), retryAt: new Date(dueAt).toISOString() }, `delivery attempt of ${active.id} failed unexpectedly; it is tried again later`);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return; // already removed or moved on
+      logger.error(
+        { event: 'scheduler-error', queueId: active.id, err: String(cause), moveError: String(err), stranded: true },
+        `delivery attempt of ${active.id} failed unexpectedly, and its queue file cannot be moved back to deferred/; it is tried again after the next start`,
+      );
+    }
   }
 
   private takePreloaded(id: string): PreloadedMessage | undefined {
@@ -301,20 +325,30 @@ export class Scheduler {
       pending = [];
     }
     const unnotified = envelope.recipients.filter((r) => r.status === 'failed' && !r.notified);
+    let bounceQueued = true;
     if (unnotified.length > 0) {
-      const bounce = await queueBounce({ spool, hostname: config.hostname, entry, bodyOffset: info.bodyOffset, envelope, failed: unnotified });
-      for (const r of unnotified) r.notified = true;
-      logger.warn(
-        { event: 'bounced', queueId: envelope.id, from: envelope.from, to: unnotified.map((r) => r.address), bounceId: bounce?.id, reply: unnotified[0]?.reply },
-        bounce ? `bounced ${envelope.id}: DSN ${bounce.id} to <${envelope.from}>` : `bounced ${envelope.id}: no DSN (null sender or a bounce itself)`,
-      );
-      if (bounce) this.enqueue(bounce);
+      try {
+        const bounce = await queueBounce({ spool, hostname: config.hostname, entry, bodyOffset: info.bodyOffset, envelope, failed: unnotified });
+        for (const r of unnotified) r.notified = true;
+        logger.warn(
+          { event: 'bounced', queueId: envelope.id, from: envelope.from, to: unnotified.map((r) => r.address), bounceId: bounce?.id, reply: unnotified[0]?.reply },
+          bounce ? `bounced ${envelope.id}: DSN ${bounce.id} to <${envelope.from}>` : `bounced ${envelope.id}: no DSN (null sender or a bounce itself)`,
+        );
+        if (bounce) this.enqueue(bounce);
+      } catch (err) {
+        // e.g. a full spool: the message stays queued, and its next attempt queues the DSN
+        bounceQueued = false;
+        logger.error(
+          { event: 'bounce-error', queueId: envelope.id, from: envelope.from, to: unnotified.map((r) => r.address), err: String(err) },
+          `could not queue the DSN for ${envelope.id}; the message stays queued and the DSN is tried again at its next attempt`,
+        );
+      }
     }
-    if (pending.length === 0) {
+    if (pending.length === 0 && bounceQueued) {
       await spool.remove(entry);
       return;
     }
-    await this.warnIfDelayed(entry, info, envelope, pending, now);
+    if (pending.length > 0) await this.warnIfDelayed(entry, info, envelope, pending, now);
     const dueAt = plan?.action === 'retry' ? plan.retryAtMs : now + config.delivery.retry.minBackoffMs;
     try {
       this.addDue(await spool.rewrite(entry, info, envelope, 'deferred', dueAt));

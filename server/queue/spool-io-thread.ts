@@ -19,7 +19,8 @@ interface Job {
   reject: (err: Error) => void;
 }
 
-type Reply = { seq: number; error?: string; data?: Uint8Array };
+/** `code` is the failed system call's error code (e.g. ENOSPC), when it had one. */
+type Reply = { seq: number; error?: string; code?: string; data?: Uint8Array };
 
 /**
  * The thread's program: plain JavaScript run with `eval`, so it works the same
@@ -35,6 +36,7 @@ const fsyncDir = (dir) => new Promise((resolve, reject) => fs.open(dir, 'r', (er
 }));
 let queue = [];
 let running = false;
+const failure = (seq, err) => ({ seq, error: String((err && err.message) || err), code: err && typeof err.code === 'string' ? err.code : undefined });
 
 // One round: every job that arrived since the last one. Files are created and
 // written here (page cache, microseconds); their fdatasyncs run side by side on
@@ -49,7 +51,7 @@ async function round() {
   for (const job of batch) {
     if (job.op === 'unlink') {
       try { fs.unlinkSync(job.path); replies.push({ seq: job.seq }); }
-      catch (err) { replies.push({ seq: job.seq, error: String(err && err.message || err) }); }
+      catch (err) { replies.push(failure(job.seq, err)); }
       continue;
     }
     let fd;
@@ -85,7 +87,7 @@ async function round() {
     const err = failed.get(job.seq);
     if (err) {
       try { fs.rmSync(job.tmpPath, { force: true }); } catch {}
-      replies.push({ seq: job.seq, error: String(err && err.message || err) });
+      replies.push(failure(job.seq, err));
     } else {
       replies.push({ seq: job.seq, data: job.data });
     }
@@ -126,7 +128,7 @@ export class SpoolIoThread {
       resourceLimits: { maxYoungGenerationSizeMb: 1, maxOldGenerationSizeMb: 16 },
     });
     this.worker.on('message', (replies: Reply[]) => {
-      for (const reply of replies) this.settle(reply.seq, reply.error === undefined ? undefined : new Error(reply.error), reply.data);
+      for (const reply of replies) this.settle(reply.seq, reply.error === undefined ? undefined : threadError(reply), reply.data);
     });
     const fail = (err: Error) => {
       this.failure = err;
@@ -199,4 +201,11 @@ export class SpoolIoThread {
     else job.resolve(data);
     if (this.jobs.size === 0) this.worker.unref();
   }
+}
+
+/** The thread's failure as an Error with the system call's code, as node:fs would have thrown it. */
+function threadError(reply: Reply): NodeJS.ErrnoException {
+  const err: NodeJS.ErrnoException = new Error(reply.error);
+  if (reply.code !== undefined) err.code = reply.code;
+  return err;
 }

@@ -6,6 +6,8 @@
  * Rule: an error nobody classified is temporary (451 4.3.0), never permanent,
  * because a wrong 5xx loses mail.
  */
+import { isOutOfSpace } from '../queue/spool-space';
+
 export class SmtpError extends Error {
   readonly responseCode: number;
 
@@ -32,9 +34,13 @@ export class SmtpError extends Error {
   }
 }
 
-/** Wraps anything thrown into an SmtpError; unknown failures become 451 4.3.0. */
+/**
+ * Wraps anything thrown into an SmtpError: a full disk becomes 452 4.3.1
+ * (insufficient system storage), any other unknown failure 451 4.3.0.
+ */
 export function asSmtpError(err: unknown, context: string): SmtpError {
   if (err instanceof SmtpError) return err;
   const detail = err instanceof Error ? err.message : String(err);
+  if (isOutOfSpace(err)) return new SmtpError(452, '4.3.1', 'Insufficient system storage, try again later', `${context}: ${detail}`);
   return new SmtpError(451, '4.3.0', 'Local error in processing, try again later', `${context}: ${detail}`);
 }

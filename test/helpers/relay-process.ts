@@ -79,6 +79,18 @@ export interface StartRelayOptions {
   readyAt?: 'listening' | 'started';
   /** How long to wait for all listeners; default 20 s. */
   readyTimeoutMs?: number;
+  /**
+   * Gives the relay a small file system of its own: a tmpfs of `bytes` mounted
+   * on the existing directory `dir`, seen by the relay only (a mount namespace
+   * made by unshare(1); outside root, in a user namespace too). The test reaches
+   * it through `viewOf` (via /proc/<pid>/root); `pid` is still the relay's own.
+   */
+  smallDisk?: { dir: string; bytes: number };
+}
+
+/** The path under which this process sees `path` as the relay `pid` sees it (its own mounts included). */
+export function viewOf(pid: number, path: string): string {
+  return join(`/proc/${pid}/root`, resolve(path));
 }
 
 /** Creates a fresh directory under the system temp dir; the caller removes it (see `removeDir`). */
@@ -109,7 +121,8 @@ export async function startRelayProcess(configYaml: string, opts: StartRelayOpti
   const args = opts.bundle || opts.bundleFile
     ? [...RELAY_NODE_FLAGS, opts.bundleFile ?? join(PROJECT_ROOT, 'dist', 'ownrelay.js'), 'run', '--config', configPath]
     : ['--import', TSX_LOADER, join(PROJECT_ROOT, 'server', 'main.ts'), 'run', '--config', configPath];
-  const child = spawn(process.execPath, args, {
+  const [command, commandArgs] = opts.smallDisk ? ['unshare', [...smallDiskPrefix(opts.smallDisk), process.execPath, ...args]] : [process.execPath, args];
+  const child = spawn(command, commandArgs, {
     cwd: opts.cwd ?? PROJECT_ROOT,
     env: { ...process.env, ...(opts.bundle || opts.bundleFile ? RELAY_ENVIRONMENT : {}), ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -279,4 +292,23 @@ function parseJsonObject(text: string): LogLine | undefined {
 
 function delay(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms).unref());
+}
+
+/**
+ * unshare's arguments up to the command: a private mount namespace where a
+ * shell mounts the tmpfs and then becomes the command (same process, same pid).
+ */
+function smallDiskPrefix(disk: { dir: string; bytes: number }): string[] {
+  const asRoot = process.getuid?.() === 0;
+  return [
+    '--mount',
+    '--propagation',
+    'private',
+    ...(asRoot ? [] : ['--user', '--map-root-user']),
+    'sh',
+    '-c',
+    'mount -t tmpfs -o size="$1" ownrelay-small-disk "$0" && shift && exec "$@"',
+    resolve(disk.dir),
+    String(disk.bytes),
+  ];
 }

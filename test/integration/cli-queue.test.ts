@@ -18,6 +18,7 @@ import { spoolCounts, waitFor } from '../helpers/spool-files';
 import type { QueueItem, QueueSummary } from '../../server/admin/queue-view';
 import type { ActionResult } from '../../server/admin/queue-control';
 import type { RelayStatus } from '../../server/admin/admin-api';
+import { freeBytes } from '../../server/queue/spool-space';
 
 function relayConfig(dir: string, destinationPort: number, hangPort: number): string {
   return stringify({
@@ -120,6 +121,12 @@ test('queue list/show/summary/hold/delete/flush/release steer deferred mail, and
     const statusText = await runCli(['--socket', socket, 'status']);
     assert.match(statusText.stdout, /^Queue: +incoming 0, active 0, deferred 2, hold 1, corrupt 0; 0 in delivery now$/m);
     assert.match(statusText.stdout, /^Certificate: CN=relay\.test, expires .* \(in \d+ days\)$/m);
+    // the spool's free space, as statfs sees it, against the floor for new mail
+    assert.equal(status.spool.path, spool);
+    assert.ok(status.spool.freeBytes! > 0 && Math.abs(status.spool.freeBytes! - freeBytes(spool)) < 64 * 1024 * 1024, `free ${status.spool.freeBytes}`);
+    assert.equal(status.spool.minFreeBytes, 100 * 1024 * 1024);
+    assert.ok(statusText.stdout.includes(`\nSpool:       ${spool}, `), statusText.stdout);
+    assert.match(statusText.stdout, /^Spool: .*, [\d.]+ [KMG]iB free \(new mail refused below 100\.0 MiB\)$/m);
     assert.match(statusText.stdout, /^ {2}stuck\.test +\S+ +4 +deferred: .*451/m);
 
     // a held message cannot be retried; an unknown id is reported, and the exit code says so

@@ -1,0 +1,42 @@
+/**
+ * Free space on the spool's file system, and the rule for taking new mail.
+ *
+ * A relay whose spool fills up can no longer record delivery attempts nor queue
+ * bounces, so new mail is turned away early, at MAIL FROM, with 452 4.3.1 (RFC
+ * 3463: mail system full; the client tries again later) while the file system
+ * has less than `limits.spoolMinFreeBytes` plus the size the client declared
+ * (SIZE=) left, like Postfix's queue_minfree. What still runs out of space while
+ * it is written gets the same reply (see `isOutOfSpace`).
+ *
+ * The check is one statfs system call (about a microsecond), made afresh for
+ * every MAIL FROM.
+ */
+import { statfsSync } from 'node:fs';
+
+export type RoomVerdict = { room: true } | { room: false; freeBytes: number; neededBytes: number };
+
+/** Bytes an unprivileged process may still write on the file system of `dir`. */
+export function freeBytes(dir: string): number {
+  const stats = statfsSync(dir);
+  return stats.bavail * stats.bsize;
+}
+
+/** Whether a new message of `declaredBytes` (0 when the client declared none) may start in the spool at `dir`. */
+export function roomForMessage(dir: string, minFreeBytes: number, declaredBytes: number): RoomVerdict {
+  if (minFreeBytes === 0 && declaredBytes === 0) return { room: true };
+  const neededBytes = minFreeBytes + declaredBytes;
+  let free: number;
+  try {
+    free = freeBytes(dir);
+  } catch {
+    // a spool that cannot even be looked at fails the message's own writes (451)
+    return { room: true };
+  }
+  return free >= neededBytes ? { room: true } : { room: false, freeBytes: free, neededBytes };
+}
+
+/** True for the errors of a full file system or an exhausted quota. */
+export function isOutOfSpace(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
+}
