@@ -23,6 +23,7 @@
  * server while idle; the transaction is repeated on a fresh connection.
  */
 import type { Readable } from 'node:stream';
+import type SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { NextHop } from '../config/schema';
 import type { Logger } from '../log/logger';
 import type { AddressGuard } from './address-guard';
@@ -193,6 +194,11 @@ export class SmtpDelivery {
     session.transactions++;
     // tells "the server answered something of this transaction" apart from a connection that was already gone
     connection.lastServerResponse = false;
+    if (needsSmtpUtf8(message) && !offersExtension(connection, 'SMTPUTF8')) {
+      // RFC 6531: non-ASCII addresses never go to a server that did not offer SMTPUTF8
+      this.cache.put(session);
+      return Promise.resolve(done(everyone(message, 'failed', { reason: `553 5.6.7 ${remoteHost} does not offer SMTPUTF8, which the non-ASCII addresses of this message need`, remoteHost })));
+    }
     let stream: Readable;
     try {
       stream = message.open();
@@ -319,4 +325,15 @@ function rejectedErrors(session: Session, err: SmtpError): SmtpError[] {
   if (err.rejectedErrors) return err.rejectedErrors;
   const envelope = (session.connection as unknown as { _envelope?: { rejectedErrors?: SmtpError[] } })._envelope;
   return Array.isArray(envelope?.rejectedErrors) ? envelope.rejectedErrors : [];
+}
+
+/** True when the envelope has an address that is not plain ASCII (an internationalized one, RFC 6531). */
+function needsSmtpUtf8(message: OutboundMessage): boolean {
+  return [message.from, ...message.recipients].some((address) => /[^\x00-\x7f]/.test(address));
+}
+
+/** Whether the server listed `keyword` in its EHLO reply (nodemailer keeps the list; it adds SMTPUTF8 to MAIL FROM itself). */
+function offersExtension(connection: SMTPConnection, keyword: string): boolean {
+  const offered = (connection as unknown as { _supportedExtensions?: string[] })._supportedExtensions;
+  return Array.isArray(offered) && offered.includes(keyword);
 }

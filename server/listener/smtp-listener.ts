@@ -83,7 +83,8 @@ export class SmtpListener {
       maxLineBytes: MAX_COMMAND_LINE_BYTES,
       onLineTooLong: (session) => void this.sessions.get(session.id).errors++,
       name: config.hostname,
-      banner: 'ESMTP ownrelay',
+      // the greeting reads "220 <hostname> ESMTP ownrelay" (smtp-server puts ESMTP in front)
+      banner: 'ownrelay',
       secure: listener.tls === 'implicit',
       ...deps.tls.secureContextOptions(),
       size: config.limits.maxMessageBytes,
@@ -94,6 +95,9 @@ export class SmtpListener {
       // on stop: sessions get this long to finish, then 421 and disconnect
       closeTimeout: SHUTDOWN_GRACE_MS,
       hideENHANCEDSTATUSCODES: false,
+      // RFC 3461 DSN (NOTIFY, RET, ENVID, ORCPT) is not implemented: a relay that
+      // advertised it would owe success notices and silence on NOTIFY=NEVER
+      hideDSN: true,
       disableReverseLookup: true,
       // AUTH exists only on submission listeners, and only after TLS
       disabledCommands: listener.role === 'mx' ? ['AUTH'] : [],
@@ -267,6 +271,7 @@ export class SmtpListener {
     const state = this.sessions.get(session.id);
     state.transaction = newTransaction();
     const client = this.client(session);
+    if (isInternationalized(address.address) && !(address.args && address.args.SMTPUTF8)) return this.settle(state, needsSmtpUtf8('sender'), cb);
     const verdict = this.deps.policy.checkSender(client, address.address);
     const user = client.user !== undefined ? this.deps.policy.user(client.user) : undefined;
     if (verdict.action === 'accept') {
@@ -290,6 +295,7 @@ export class SmtpListener {
 
   private onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb: Callback): void {
     const state = this.sessions.get(session.id);
+    if (isInternationalized(address.address) && !(session.envelope as { smtpUtf8?: boolean }).smtpUtf8) return this.settle(state, needsSmtpUtf8('recipient'), cb);
     const recipient = this.normalizeRecipient(address.address);
     const verdict = this.deps.policy.checkRecipient(this.client(session), recipient);
     if (verdict.action === 'accept' && !state.transaction.recipients.includes(recipient)) state.transaction.recipients.push(recipient);
@@ -381,4 +387,13 @@ export class SmtpListener {
 function declaredSize(address: SMTPServerAddress): number {
   const size = address.args ? Number(address.args.SIZE) : 0;
   return Number.isSafeInteger(size) && size > 0 ? size : 0;
+}
+
+/** An address with characters outside ASCII (RFC 6531), which needs SMTPUTF8 on MAIL FROM. */
+function isInternationalized(address: string): boolean {
+  return /[^\x00-\x7f]/.test(address);
+}
+
+function needsSmtpUtf8(stage: 'sender' | 'recipient'): Verdict {
+  return refuse(stage, 553, '5.6.7', 'Non-ASCII addresses need the SMTPUTF8 parameter on MAIL FROM', `non-ASCII ${stage} address without SMTPUTF8`);
 }

@@ -53,6 +53,19 @@ async function stillAcceptsMail(port: number): Promise<void> {
   dialog.close();
 }
 
+test('the greeting names the host once, and EHLO offers only extensions the relay implements (no DSN)', async () => {
+  const dialog = await SmtpDialog.connect(strict.ports[0]!);
+  try {
+    assert.equal((await dialog.read()).text, '220 relay.test ESMTP ownrelay');
+    const ehlo = await dialog.command('EHLO client.test');
+    const keywords = ehlo.text.split(/\r?\n/).slice(1).map((line) => line.slice(4).split(' ')[0]);
+    assert.deepEqual(keywords.sort(), ['8BITMIME', 'ENHANCEDSTATUSCODES', 'PIPELINING', 'SIZE', 'SMTPUTF8', 'STARTTLS']);
+    assert.match(ehlo.text, /^250 SIZE 65536$/m);
+  } finally {
+    dialog.close();
+  }
+});
+
 test('a command line over 2048 bytes gets 500 5.5.2 and the session goes on', async () => {
   const dialog = await greeted(relay.ports[0]!);
   assert.match((await dialog.command(`MAIL FROM:<${'a'.repeat(3000)}@elsewhere.test>`)).text, /^500 5\.5\.2 Line too long/);
@@ -149,6 +162,23 @@ test('DATA before MAIL and RCPT before MAIL get 503 5.5.1', async () => {
   assert.match((await dialog.command('DATA')).text, /^503 5\.5\.1 /);
   assert.match((await dialog.command('RCPT TO:<alice@relay.test>')).text, /^503 5\.5\.1 /);
   dialog.close();
+});
+
+test('a non-ASCII address without SMTPUTF8 on MAIL FROM gets 553 5.6.7; with it, it is accepted', async () => {
+  const dialog = await greeted(strict.ports[0]!);
+  try {
+    assert.match((await dialog.command('MAIL FROM:<jörg@elsewhere.test>')).text, /^553 5\.6\.7 /);
+    assert.equal((await dialog.command('MAIL FROM:<sender@elsewhere.test>')).code, 250);
+    assert.match((await dialog.command('RCPT TO:<ålice@relay.test>')).text, /^553 5\.6\.7 /);
+    assert.equal((await dialog.command('RSET')).code, 250);
+    assert.equal((await dialog.command('MAIL FROM:<jörg@elsewhere.test> SMTPUTF8')).code, 250);
+    assert.equal((await dialog.command('RCPT TO:<alice@relay.test>')).code, 250);
+    assert.equal((await dialog.command('DATA')).code, 354);
+    dialog.write('Subject: från Jörg\r\n\r\nhej\r\n.\r\n');
+    assert.equal((await dialog.read()).code, 250);
+  } finally {
+    dialog.close();
+  }
 });
 
 test('a malformed MAIL FROM gets 501', async () => {

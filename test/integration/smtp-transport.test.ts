@@ -264,6 +264,25 @@ describe('SmtpDelivery', () => {
     assert.ok(sink.received[0]?.data.equals(body), 'received bytes differ from the queued bytes');
   });
 
+  it('sends non-ASCII addresses with SMTPUTF8 where offered, and fails them at a server that does not offer it', async () => {
+    const { sink, delivery } = await setUp();
+    const utf8 = await delivery.deliverViaMx('example.test', outbound(['rcpt@example.test'], { from: 'jörg@origin.test' }));
+    assert.equal(utf8[0]?.outcome, 'delivered');
+    assert.equal(sink.received[0]?.from, 'jörg@origin.test');
+    assert.ok(sink.received[0]?.mailArgs);
+    assert.equal(sink.received[0]?.mailArgs.SMTPUTF8, true);
+
+    const plain = await setUp({ server: { hideSMTPUTF8: true } });
+    const refused = await plain.delivery.deliverViaMx('example.test', outbound(['ålice@example.test', 'bob@example.test'], { from: 'sender@origin.test' }));
+    assert.deepEqual(refused.map((r) => r.outcome), ['failed', 'failed']);
+    assert.match(refused[0]?.reply ?? '', /^553 5\.6\.7 mx\.example\.test does not offer SMTPUTF8/);
+    assert.equal(plain.sink.received.length, 0, 'nothing was sent');
+    // the connection stays good for the next message
+    const next = await plain.delivery.deliverViaMx('example.test', outbound(['bob@example.test']));
+    assert.equal(next[0]?.outcome, 'delivered');
+    assert.equal(plain.sink.connections, 1);
+  });
+
   it('sends the null sender as MAIL FROM:<>', async () => {
     const { sink, delivery } = await setUp();
     const results = await delivery.deliverViaMx('example.test', outbound(['rcpt@example.test'], { from: '' }));
