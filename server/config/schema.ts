@@ -157,6 +157,12 @@ export const RelayConfigSchema = z
         maxRecipients: z.number().int().positive().default(100).describe('recipients per message (452 beyond)'),
         maxErrors: z.number().int().positive().default(10).describe('rejected commands per connection before 421 and disconnect'),
         maxClients: z.number().int().positive().default(1000).describe('concurrent connections per listener'),
+        maxConnectionsPerIp: z
+          .number()
+          .int()
+          .positive()
+          .default(50)
+          .describe('concurrent connections from one client address per listener; more get 421 4.7.0 (clients in relay.networks are exempt)'),
         idleTimeoutMs: z.number().int().positive().default(300_000).describe('close a connection that is silent this long'),
         bareLineEndings: z.enum(['reject', 'normalize']).default('normalize').describe('a bare CR or LF in DATA: reject the message (554) or turn it into CRLF'),
         spoolMinFreeBytes: z

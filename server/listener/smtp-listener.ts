@@ -29,6 +29,7 @@ import { SessionRegistry, newTransaction, type SessionState } from '../stages/se
 import { SmtpError, asSmtpError } from '../stages/smtp-error';
 import { accept, refuse, trailItem, type Verdict } from '../stages/verdict';
 import { AdaptedSmtpServer } from './smtp-server-adapter';
+import { ClientConnections } from './client-connections';
 import type { CertificateStore } from '../tls/certificate-store';
 
 export interface ListenerDeps {
@@ -63,6 +64,8 @@ const SHUTDOWN_GRACE_MS = 15_000;
 export class SmtpListener {
   private readonly server: AdaptedSmtpServer;
   private readonly sessions = new SessionRegistry();
+  /** connections open per client address, against limits.maxConnectionsPerIp */
+  private readonly clients = new ClientConnections();
   private readonly unsubscribeTls: () => void;
   /** sessions counted as open in the metrics (connections refused before the greeting never are) */
   private readonly counted = new Set<string>();
@@ -110,6 +113,8 @@ export class SmtpListener {
       onRcptTo: (address, session, cb) => this.onRcptTo(address, session, cb),
       onData: (stream, session, cb) => void this.onData(stream, session, cb),
       onConnect: (session, cb) => {
+        const refusal = this.admit(session);
+        if (refusal) return cb(refusal);
         if (this.deps.metrics) {
           this.counted.add(session.id);
           this.deps.metrics.connectionOpened(listener.role);
@@ -118,6 +123,7 @@ export class SmtpListener {
       },
       onClose: (session) => {
         this.sessions.delete(session.id);
+        this.clients.release(session.id);
         if (this.counted.delete(session.id)) this.deps.metrics?.connectionClosed(listener.role);
       },
     });
@@ -208,6 +214,18 @@ export class SmtpListener {
       this.deps.logger.info({ event: 'authentication', queueId: envelope.id, from: envelope.from, client: session.remoteAddress, results: inspected.summary }, `${envelope.id}: ${inspected.summary}`);
       return inspected;
     };
+  }
+
+  /**
+   * A new connection counts against its address's limit, unless the address is
+   * in relay.networks (the customer's own hosts); over the limit it gets 421.
+   */
+  private admit(session: SMTPServerSession): SmtpError | undefined {
+    if (this.deps.policy.mayRelay(this.client(session))) return undefined;
+    const limit = this.deps.config.limits.maxConnectionsPerIp;
+    if (this.clients.admit(session.id, session.remoteAddress, limit)) return undefined;
+    this.deps.logger.warn({ event: 'connection-limit', listener: this.name, client: session.remoteAddress, limit }, `refused a connection from ${session.remoteAddress}: it has ${limit} open already`);
+    return new SmtpError(421, '4.7.0', 'Too many connections from your address, try again later', `over ${limit} connections from ${session.remoteAddress}`);
   }
 
   private client(session: SMTPServerSession): ClientContext {

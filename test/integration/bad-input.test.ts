@@ -66,6 +66,43 @@ test('the greeting names the host once, and EHLO offers only extensions the rela
   }
 });
 
+test('one address gets limits.maxConnectionsPerIp connections at a time, then 421 4.7.0; other addresses and relay.networks are not held back', async () => {
+  const limited = await startTestRelay(() => ({ listeners: [{ role: 'mx', address: '127.0.0.1', port: 0, earlyTalkerCheck: false }], limits: { maxConnectionsPerIp: 3 } }));
+  const trusted = await startTestRelay(() => ({ listeners: [{ role: 'mx', address: '127.0.0.1', port: 0, earlyTalkerCheck: false }], limits: { maxConnectionsPerIp: 1 }, relay: { networks: ['127.0.0.1/32'] } }));
+  const open: SmtpDialog[] = [];
+  const connect = async (port: number, localAddress = '127.0.0.1') => {
+    const dialog = await SmtpDialog.connect(port, { localAddress });
+    open.push(dialog);
+    return { dialog, greeting: await dialog.read() };
+  };
+  try {
+    const port = limited.ports[0]!;
+    for (let i = 0; i < 3; i++) assert.equal((await connect(port)).greeting.code, 220);
+    const over = await connect(port);
+    assert.match(over.greeting.text, /^421 4\.7\.0 Too many connections from your address/);
+    assert.ok(await over.dialog.waitClosed());
+    const logged = await limited.waitForLog((l) => l.event === 'connection-limit');
+    assert.equal(logged.client, '127.0.0.1');
+    // another address has its own count
+    assert.equal((await connect(port, '127.0.0.2')).greeting.code, 220);
+    // once one of the three is gone, 127.0.0.1 gets a connection again
+    await open[0]!.command('QUIT');
+    assert.ok(await open[0]!.waitClosed());
+    await waitFor(async () => {
+      const { dialog, greeting } = await connect(port);
+      if (greeting.code === 220) return true;
+      await dialog.waitClosed();
+      return false;
+    }, 5000, 'a fourth connection from 127.0.0.1 after one closed');
+    // the customer's own networks are not counted
+    for (let i = 0; i < 3; i++) assert.equal((await connect(trusted.ports[0]!)).greeting.code, 220);
+  } finally {
+    for (const dialog of open) dialog.close();
+    await limited.stop();
+    await trusted.stop();
+  }
+});
+
 test('a command line over 2048 bytes gets 500 5.5.2 and the session goes on', async () => {
   const dialog = await greeted(relay.ports[0]!);
   assert.match((await dialog.command(`MAIL FROM:<${'a'.repeat(3000)}@elsewhere.test>`)).text, /^500 5\.5\.2 Line too long/);
