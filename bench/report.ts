@@ -38,9 +38,9 @@ export function machineInfo(workDir: string): MachineInfo {
   };
 }
 
-const HEADERS = ['case', 'ownrelay msg/s', 'postfix msg/s', 'ratio', 'ownrelay peak RSS MiB', 'CPU ms/msg ownrelay', 'CPU ms/msg postfix'];
+const HEADERS = ['case', 'ownrelay msg/s', 'postfix msg/s', 'ratio', 'ownrelay peak RSS MiB', 'CPU ms/msg ownrelay', 'CPU ms/msg postfix', 'ratio at full CPU'];
 
-function cells(row: ResultRow): string[] {
+function cells(row: ResultRow, nproc: number): string[] {
   const ratio = row.postfix.rate > 0 ? `${(row.relay.rate / row.postfix.rate).toFixed(2)}x` : 'n/a';
   return [
     `${row.benchCase.name}, ${row.benchCase.messages} msgs`,
@@ -50,7 +50,18 @@ function cells(row: ResultRow): string[] {
     row.relay.peakRssMiB !== undefined ? row.relay.peakRssMiB.toFixed(0) : 'n/a',
     row.relay.cpuMsPerMessage.toFixed(2),
     row.postfix.cpuMsPerMessage.toFixed(2),
+    fullCpuRatio(row, nproc),
   ];
+}
+
+/**
+ * The ratio the relay would reach if its messages kept every CPU of the machine
+ * busy at the CPU cost per message it was measured with, against Postfix's
+ * measured rate: what more parallelism alone could give, at most.
+ */
+function fullCpuRatio(row: ResultRow, nproc: number): string {
+  if (row.relay.cpuMsPerMessage <= 0 || row.postfix.rate <= 0) return 'n/a';
+  return `${((nproc * 1000) / row.relay.cpuMsPerMessage / row.postfix.rate).toFixed(2)}x`;
 }
 
 /** A rate, marked with the count when not every message arrived. */
@@ -59,11 +70,11 @@ function rateCell(m: Measurement): string {
   return m.counted < m.expected ? `${rate} (${m.counted}/${m.expected} arrived)` : rate;
 }
 
-export function textTable(rows: ResultRow[]): string {
-  const table = [HEADERS, ...rows.map(cells)];
+export function textTable(rows: ResultRow[], nproc: number): string {
+  const table = [HEADERS, ...rows.map((r) => cells(r, nproc))];
   const widths = HEADERS.map((_, i) => Math.max(...table.map((r) => r[i]!.length)));
   const line = (r: string[]) => r.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join('  ');
-  return [line(HEADERS), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map((r) => line(cells(r)))].join('\n');
+  return [line(HEADERS), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map((r) => line(cells(r, nproc)))].join('\n');
 }
 
 export function problems(rows: ResultRow[]): string[] {
@@ -89,7 +100,7 @@ export function markdownReport(rows: ResultRow[], info: MachineInfo, relayMode: 
     '',
     row(HEADERS),
     row(HEADERS.map((_, i) => (i === 0 ? '---' : '---:'))),
-    ...rows.map((r) => row(cells(r))),
+    ...rows.map((r) => row(cells(r, info.nproc))),
     '',
     '## Method',
     '',
@@ -100,6 +111,7 @@ export function markdownReport(rows: ResultRow[], info: MachineInfo, relayMode: 
     '- The relay runs as the shipped bundle does on a server, with the settings of its `#!` line: `' + bundleShebang().slice(2) + ' dist/ownrelay.js` (with `--bundle`), or from the TypeScript sources with tsx.',
     '- Peak RSS: the larger of VmHWM at the end and VmRSS sampled every 100 ms, of the relay\'s process.',
     '- CPU ms/msg: busy CPU time of the whole machine (the MTA, smtp-source, smtp-sink and the kernel) during the timed phase, per message.',
+    '- Ratio at full CPU: the relay\'s rate if its messages kept all CPUs busy at that CPU cost (CPUs x 1000 / CPU ms per message), divided by Postfix\'s measured rate. It is the most that more parallelism alone could give on this machine; beyond it only less CPU per message helps.',
     ...(issues.length ? ['', '## Problems', '', ...issues.map((p) => `- ${p}`)] : []),
     '',
   ].join('\n');

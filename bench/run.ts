@@ -47,7 +47,7 @@ async function main(): Promise<void> {
       console.log(`${postfix.rate.toFixed(0)} msg/s`);
       rows.push({ benchCase, relay, postfix });
     }
-    console.log(`\n${textTable(rows)}`);
+    console.log(`\n${textTable(rows, info.nproc)}`);
     for (const p of problems(rows)) console.log(`problem: ${p}`);
     const reportFile = join(PROJECT_ROOT, 'bench', 'last-results.md');
     writeFileSync(reportFile, markdownReport(rows, info, relayMode));
