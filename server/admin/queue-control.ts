@@ -12,6 +12,8 @@
  * hold: incoming/deferred -> hold/ (never delivered until released)
  * release: hold/ -> deferred/, due now;  retry: deferred/ -> due now;
  * flush: every deferred message due now;  delete: removed, with a log line.
+ * retry, release and flush also lift the scheduler's suspension of unreachable
+ * destinations, so the mail they make due is really tried.
  */
 import { isQueueId } from '../queue/queue-id';
 import type { Logger } from '../log/logger';
@@ -52,6 +54,8 @@ export class QueueControl {
   }
 
   async apply(action: QueueAction, ids: readonly string[], by: string): Promise<ActionResult[]> {
+    // "now" means now, also for mail to a destination that was found unreachable
+    if (action === 'retry' || action === 'release') this.scheduler.resumeDestinations();
     // one listing for the whole batch; an entry that moved meanwhile is looked up again
     const known = await this.index();
     const results: ActionResult[] = [];
@@ -61,6 +65,7 @@ export class QueueControl {
 
   /** Makes every deferred message due now; returns how many. */
   async flush(by: string): Promise<number> {
+    this.scheduler.resumeDestinations();
     let count = 0;
     for (const entry of await this.view.entries('deferred')) {
       const result = await this.applyOne('retry', entry.id, by, false, entry);

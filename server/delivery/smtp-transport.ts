@@ -88,11 +88,11 @@ export class SmtpDelivery {
   async deliverViaMx(domain: string, message: OutboundMessage): Promise<RecipientResult[]> {
     const [plan, sts] = await Promise.all([this.opts.resolver.resolveDomain(domain), this.opts.mtaSts?.policyFor(domain)]);
     if (plan.kind === 'permanent') return everyone(message, 'failed', { reason: plan.reason });
-    if (plan.kind === 'temporary') return everyone(message, 'deferred', { reason: plan.reason });
+    if (plan.kind === 'temporary') return unreachable(everyone(message, 'deferred', { reason: plan.reason }));
     const hosts = plan.hosts.map((host) => host.name);
     if (sts && sts.policy.mode !== 'none') {
       const applied = applyStsPolicy(sts, hosts, this.opts.tlsReports, this.logger);
-      if (applied.refusal !== undefined) return everyone(message, 'deferred', { reason: applied.refusal });
+      if (applied.refusal !== undefined) return unreachable(everyone(message, 'deferred', { reason: applied.refusal }));
       const route: Route = { port: this.mxPort, tls: applied.tls, verifyCertificate: applied.verifyCertificate };
       const results = await this.deliverToHosts(applied.hosts, route, message, applied.observer);
       return results.map((result) => (result.outcome === 'deferred' ? { ...result, reply: applied.explain(result.reply) } : result));
@@ -143,7 +143,9 @@ export class SmtpDelivery {
     const skipped = refused.length > 0 ? `skipped ${refused.join('; ')}` : undefined;
     const failure: Failure = last ? { ...last, reason: [last.reason, skipped].filter(Boolean).join('; ') } : { reason: skipped ?? 'no address to deliver to' };
     this.logger.debug({ queueId: message.queueId, hosts, reason: failure.reason }, 'no SMTP destination took the message');
-    return everyone(message, 'deferred', failure);
+    const results = everyone(message, 'deferred', failure);
+    // a host that answered (say, 421 at the greeting) is alive: only silence counts as unreachable
+    return failure.remoteHost === undefined ? unreachable(results) : results;
   }
 
   /** Delivers over a cached session to the endpoint, or a new one. */
@@ -293,6 +295,10 @@ export function outcomeOf(code: number | undefined): RecipientOutcome {
 
 function everyone(message: OutboundMessage, outcome: RecipientOutcome, failure: Failure): RecipientResult[] {
   return message.recipients.map((address) => withHost({ address, outcome, reply: failure.reason }, failure.remoteHost));
+}
+
+function unreachable(results: RecipientResult[]): RecipientResult[] {
+  return results.map((result) => ({ ...result, unreachable: true }));
 }
 
 function withHost(result: RecipientResult, remoteHost: string | undefined): RecipientResult {

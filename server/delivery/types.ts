@@ -19,6 +19,12 @@ export interface RecipientResult {
   reply: string;
   /** the host that answered (MX name or next hop), if one was reached */
   remoteHost?: string;
+  /**
+   * The destination as a whole could not be used: its DNS failed, no host of it
+   * answered, or its MTA-STS policy ruled out every host. Every message to it
+   * would fare the same for now (the scheduler then suspends it; see Scheduler).
+   */
+  unreachable?: true;
 }
 
 export interface OutboundMessage {

@@ -4,6 +4,10 @@
  * `delivery.maxActive` messages are in delivery at a time, and at most
  * `delivery.maxPerDestination` deliveries run against one destination.
  *
+ * A destination that could not be reached at all is suspended for
+ * `delivery.retry.minBackoffMs` (suspended-destinations.ts): mail for it is
+ * deferred at once meanwhile, without tying up delivery slots.
+ *
  * Each attempt: claim (rename to active/), deliver per route, record each
  * recipient's result, queue a bounce for new failures, then remove the message
  * (nothing pending) or rewrite it into deferred/ with its next due time (after
@@ -19,13 +23,14 @@
 import { Readable } from 'node:stream';
 import type { RelayConfig } from '../config/schema';
 import { KeyedSemaphores } from '../delivery/limiter';
-import type { Router } from '../delivery/router';
+import type { Route, Router } from '../delivery/router';
 import { queueBounce, queueDelayWarning } from '../delivery/bounce';
 import type { RecipientResult } from '../delivery/types';
 import type { Logger } from '../log/logger';
 import { openWithPrefix } from '../delivery/prefixed-message';
 import { addedHeaders, pendingRecipients, type QueueEnvelope, type RecipientState } from './envelope';
 import { retryPlan } from './retry-schedule';
+import { SuspendedDestinations } from './suspended-destinations';
 import type { QueueEntry, Spool } from './spool';
 import type { QueueFileInfo } from './queue-file';
 
@@ -65,6 +70,8 @@ export class Scheduler {
   private readonly preloaded = new Map<string, PreloadedMessage>();
   private preloadedBytes = 0;
   private readonly destinations: KeyedSemaphores;
+  /** destinations found unreachable, whose mail waits without attempts for a while */
+  private readonly suspended = new SuspendedDestinations();
   private stopping = false;
   private wakeTimer?: NodeJS.Timeout;
   private rescanTimer?: NodeJS.Timeout;
@@ -257,16 +264,21 @@ export class Scheduler {
     const perGroup = await Promise.all(
       groups.map((group) =>
         this.destinations
-          .run(group.route.key, () =>
-            router.deliver(group.route, {
+          .run(group.route.key, async () => {
+            // checked once a slot is ours: the attempts ahead may just have found the destination down
+            const suspended = this.suspendedReply(group.route);
+            if (suspended !== undefined) return group.recipients.map((address): RecipientResult => ({ address, outcome: 'deferred', reply: suspended }));
+            const results = await router.deliver(group.route, {
               from: envelope.from,
               recipients: group.recipients,
               size: info.size + (added?.length ?? 0),
               open: added ? openWithPrefix(added, openQueued) : openQueued,
               queueId: envelope.id,
               receivedAt: envelope.receivedAt,
-            }),
-          )
+            });
+            this.learnReachability(group.route, results);
+            return results;
+          })
           .catch((err: unknown): RecipientResult[] =>
             // a transport must not throw; if one does, nothing is known: defer
             group.recipients.map((address) => ({ address, outcome: 'deferred', reply: `451 4.3.0 local delivery error: ${String(err)}` })),
@@ -274,6 +286,30 @@ export class Scheduler {
       ),
     );
     return perGroup.flat();
+  }
+
+  /** The deferral reply for mail to a suspended destination; undefined when it may be tried. */
+  private suspendedReply(route: Route): string | undefined {
+    if (route.kind === 'maildir') return undefined;
+    const suspension = this.suspended.current(route.key);
+    return suspension && `delivery to ${routeName(route)} suspended until ${new Date(suspension.until).toISOString()} after: ${suspension.reason}`;
+  }
+
+  private learnReachability(route: Route, results: RecipientResult[]): void {
+    if (route.kind === 'maildir') return;
+    const { logger, config } = this.deps;
+    const change = this.suspended.record(route.key, results, config.delivery.retry.minBackoffMs);
+    if (change === 'suspended') {
+      const until = new Date(this.suspended.current(route.key)!.until).toISOString();
+      logger.warn({ event: 'destination-suspended', destination: routeName(route), until, reason: results[0]?.reply }, `${routeName(route)} is unreachable; its mail waits until ${until} without new attempts`);
+    } else if (change === 'lifted') {
+      logger.info({ event: 'destination-resumed', destination: routeName(route) }, `${routeName(route)} is reachable again`);
+    }
+  }
+
+  /** Lets suspended destinations be tried at once (the administrator's retry or flush). */
+  resumeDestinations(): void {
+    this.suspended.clear();
   }
 
   /** Applies results to the envelope and writes the per-outcome log lines. */
@@ -387,4 +423,11 @@ export class Scheduler {
 
 function byId(a: QueueEntry, b: QueueEntry): number {
   return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+}
+
+/** A destination as the logs name it: the domain, or the next hop's host and port. */
+function routeName(route: Route): string {
+  if (route.kind === 'mx') return route.domain;
+  if (route.kind === 'next-hop') return `${route.hop.host}:${route.hop.port}`;
+  return route.key;
 }

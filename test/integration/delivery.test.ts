@@ -8,11 +8,13 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
+import net from 'node:net';
 import { join } from 'node:path';
 import nodemailer from 'nodemailer';
 import { hashPassword } from '../../server/stages/password';
 import { startDnsServer, type DnsServerHandle } from '../helpers/dns-server';
 import { startDestination, type DestinationServer } from '../helpers/destination-server';
+import { runCli } from '../helpers/ownrelay-cli';
 import { filesIn, spoolCounts, waitFor } from '../helpers/spool-files';
 import { startTestRelay, type TestRelay } from '../helpers/test-relay';
 
@@ -297,5 +299,52 @@ test('mail for a forward domain is accepted on the MX port and passed to its nex
   } finally {
     await relay.stop();
     await nextHop.close();
+  }
+});
+
+test('a destination where nothing answers is suspended: the mail behind it is deferred without new attempts, other mail flows, and a flush tries it again', async () => {
+  // a host that takes the connection and hangs up before any greeting
+  let connections = 0;
+  const silent = net.createServer((socket) => {
+    connections++;
+    socket.destroy();
+  });
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  const silentPort = (silent.address() as net.AddressInfo).port;
+  const alive = await startDestination();
+  const relay = await relayTo(alive, {
+    delivery: {
+      allowedDestinations: ['127.0.0.0/8'],
+      maxPerDestination: 1,
+      retry: { minBackoffMs: 60_000, maxBackoffMs: 60_000 },
+      routes: {
+        'down.test': { host: '127.0.0.1', port: silentPort, tls: 'none' },
+        'alive.test': { host: '127.0.0.1', port: alive.port, tls: 'none' },
+      },
+    },
+  });
+  try {
+    const transport = submitter(relay);
+    await Promise.all(Array.from({ length: 6 }, (_, i) => transport.sendMail({ from: 'app@relay.test', to: `user${i}@down.test`, subject: `down ${i}`, text: 'x' })));
+    await transport.sendMail({ from: 'app@relay.test', to: 'someone@alive.test', subject: 'alive', text: 'x' });
+    await alive.waitForMessages(1);
+    const deferredToDown = () => relay.logs.filter((l) => l.event === 'deferred' && String(l.to).includes('@down.test'));
+    await waitFor(async () => deferredToDown().length === 6, 10_000, 'six deferrals for down.test');
+    assert.equal(connections, 1, 'one attempt found the destination down; the others waited without connecting');
+    const suspended = relay.logs.filter((l) => l.event === 'destination-suspended');
+    assert.equal(suspended.length, 1);
+    assert.equal(suspended[0]!.destination, `127.0.0.1:${silentPort}`);
+    assert.equal(deferredToDown().filter((l) => /suspended until \S+ after: /.test(String(l.reply))).length, 5);
+    assert.equal((await spoolCounts(join(relay.dir, 'spool'))).deferred, 6);
+
+    // the administrator's flush lifts the suspension: the mail is tried again (and the destination is still down)
+    const flushed = await runCli(['--socket', join(relay.dir, 'state', 'admin.sock'), 'queue', 'flush']);
+    assert.equal(flushed.code, 0, flushed.stderr);
+    await waitFor(async () => relay.logs.filter((l) => l.event === 'destination-suspended').length === 2, 10_000, 'a second suspension after the flush');
+    assert.equal(connections, 2);
+  } finally {
+    await relay.stop();
+    await alive.close();
+    await new Promise<void>((resolve) => silent.close(() => resolve()));
   }
 });

@@ -392,6 +392,15 @@ describe('SmtpDelivery', () => {
     const results = await delivery.deliverViaMx('failover.test', outbound(['rcpt@failover.test']));
     assert.equal(results[0]?.outcome, 'deferred');
     assert.match(results[0]?.reply ?? '', /second\.failover\.test\[127\.0\.0\.1\]:\d+: .*ECONNREFUSED/);
+    assert.equal(results[0]?.unreachable, true, 'no host answered: the destination is unreachable');
+  });
+
+  it('does not call a destination unreachable when its host answers, even with 421', async () => {
+    const { delivery } = await setUp({ refuseConnections: [1, 2, 3, 4] });
+    const results = await delivery.deliverViaMx('example.test', outbound(['rcpt@example.test']));
+    assert.equal(results[0]?.outcome, 'deferred');
+    assert.match(results[0]?.reply ?? '', /421/);
+    assert.equal(results[0]?.unreachable, undefined);
   });
 
   it('defers without trying other hosts when the connection is lost after the message data was sent', async () => {
