@@ -45,6 +45,12 @@ export class KeyedSemaphores {
 
   constructor(private readonly limit: number) {}
 
+  /** True when every slot of `key` is taken: a new task for it would wait. */
+  isBusy(key: string): boolean {
+    const semaphore = this.semaphores.get(key);
+    return semaphore !== undefined && semaphore.active >= this.limit;
+  }
+
   run<T>(key: string, task: () => Promise<T>): Promise<T> {
     let semaphore = this.semaphores.get(key);
     if (!semaphore) {

@@ -4,14 +4,20 @@
  * `delivery.maxActive` messages are in delivery at a time, and at most
  * `delivery.maxPerDestination` deliveries run against one destination.
  *
+ * A message whose destinations have all their slots taken does not wait in the
+ * active set: it is parked, unclaimed (the administrator can still hold or delete
+ * it), and put back in line when a delivery to that destination ends, so a backlog
+ * for one destination never delays mail for the others.
+ *
  * A destination that could not be reached at all is suspended for
  * `delivery.retry.minBackoffMs` (suspended-destinations.ts): mail for it is
  * deferred at once meanwhile, without tying up delivery slots.
  *
- * Each attempt: claim (rename to active/), deliver per route, record each
- * recipient's result, queue a bounce for new failures, then remove the message
- * (nothing pending) or rewrite it into deferred/ with its next due time (after
- * queueing the one delay warning a message gets, once it is overdue).
+ * Each attempt: read the queue file, park it or claim it (rename to active/),
+ * deliver per route, record each recipient's result, queue a bounce for new
+ * failures, then remove the message (nothing pending) or rewrite it into
+ * deferred/ with its next due time (after queueing the one delay warning a
+ * message gets, once it is overdue).
  *
  * Administration (hold, release, retry, delete, flush) goes through the relay's
  * queue control, which asks `isDelivering` and `withdraw`s an entry before it
@@ -70,6 +76,11 @@ export class Scheduler {
   private readonly preloaded = new Map<string, PreloadedMessage>();
   private preloadedBytes = 0;
   private readonly destinations: KeyedSemaphores;
+  /** messages waiting, unclaimed, for a busy destination (by route key), and what was read of them */
+  private readonly parked = new Map<string, QueueEntry[]>();
+  private readonly parkedInfo = new Map<string, QueueFileInfo>();
+  /** ids taken out of `parked` and not yet started: they keep their place if they must wait again */
+  private readonly woken = new Set<string>();
   /** destinations found unreachable, whose mail waits without attempts for a while */
   private readonly suspended = new SuspendedDestinations();
   private stopping = false;
@@ -123,9 +134,15 @@ export class Scheduler {
    */
   withdraw(id: string): void {
     if (this.delivering.has(id)) throw new Error(`${id} is being delivered`);
-    const readyAt = this.ready.findIndex((e) => e.id === id);
-    if (readyAt >= 0) this.ready.splice(readyAt, 1);
+    for (let i = this.ready.length - 1; i >= 0; i--) if (this.ready[i]!.id === id) this.ready.splice(i, 1);
     for (let i = this.due.length - 1; i >= 0; i--) if (this.due[i]!.id === id) this.due.splice(i, 1);
+    for (const [key, waiting] of this.parked) {
+      const at = waiting.findIndex((e) => e.id === id);
+      if (at >= 0) waiting.splice(at, 1);
+      if (waiting.length === 0) this.parked.delete(key);
+    }
+    this.parkedInfo.delete(id);
+    this.woken.delete(id);
     this.takePreloaded(id);
   }
 
@@ -140,6 +157,8 @@ export class Scheduler {
   updateConfig(config: RelayConfig, router: Router): void {
     this.deps.config = config;
     this.deps.router = router;
+    // routes may have changed: what waited for one destination may now go elsewhere
+    this.wakeAllParked();
     this.pump();
   }
 
@@ -189,13 +208,28 @@ export class Scheduler {
 
   /** Picks up deferred files the scheduler does not know yet (e.g. moved there by an administrator). */
   private async rescanDeferred(): Promise<void> {
-    const known = new Set(this.due.map((e) => e.name));
+    const known = new Set([...this.due, ...this.ready, ...[...this.parked.values()].flat()].map((e) => e.name));
     for (const entry of await this.deps.spool.list('deferred')) if (!known.has(entry.name)) this.addDue(entry);
     this.pump();
   }
 
   private async attempt(entry: QueueEntry): Promise<void> {
     const { spool, logger } = this.deps;
+    // read before the claim, so a message for a busy destination can wait unclaimed
+    let info: QueueFileInfo;
+    try {
+      info = this.takeParkedInfo(entry.id) ?? this.preloaded.get(entry.id)?.info ?? (await spool.read(entry));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return; // removed or moved meanwhile
+      this.takePreloaded(entry.id);
+      if (spool.isCorruptError(err)) return spool.quarantine(entry, err.message);
+      logger.error({ event: 'spool-read-error', queueId: entry.id, err: String(err) }, 'cannot read queue file; retrying later');
+      this.addDue(await spool.move(entry, 'deferred', Date.now() + this.deps.config.delivery.retry.minBackoffMs));
+      return;
+    }
+    const busy = this.busyDestination(info);
+    if (busy !== undefined) return this.park(busy, entry, info);
+    this.woken.delete(entry.id);
     const preloaded = this.takePreloaded(entry.id);
     let active: QueueEntry;
     try {
@@ -205,15 +239,6 @@ export class Scheduler {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return; // removed or moved meanwhile
       throw err;
-    }
-    let info: QueueFileInfo;
-    try {
-      info = preloaded?.info ?? (await spool.read(active));
-    } catch (err) {
-      if (spool.isCorruptError(err)) return spool.quarantine(active, err.message);
-      logger.error({ event: 'spool-read-error', queueId: active.id, err: String(err) }, 'cannot read queue file; retrying later');
-      this.addDue(await spool.move(active, 'deferred', Date.now() + this.deps.config.delivery.retry.minBackoffMs));
-      return;
     }
     const envelope = info.envelope;
     envelope.attempts++;
@@ -244,6 +269,60 @@ export class Scheduler {
         `delivery attempt of ${active.id} failed unexpectedly, and its queue file cannot be moved back to deferred/; it is tried again after the next start`,
       );
     }
+  }
+
+  /**
+   * The route key to wait for when every destination of the message's pending
+   * recipients has all its delivery slots taken (undefined when one has room, is
+   * suspended, or there is none): such a message would only hold a place in the
+   * active set that mail for other destinations could use.
+   */
+  private busyDestination(info: QueueFileInfo): string | undefined {
+    const groups = this.deps.router.group(pendingRecipients(info.envelope).map((r) => r.address));
+    if (groups.length === 0) return undefined;
+    for (const group of groups) {
+      const key = group.route.key;
+      if (!this.destinations.isBusy(key) || this.suspended.current(key)) return undefined;
+    }
+    return groups[0]!.route.key;
+  }
+
+  /**
+   * Sets a message aside, unclaimed (its file stays where it is, and the
+   * administrator can still hold or delete it), until a delivery to `key` ends.
+   * One woken before keeps its place at the front.
+   */
+  private park(key: string, entry: QueueEntry, info: QueueFileInfo): void {
+    const waiting = this.parked.get(key) ?? [];
+    if (this.woken.delete(entry.id)) waiting.unshift(entry);
+    else waiting.push(entry);
+    this.parked.set(key, waiting);
+    this.parkedInfo.set(entry.id, info);
+  }
+
+  /** A delivery to `key` ended: the first message waiting for it goes first in line. */
+  private unpark(key: string): void {
+    const waiting = this.parked.get(key);
+    const next = waiting?.shift();
+    if (waiting?.length === 0) this.parked.delete(key);
+    if (!next) return;
+    this.woken.add(next.id);
+    this.ready.unshift(next);
+    this.pump();
+  }
+
+  /** Puts every waiting message back in line; each looks at its destinations again. */
+  private wakeAllParked(): void {
+    const waiting = [...this.parked.values()].flat();
+    this.parked.clear();
+    for (const entry of waiting) this.woken.add(entry.id);
+    this.ready.unshift(...waiting);
+  }
+
+  private takeParkedInfo(id: string): QueueFileInfo | undefined {
+    const info = this.parkedInfo.get(id);
+    this.parkedInfo.delete(id);
+    return info;
   }
 
   private takePreloaded(id: string): PreloadedMessage | undefined {
@@ -279,6 +358,7 @@ export class Scheduler {
             this.learnReachability(group.route, results);
             return results;
           })
+          .finally(() => this.unpark(group.route.key))
           .catch((err: unknown): RecipientResult[] =>
             // a transport must not throw; if one does, nothing is known: defer
             group.recipients.map((address) => ({ address, outcome: 'deferred', reply: `451 4.3.0 local delivery error: ${String(err)}` })),
@@ -310,6 +390,8 @@ export class Scheduler {
   /** Lets suspended destinations be tried at once (the administrator's retry or flush). */
   resumeDestinations(): void {
     this.suspended.clear();
+    this.wakeAllParked();
+    this.pump();
   }
 
   /** Applies results to the envelope and writes the per-outcome log lines. */

@@ -14,6 +14,7 @@ import nodemailer from 'nodemailer';
 import { hashPassword } from '../../server/stages/password';
 import { startDnsServer, type DnsServerHandle } from '../helpers/dns-server';
 import { startDestination, type DestinationServer } from '../helpers/destination-server';
+import { startGatedDestination } from '../helpers/gated-destination';
 import { runCli } from '../helpers/ownrelay-cli';
 import { filesIn, spoolCounts, waitFor } from '../helpers/spool-files';
 import { startTestRelay, type TestRelay } from '../helpers/test-relay';
@@ -346,5 +347,52 @@ test('a destination where nothing answers is suspended: the mail behind it is de
     await relay.stop();
     await alive.close();
     await new Promise<void>((resolve) => silent.close(() => resolve()));
+  }
+});
+
+test('mail for a destination whose slots are all taken waits outside the active set: mail for others goes at once, and the waiting mail can still be held', async () => {
+  const slow = await startGatedDestination();
+  const fast = await startDestination();
+  const relay = await relayTo(fast, {
+    delivery: {
+      allowedDestinations: ['127.0.0.0/8'],
+      maxActive: 2,
+      maxPerDestination: 1,
+      routes: {
+        'slow.test': { host: '127.0.0.1', port: slow.port, tls: 'none' },
+        'fast.test': { host: '127.0.0.1', port: fast.port, tls: 'none' },
+      },
+    },
+  });
+  try {
+    const transport = submitter(relay);
+    const ids: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const info = await transport.sendMail({ from: 'app@relay.test', to: `user${i}@slow.test`, subject: `slow ${i}`, text: 'x' });
+      ids.push(/queued as (\S+)/.exec(info.response)![1]!);
+    }
+    await slow.firstRcpt;
+    // slow.test's one slot is taken and three messages wait for it; the active set (2) must still have room
+    await transport.sendMail({ from: 'app@relay.test', to: 'someone@fast.test', subject: 'fast', text: 'x' });
+    await fast.waitForMessages(1);
+
+    // a waiting message is not "being delivered": the administrator can hold it
+    const socket = join(relay.dir, 'state', 'admin.sock');
+    const held = await runCli(['--socket', socket, 'queue', 'hold', ids[3]!]);
+    assert.equal(held.code, 0, held.stdout + held.stderr);
+    assert.match(held.stdout, new RegExp(`${ids[3]}: hold`));
+
+    slow.release();
+    await waitFor(async () => slow.state.delivered.length === 3, 10_000, 'three messages at slow.test');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.deepEqual([...slow.state.delivered].sort(), ['user0@slow.test', 'user1@slow.test', 'user2@slow.test'], 'each once, the held one not');
+    await waitFor(async () => {
+      const counts = await spoolCounts(join(relay.dir, 'spool'));
+      return counts.incoming + counts.active + counts.deferred === 0 && counts.hold === 1;
+    }, 5000, 'only the held message left');
+  } finally {
+    await relay.stop();
+    await fast.close();
+    await slow.close();
   }
 });

@@ -17,8 +17,8 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, readdirSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { SMTPServer } from 'smtp-server';
 import { stringify } from 'yaml';
+import { startGatedDestination } from '../helpers/gated-destination';
 import { runCli } from '../helpers/ownrelay-cli';
 import { removeDir, startRelayProcess, viewOf, writeTempDir, type RelayProcess } from '../helpers/relay-process';
 import { SmtpDialog } from '../helpers/smtp-dialog';
@@ -147,54 +147,6 @@ async function scrapeSpoolFree(relay: RelayProcess): Promise<number> {
   const match = /^ownrelay_spool_free_bytes (\d+)$/m.exec(text);
   assert.ok(match, `no ownrelay_spool_free_bytes in:\n${text}`);
   return Number(match[1]);
-}
-
-/**
- * A destination MX whose answer to RCPT TO waits until `release()`: then it
- * refuses with `refuseWith`, or accepts and takes the message. Lets a test
- * change the relay's disk while a delivery is in the middle.
- */
-async function startGatedDestination(refuseWith?: { code: number; message: string }) {
-  let release!: () => void;
-  const released = new Promise<void>((resolve) => (release = resolve));
-  let rcptSeen!: () => void;
-  const firstRcpt = new Promise<void>((resolve) => (rcptSeen = resolve));
-  const state = { rcptCount: 0, delivered: [] as string[] };
-  const server = new SMTPServer({
-    authOptional: true,
-    disabledCommands: ['STARTTLS'],
-    logger: false,
-    onRcptTo(_address, _session, callback) {
-      state.rcptCount++;
-      rcptSeen();
-      void released.then(() => callback(refuseWith ? Object.assign(new Error(refuseWith.message), { responseCode: refuseWith.code }) : undefined));
-    },
-    onData(stream, session, callback) {
-      stream.resume();
-      stream.on('end', () => {
-        state.delivered.push(session.envelope.rcptTo.map((r) => r.address).join(','));
-        callback();
-      });
-    },
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    state,
-    firstRcpt,
-    release,
-    /** relay config: mail for remote.test goes to this destination */
-    route: {
-      delivery: {
-        allowedDestinations: ['127.0.0.0/8'],
-        retry: { minBackoffMs: 300, maxBackoffMs: 600 },
-        routes: { 'remote.test': { host: '127.0.0.1', port: (server.server.address() as { port: number }).port, tls: 'none' } },
-      },
-    },
-    close: () => {
-      release();
-      return new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
 }
 
 test('below limits.spoolMinFreeBytes plus the declared SIZE, MAIL FROM gets 452 4.3.1; with room again mail flows', { timeout: 60_000 }, async () => {
