@@ -45,10 +45,9 @@ export class KeyedSemaphores {
 
   constructor(private readonly limit: number) {}
 
-  /** True when every slot of `key` is taken: a new task for it would wait. */
-  isBusy(key: string): boolean {
-    const semaphore = this.semaphores.get(key);
-    return semaphore !== undefined && semaphore.active >= this.limit;
+  /** Slots of `key` not taken now: a new task for it runs at once when this is above 0. */
+  freeSlots(key: string): number {
+    return Math.max(0, this.limit - (this.semaphores.get(key)?.active ?? 0));
   }
 
   run<T>(key: string, task: () => Promise<T>): Promise<T> {

@@ -6,7 +6,7 @@
  *
  * A message whose destinations have all their slots taken does not wait in the
  * active set: it is parked, unclaimed (the administrator can still hold or delete
- * it), and put back in line when a delivery to that destination ends, so a backlog
+ * it), and put back in line when that destination has a free slot, so a backlog
  * for one destination never delays mail for the others.
  *
  * A destination that could not be reached at all is suspended for
@@ -163,6 +163,7 @@ export class Scheduler {
   }
 
   private pump(): void {
+    if (this.parked.size > 0) this.wakeParked();
     while (!this.stopping && this.inFlight.size < this.deps.config.delivery.maxActive) {
       const entry = this.ready.shift() ?? this.takeDue();
       if (!entry) break;
@@ -282,15 +283,15 @@ export class Scheduler {
     if (groups.length === 0) return undefined;
     for (const group of groups) {
       const key = group.route.key;
-      if (!this.destinations.isBusy(key) || this.suspended.current(key)) return undefined;
+      if (this.destinations.freeSlots(key) > 0 || this.suspended.current(key)) return undefined;
     }
     return groups[0]!.route.key;
   }
 
   /**
    * Sets a message aside, unclaimed (its file stays where it is, and the
-   * administrator can still hold or delete it), until a delivery to `key` ends.
-   * One woken before keeps its place at the front.
+   * administrator can still hold or delete it), until `key` has a free slot
+   * (see wakeParked). One woken before keeps its place at the front.
    */
   private park(key: string, entry: QueueEntry, info: QueueFileInfo): void {
     const waiting = this.parked.get(key) ?? [];
@@ -300,15 +301,20 @@ export class Scheduler {
     this.parkedInfo.set(entry.id, info);
   }
 
-  /** A delivery to `key` ended: the first message waiting for it goes first in line. */
-  private unpark(key: string): void {
-    const waiting = this.parked.get(key);
-    const next = waiting?.shift();
-    if (waiting?.length === 0) this.parked.delete(key);
-    if (!next) return;
-    this.woken.add(next.id);
-    this.ready.unshift(next);
-    this.pump();
+  /**
+   * Puts waiting messages back in line, first come first, as many per
+   * destination as it has free slots. Run by every pump, so no free slot is
+   * left unused while mail waits for it (a message woken twice just waits again).
+   */
+  private wakeParked(): void {
+    for (const [key, waiting] of this.parked) {
+      const free = this.destinations.freeSlots(key);
+      if (free === 0) continue;
+      const woken = waiting.splice(0, free);
+      if (waiting.length === 0) this.parked.delete(key);
+      for (const entry of woken) this.woken.add(entry.id);
+      this.ready.unshift(...woken);
+    }
   }
 
   /** Puts every waiting message back in line; each looks at its destinations again. */
@@ -341,10 +347,13 @@ export class Scheduler {
     const added = addedHeaders(envelope);
     const openQueued = (): Readable => (message ? Readable.from([message]) : spool.openMessage(entry, info));
     const perGroup = await Promise.all(
-      groups.map((group) =>
-        this.destinations
+      groups.map((group) => {
+        // mail for a suspended destination does not queue for its slots at all
+        const early = this.suspendedReply(group.route);
+        if (early !== undefined) return group.recipients.map((address): RecipientResult => ({ address, outcome: 'deferred', reply: early }));
+        return this.destinations
           .run(group.route.key, async () => {
-            // checked once a slot is ours: the attempts ahead may just have found the destination down
+            // again once a slot is ours: the attempts ahead may just have found the destination down
             const suspended = this.suspendedReply(group.route);
             if (suspended !== undefined) return group.recipients.map((address): RecipientResult => ({ address, outcome: 'deferred', reply: suspended }));
             const results = await router.deliver(group.route, {
@@ -358,12 +367,15 @@ export class Scheduler {
             this.learnReachability(group.route, results);
             return results;
           })
-          .finally(() => this.unpark(group.route.key))
+          .finally(() => {
+            // a slot of this destination is free now: mail waiting for it may go
+            if (this.parked.size > 0) this.pump();
+          })
           .catch((err: unknown): RecipientResult[] =>
             // a transport must not throw; if one does, nothing is known: defer
             group.recipients.map((address) => ({ address, outcome: 'deferred', reply: `451 4.3.0 local delivery error: ${String(err)}` })),
-          ),
-      ),
+          );
+      }),
     );
     return perGroup.flat();
   }

@@ -82,9 +82,12 @@ describe('a Postfix sender relaying through the relay to a Postfix destination',
       assert.match(message, /^Received: from relay\.test \([^)]*\[127\.0\.0\.1\]\)\s+by dest\.test \(Postfix\) with ESMTPS/m);
       assert.match(message, /^Received: from client\.test [\s\S]*?by sender\.test \(Postfix\)/m);
     }
-    // The sender handed every message to the relay over TLS and has nothing left in its queue.
+    // The sender handed every message to the relay over TLS and has nothing left in its queue
+    // (Postfix writes its log lines on its own time: wait for the last ones).
+    const sentLines = () => (sender.log().match(/relay=127\.0\.0\.1\[127\.0\.0\.1\]:\d+, .*status=sent/g) ?? []).length;
+    await waitUntil(() => sentLines() >= MESSAGES, 10_000, () => `the sender logged ${sentLines()} of ${MESSAGES} as sent`);
     assert.match(sender.log(), /TLS connection established to 127\.0\.0\.1\[127\.0\.0\.1\]:\d+/);
-    assert.equal((sender.log().match(/relay=127\.0\.0\.1\[127\.0\.0\.1\]:\d+, .*status=sent/g) ?? []).length, MESSAGES);
+    assert.equal(sentLines(), MESSAGES);
     await waitUntil(() => sender.queuedCount() === 0, 10_000, () => `sender still queues ${sender.queuedCount()} messages`);
     assert.ok(events(relay, 'accepted').length >= MESSAGES, 'the relay logged each message it accepted');
   });
@@ -118,6 +121,9 @@ describe('the relay delivering to a Postfix destination that first answers 450 f
     assert.equal(sent.code, 0, `the relay must accept the message: ${sent.stdout}${sent.stderr}`);
 
     const deferred = await relay.waitForLog((l) => l.event === 'deferred', 30_000);
+    assert.match(String(deferred.reply), /^450 4\.2\.1 /);
+    // Postfix writes its log line on its own time, maybe after the relay has logged the deferral
+    await waitUntil(() => countRejects(destination) >= 1, 10_000, () => `no reject in the Postfix log:\n${destination.log()}`);
     assert.match(destination.log(), /NOQUEUE: reject: RCPT from [^:]*: 450 4\.2\.1 <later@dest\.test>: Recipient address rejected: Mailbox busy/);
     assert.equal(destination.deliveredCount(), 0, 'nothing is delivered while Postfix answers 450');
     assert.equal(events(relay, 'bounced').length, 0, 'a 4xx reply is never a bounce');
