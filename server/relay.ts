@@ -98,7 +98,13 @@ export class Relay {
       logger.warn({ event: 'spool-recovered', ...recovered }, `requeued ${recovered.requeued} message(s) that were in delivery; removed ${recovered.removedPartial} partial file(s) that never got a 250`);
     }
     const view = new QueueView(config.paths.spool);
-    const metrics = new RelayMetrics(config, () => view.counts(), () => freeBytes(config.paths.spool));
+    const metrics = new RelayMetrics(
+      config,
+      () => view.counts(),
+      () => freeBytes(config.paths.spool),
+      // read at scrape time, once the scheduler below exists
+      () => ({ waiting: scheduler.waitingCount, suspended: scheduler.suspendedDestinations().length }),
+    );
     const errors = new DeliveryErrors({ file: join(config.paths.state, DELIVERY_ERRORS_FILE), logger });
     const resolver = new MxResolver(config.dns.servers);
     const guard = new AddressGuard(config.delivery.allowedDestinations);

@@ -11,6 +11,7 @@ import type { RelayConfig } from '../config/schema';
 import type { Relay } from '../relay';
 import { QUEUE_STATES, type QueueState } from '../queue/spool';
 import { freeBytes } from '../queue/spool-space';
+import type { SuspendedDestination } from '../queue/suspended-destinations';
 import type { AdminHandler } from './admin-server';
 import type { AdminOp } from './protocol';
 import type { QueueControl, QueueAction } from './queue-control';
@@ -40,7 +41,10 @@ export interface RelayStatus {
   listeners: Array<{ role: string; address: string; port: number; tls: string }>;
   metrics?: string;
   adminSocket: string;
-  queue: { counts: Record<QueueState, number>; oldestAgeSeconds: number; delivering: number };
+  /** `waiting`: messages parked for a free slot at a busy destination */
+  queue: { counts: Record<QueueState, number>; oldestAgeSeconds: number; delivering: number; waiting: number };
+  /** destinations where nothing answered, whose mail waits without attempts until `until` */
+  suspendedDestinations: SuspendedDestination[];
   /** the spool directory and its file system's free space (absent when it cannot be read) */
   spool: { path: string; freeBytes?: number; minFreeBytes: number };
   certificate: CertificateStatus;
@@ -81,7 +85,8 @@ export async function relayStatus(relay: Relay, view: QueueView): Promise<RelayS
     listeners: relay.runningListeners.map((l) => ({ role: l.listener.role, address: l.listener.address, port: l.port, tls: l.listener.tls })),
     ...(metrics ? { metrics: `http://${metrics.address.includes(':') ? `[${metrics.address}]` : metrics.address}:${metrics.port}/metrics` } : {}),
     adminSocket: adminSocketPath(config),
-    queue: { ...(await view.counts()), delivering: relay.scheduler.activeCount },
+    queue: { ...(await view.counts()), delivering: relay.scheduler.activeCount, waiting: relay.scheduler.waitingCount },
+    suspendedDestinations: relay.scheduler.suspendedDestinations(),
     spool: { path: resolve(config.paths.spool), ...spoolFree(config.paths.spool), minFreeBytes: config.limits.spoolMinFreeBytes },
     certificate: await certificateStatus(config),
     lastErrors: relay.deliveryErrors.list(),

@@ -97,11 +97,14 @@ export function formatStatus(s: RelayStatus): string {
     `Config:      ${s.configFile ?? '(embedded default)'}`,
     `Listeners:   ${s.listeners.map((l) => `${l.role} ${l.address}:${l.port} (${l.tls})`).join('\n             ')}`,
     `Metrics:     ${s.metrics ?? 'off'}`,
-    `Queue:       ${counts}; ${s.queue.delivering} in delivery now`,
+    `Queue:       ${counts}; ${s.queue.delivering} in delivery now${s.queue.waiting > 0 ? `, ${s.queue.waiting} waiting for a busy destination` : ''}`,
     `Oldest:      ${s.queue.oldestAgeSeconds > 0 ? age(s.queue.oldestAgeSeconds) : '-'}`,
     `Spool:       ${s.spool.path}, ${spoolSpace(s.spool)}`,
     `Certificate: ${cert}`,
   ];
+  for (const [i, d] of s.suspendedDestinations.entries()) {
+    lines.push(`${i === 0 ? 'Suspended:  ' : '            '} ${d.destination} until ${d.until} (nothing answered: ${d.reason})`);
+  }
   if (s.lastErrors.length === 0) lines.push('Last delivery errors: none');
   else {
     lines.push('Last delivery errors by domain:');

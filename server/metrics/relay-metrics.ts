@@ -35,6 +35,13 @@ export interface QueueSnapshot {
   oldestAgeSeconds: number;
 }
 
+export interface DeliverySnapshot {
+  /** messages parked for a busy destination */
+  waiting: number;
+  /** destinations suspended now */
+  suspended: number;
+}
+
 export class RelayMetrics {
   readonly registry = new Registry();
   private readonly knownDomains = new Set<string>();
@@ -49,8 +56,11 @@ export class RelayMetrics {
   private readonly connectionsTotal: Counter<'role'>;
   private readonly connectionsOpen: Gauge<'role'>;
 
-  /** `spoolFreeBytes` reads the free space of the spool's file system, once per scrape. */
-  constructor(config: RelayConfig, queueSnapshot: () => Promise<QueueSnapshot>, spoolFreeBytes?: () => number) {
+  /**
+   * `spoolFreeBytes` reads the free space of the spool's file system, and
+   * `delivery` the scheduler's waiting and suspended counts, once per scrape.
+   */
+  constructor(config: RelayConfig, queueSnapshot: () => Promise<QueueSnapshot>, spoolFreeBytes?: () => number, delivery?: () => DeliverySnapshot) {
     this.knowDomainsOf(config);
     const registers = [this.registry];
     this.received = new Counter({ name: 'ownrelay_messages_received_total', help: 'messages accepted (250 after DATA), per recipient domain', labelNames: ['role', 'domain'], registers });
@@ -104,6 +114,24 @@ export class RelayMetrics {
           } catch {
             // a spool that cannot be looked at has no figure; the scrape goes on
           }
+        },
+      });
+    }
+    if (delivery) {
+      new Gauge({
+        name: 'ownrelay_messages_waiting_for_slot',
+        help: 'messages waiting, unclaimed, for a free slot at a destination that has delivery.maxPerDestination deliveries running',
+        registers,
+        collect() {
+          this.set(delivery().waiting);
+        },
+      });
+      new Gauge({
+        name: 'ownrelay_destinations_suspended',
+        help: 'destinations where nothing answered, whose mail is deferred without attempts until their suspension ends',
+        registers,
+        collect() {
+          this.set(delivery().suspended);
         },
       });
     }

@@ -36,7 +36,7 @@ import type { Logger } from '../log/logger';
 import { openWithPrefix } from '../delivery/prefixed-message';
 import { addedHeaders, pendingRecipients, type QueueEnvelope, type RecipientState } from './envelope';
 import { retryPlan } from './retry-schedule';
-import { SuspendedDestinations } from './suspended-destinations';
+import { SuspendedDestinations, type SuspendedDestination } from './suspended-destinations';
 import type { QueueEntry, Spool } from './spool';
 import type { QueueFileInfo } from './queue-file';
 
@@ -121,6 +121,18 @@ export class Scheduler {
 
   get activeCount(): number {
     return this.inFlight.size;
+  }
+
+  /** Messages parked until a busy destination has a free slot. */
+  get waitingCount(): number {
+    let count = 0;
+    for (const waiting of this.parked.values()) count += waiting.length;
+    return count;
+  }
+
+  /** Destinations suspended now because nothing answered there. */
+  suspendedDestinations(): SuspendedDestination[] {
+    return this.suspended.list();
   }
 
   /** True while the message is being delivered: administration must not move or remove it then. */
@@ -390,7 +402,7 @@ export class Scheduler {
   private learnReachability(route: Route, results: RecipientResult[]): void {
     if (route.kind === 'maildir') return;
     const { logger, config } = this.deps;
-    const change = this.suspended.record(route.key, results, config.delivery.retry.minBackoffMs);
+    const change = this.suspended.record(route.key, results, config.delivery.retry.minBackoffMs, Date.now(), routeName(route));
     if (change === 'suspended') {
       const until = new Date(this.suspended.current(route.key)!.until).toISOString();
       logger.warn({ event: 'destination-suspended', destination: routeName(route), until, reason: results[0]?.reply }, `${routeName(route)} is unreachable; its mail waits until ${until} without new attempts`);

@@ -19,8 +19,18 @@ export interface Suspension {
   reason: string;
 }
 
+/** A suspension as the administrator sees it. */
+export interface SuspendedDestination {
+  /** the domain, or the next hop's host:port */
+  destination: string;
+  /** ISO time */
+  until: string;
+  reason: string;
+}
+
 export class SuspendedDestinations {
   private readonly byKey = new Map<string, Suspension>();
+  private readonly names = new Map<string, string>();
 
   /** The suspension of `key` in force at `now`, if any. */
   current(key: string, now = Date.now()): Suspension | undefined {
@@ -36,17 +46,29 @@ export class SuspendedDestinations {
    * Learns from an attempt's results: all unreachable suspends `key` for
    * `forMs`; anything else lifts a suspension. Says what changed.
    */
-  record(key: string, results: readonly RecipientResult[], forMs: number, now = Date.now()): 'suspended' | 'lifted' | undefined {
+  record(key: string, results: readonly RecipientResult[], forMs: number, now = Date.now(), name = key): 'suspended' | 'lifted' | undefined {
     if (results.length > 0 && results.every((r) => r.outcome === 'deferred' && r.unreachable)) {
       const known = this.byKey.has(key);
       this.byKey.set(key, { until: now + forMs, reason: results[0]!.reply });
+      this.names.set(key, name);
       return known ? undefined : 'suspended';
     }
+    this.names.delete(key);
     return this.byKey.delete(key) ? 'lifted' : undefined;
+  }
+
+  /** The suspensions in force at `now`, soonest to end first. */
+  list(now = Date.now()): SuspendedDestination[] {
+    return [...this.byKey.keys()]
+      .map((key) => [key, this.current(key, now)] as const)
+      .filter((pair): pair is readonly [string, Suspension] => pair[1] !== undefined)
+      .sort((a, b) => a[1].until - b[1].until)
+      .map(([key, s]) => ({ destination: this.names.get(key) ?? key, until: new Date(s.until).toISOString(), reason: s.reason }));
   }
 
   /** Lifts every suspension (the administrator asked for delivery now). */
   clear(): void {
     this.byKey.clear();
+    this.names.clear();
   }
 }

@@ -15,7 +15,8 @@ import { hashPassword } from '../../server/stages/password';
 import { startDnsServer, type DnsServerHandle } from '../helpers/dns-server';
 import { startDestination, type DestinationServer } from '../helpers/destination-server';
 import { startGatedDestination } from '../helpers/gated-destination';
-import { runCli } from '../helpers/ownrelay-cli';
+import { runCli, runCliJson } from '../helpers/ownrelay-cli';
+import type { RelayStatus } from '../../server/admin/admin-api';
 import { filesIn, spoolCounts, waitFor } from '../helpers/spool-files';
 import { startTestRelay, type TestRelay } from '../helpers/test-relay';
 
@@ -54,6 +55,11 @@ function submitter(relay: TestRelay) {
     auth: { user: 'app', pass: 'app-secret' },
     tls: { rejectUnauthorized: false },
   });
+}
+
+async function scrapeMetrics(relay: TestRelay): Promise<string> {
+  const port = (await relay.waitForLog((l) => l.event === 'metrics-listening')).port as number;
+  return (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
 }
 
 async function mailboxFiles(relay: TestRelay, mailbox: string): Promise<string[]> {
@@ -338,8 +344,18 @@ test('a destination where nothing answers is suspended: the mail behind it is de
     assert.equal(deferredToDown().filter((l) => /suspended until \S+ after: /.test(String(l.reply))).length, 5);
     assert.equal((await spoolCounts(join(relay.dir, 'spool'))).deferred, 6);
 
+    // the administrator sees it in the status and the metrics
+    const socket = join(relay.dir, 'state', 'admin.sock');
+    const status = await runCliJson<RelayStatus>(['--socket', socket, 'status']);
+    assert.equal(status.suspendedDestinations.length, 1);
+    assert.equal(status.suspendedDestinations[0]!.destination, `127.0.0.1:${silentPort}`);
+    assert.ok(Date.parse(status.suspendedDestinations[0]!.until) > Date.now());
+    const statusText = await runCli(['--socket', socket, 'status']);
+    assert.match(statusText.stdout, new RegExp(`^Suspended: +127\\.0\\.0\\.1:${silentPort} until \\S+ \\(nothing answered: `, 'm'));
+    assert.match(await scrapeMetrics(relay), /^ownrelay_destinations_suspended 1$/m);
+
     // the administrator's flush lifts the suspension: the mail is tried again (and the destination is still down)
-    const flushed = await runCli(['--socket', join(relay.dir, 'state', 'admin.sock'), 'queue', 'flush']);
+    const flushed = await runCli(['--socket', socket, 'queue', 'flush']);
     assert.equal(flushed.code, 0, flushed.stderr);
     await waitFor(async () => relay.logs.filter((l) => l.event === 'destination-suspended').length === 2, 10_000, 'a second suspension after the flush');
     assert.equal(connections, 2);
@@ -381,6 +397,11 @@ test('mail for a destination whose slots are all taken waits outside the active 
     const held = await runCli(['--socket', socket, 'queue', 'hold', ids[1]!]);
     assert.equal(held.code, 0, held.stdout + held.stderr);
     assert.match(held.stdout, new RegExp(`${ids[1]}: hold`));
+    // the two still waiting show in the status and the metrics
+    const status = await runCliJson<RelayStatus>(['--socket', socket, 'status']);
+    assert.equal(status.queue.waiting, 2);
+    assert.match((await runCli(['--socket', socket, 'status'])).stdout, /^Queue: .*; 1 in delivery now, 2 waiting for a busy destination$/m);
+    assert.match(await scrapeMetrics(relay), /^ownrelay_messages_waiting_for_slot 2$/m);
 
     slow.release();
     await waitFor(async () => slow.state.delivered.length === 3, 10_000, 'three messages at slow.test');

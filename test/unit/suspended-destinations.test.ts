@@ -39,3 +39,14 @@ test('clear lifts every suspension', () => {
   assert.equal(suspended.current('mx:x.test', 1), undefined);
   assert.equal(suspended.current('hop:h:25:none:', 1), undefined);
 });
+
+test('list names the suspended destinations, soonest to end first, without expired ones', () => {
+  const suspended = new SuspendedDestinations();
+  suspended.record('mx:late.test', down('timed out'), 5000, 0, 'late.test');
+  suspended.record('mx:soon.test', down(), 1000, 0, 'soon.test');
+  suspended.record('hop:h:587:required:', down(), 500, 0, 'h:587');
+  assert.deepEqual(suspended.list(600), [
+    { destination: 'soon.test', until: new Date(1000).toISOString(), reason: 'connect ECONNREFUSED' },
+    { destination: 'late.test', until: new Date(5000).toISOString(), reason: 'timed out' },
+  ]);
+});
