@@ -196,6 +196,8 @@ test('a policy past half its max_age is still used and fetched again in the back
   }, 5000, 'the background refresh');
   assert.deepEqual(refreshed.policy.mx, ['mx.example.org', 'mx2.example.org']);
   assert.equal(state.fetches, 2);
+  // memory answers before the refreshed policy is written: the file follows
+  await waitFor(async () => (await readFile(join(dir, 'example.org.json'), 'utf8').catch(() => '')).includes('mx2.example.org'), 5000, 'the refreshed policy on disk');
 });
 
 test('a domain without a record is not asked again before txtRecheckMs', async () => {
