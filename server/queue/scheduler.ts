@@ -7,7 +7,9 @@
  * A message whose destinations have all their slots taken does not wait in the
  * active set: it is parked, unclaimed (the administrator can still hold or delete
  * it), and put back in line when that destination has a free slot, so a backlog
- * for one destination never delays mail for the others.
+ * for one destination never delays mail for the others. At most 10 messages per
+ * place in the active set wait so (their envelopes are kept in memory); beyond
+ * that, due mail stays in line unread until one of them goes.
  *
  * A destination that could not be reached at all is suspended for
  * `delivery.retry.minBackoffMs` (suspended-destinations.ts): mail for it is
@@ -41,6 +43,8 @@ import type { QueueEntry, Spool } from './spool';
 import type { QueueFileInfo } from './queue-file';
 
 const RESCAN_INTERVAL_MS = 60_000;
+/** messages parked for busy destinations, per place in the active set: bounds the envelopes held in memory */
+const WAITING_PER_ACTIVE_SLOT = 10;
 /** bytes of just-received messages kept in memory for their first attempt */
 const PRELOAD_BUDGET_BYTES = 4 * 1024 * 1024;
 /** larger messages are read back from the spool (the page cache) instead */
@@ -79,6 +83,8 @@ export class Scheduler {
   /** messages waiting, unclaimed, for a busy destination (by route key), and what was read of them */
   private readonly parked = new Map<string, QueueEntry[]>();
   private readonly parkedInfo = new Map<string, QueueFileInfo>();
+  /** entries in `parked`, at most WAITING_PER_ACTIVE_SLOT x maxActive: beyond, due mail stays unread in line */
+  private parkedCount = 0;
   /** ids taken out of `parked` and not yet started: they keep their place if they must wait again */
   private readonly woken = new Set<string>();
   /** destinations found unreachable, whose mail waits without attempts for a while */
@@ -125,9 +131,7 @@ export class Scheduler {
 
   /** Messages parked until a busy destination has a free slot. */
   get waitingCount(): number {
-    let count = 0;
-    for (const waiting of this.parked.values()) count += waiting.length;
-    return count;
+    return this.parkedCount;
   }
 
   /** Destinations suspended now because nothing answered there. */
@@ -150,7 +154,10 @@ export class Scheduler {
     for (let i = this.due.length - 1; i >= 0; i--) if (this.due[i]!.id === id) this.due.splice(i, 1);
     for (const [key, waiting] of this.parked) {
       const at = waiting.findIndex((e) => e.id === id);
-      if (at >= 0) waiting.splice(at, 1);
+      if (at >= 0) {
+        waiting.splice(at, 1);
+        this.parkedCount--;
+      }
       if (waiting.length === 0) this.parked.delete(key);
     }
     this.parkedInfo.delete(id);
@@ -176,7 +183,8 @@ export class Scheduler {
 
   private pump(): void {
     if (this.parked.size > 0) this.wakeParked();
-    while (!this.stopping && this.inFlight.size < this.deps.config.delivery.maxActive) {
+    const { maxActive } = this.deps.config.delivery;
+    while (!this.stopping && this.inFlight.size < maxActive && this.parkedCount < maxActive * WAITING_PER_ACTIVE_SLOT) {
       const entry = this.ready.shift() ?? this.takeDue();
       if (!entry) break;
       this.delivering.add(entry.id);
@@ -311,6 +319,7 @@ export class Scheduler {
     else waiting.push(entry);
     this.parked.set(key, waiting);
     this.parkedInfo.set(entry.id, info);
+    this.parkedCount++;
   }
 
   /**
@@ -323,6 +332,7 @@ export class Scheduler {
       const free = this.destinations.freeSlots(key);
       if (free === 0) continue;
       const woken = waiting.splice(0, free);
+      this.parkedCount -= woken.length;
       if (waiting.length === 0) this.parked.delete(key);
       for (const entry of woken) this.woken.add(entry.id);
       this.ready.unshift(...woken);
@@ -333,6 +343,7 @@ export class Scheduler {
   private wakeAllParked(): void {
     const waiting = [...this.parked.values()].flat();
     this.parked.clear();
+    this.parkedCount = 0;
     for (const entry of waiting) this.woken.add(entry.id);
     this.ready.unshift(...waiting);
   }

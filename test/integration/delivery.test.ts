@@ -35,7 +35,7 @@ before(async () => {
 
 after(async () => dns.close());
 
-async function relayTo(destination: DestinationServer, extra: Record<string, unknown> = {}): Promise<TestRelay> {
+async function relayTo(destination: Pick<DestinationServer, 'port'>, extra: Record<string, unknown> = {}): Promise<TestRelay> {
   return startTestRelay(
     () => ({
       dns: { servers: dns.servers },
@@ -414,6 +414,34 @@ test('mail for a destination whose slots are all taken waits outside the active 
   } finally {
     await relay.stop();
     await fast.close();
+    await slow.close();
+  }
+});
+
+test('at most ten messages per place in the active set wait for a busy destination; the others stay in line, and every one is delivered once', async () => {
+  const slow = await startGatedDestination();
+  const relay = await relayTo(slow, {
+    delivery: { allowedDestinations: ['127.0.0.0/8'], maxActive: 2, maxPerDestination: 1, routes: { 'slow.test': { host: '127.0.0.1', port: slow.port, tls: 'none' } } },
+  });
+  try {
+    const transport = submitter(relay);
+    for (let i = 0; i < 25; i++) await transport.sendMail({ from: 'app@relay.test', to: `user${i}@slow.test`, subject: `slow ${i}`, text: 'x' });
+    await slow.firstRcpt;
+    const socket = join(relay.dir, 'state', 'admin.sock');
+    const status = await waitFor(async () => {
+      const s = await runCliJson<RelayStatus>(['--socket', socket, 'status']);
+      return s.queue.waiting === 20 ? s : undefined;
+    }, 10_000, 'twenty messages waiting');
+    assert.equal(status.queue.delivering, 1, 'one delivering; the 25th waits in line, not in the active set');
+    assert.equal(status.queue.counts.incoming, 25, 'all still queued');
+
+    slow.release();
+    await waitFor(async () => slow.state.delivered.length === 25, 20_000, 'all 25 at the destination');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(new Set(slow.state.delivered).size, 25, 'each once');
+    assert.equal(slow.state.delivered.length, 25);
+  } finally {
+    await relay.stop();
     await slow.close();
   }
 });
