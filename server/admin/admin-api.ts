@@ -87,18 +87,10 @@ export async function relayStatus(relay: Relay, view: QueueView): Promise<RelayS
     adminSocket: adminSocketPath(config),
     queue: { ...(await view.counts()), delivering: relay.scheduler.activeCount, waiting: relay.scheduler.waitingCount },
     suspendedDestinations: relay.scheduler.suspendedDestinations(),
-    spool: { path: resolve(config.paths.spool), ...spoolFree(config.paths.spool), minFreeBytes: config.limits.spoolMinFreeBytes },
+    spool: { path: resolve(config.paths.spool), freeBytes: freeBytes(config.paths.spool), minFreeBytes: config.limits.spoolMinFreeBytes },
     certificate: await certificateStatus(config),
     lastErrors: relay.deliveryErrors.list(),
   };
-}
-
-function spoolFree(dir: string): { freeBytes?: number } {
-  try {
-    return { freeBytes: freeBytes(dir) };
-  } catch {
-    return {};
-  }
 }
 
 /** Reads the certificate file in use now (a renewed file shows its new expiry before a reload). */

@@ -19,6 +19,13 @@ export type Route =
   | { kind: 'next-hop'; key: string; hop: NextHop }
   | { kind: 'mx'; key: string; domain: string };
 
+/** A destination as the logs name it: the domain, or the next hop's host and port. */
+export function routeName(route: Route): string {
+  if (route.kind === 'mx') return route.domain;
+  if (route.kind === 'next-hop') return `${route.hop.host}:${route.hop.port}`;
+  return route.key;
+}
+
 export interface RouteGroup {
   route: Route;
   recipients: string[];

@@ -32,6 +32,7 @@ import { applyStsPolicy, type SessionObserver } from './mta-sts-enforcement';
 import type { TlsReportStore } from './tls-report-store';
 import type { MxResolver } from './mx-resolver';
 import type { OutboundMessage, RecipientOutcome, RecipientResult } from './types';
+import { isInternationalized } from '../queue/envelope';
 import {
   ConnectionCache,
   type Endpoint,
@@ -333,9 +334,9 @@ function rejectedErrors(session: Session, err: SmtpError): SmtpError[] {
   return Array.isArray(envelope?.rejectedErrors) ? envelope.rejectedErrors : [];
 }
 
-/** True when the envelope has an address that is not plain ASCII (an internationalized one, RFC 6531). */
+/** True when the envelope has an internationalized address (RFC 6531). */
 function needsSmtpUtf8(message: OutboundMessage): boolean {
-  return [message.from, ...message.recipients].some((address) => /[^\x00-\x7f]/.test(address));
+  return isInternationalized(message.from) || message.recipients.some(isInternationalized);
 }
 
 /** Whether the server listed `keyword` in its EHLO reply (nodemailer keeps the list; it adds SMTPUTF8 to MAIL FROM itself). */

@@ -13,7 +13,7 @@ import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerAuthenticat
 import type { ListenerConfig, RelayConfig } from '../config/schema';
 import type { Logger } from '../log/logger';
 import type { RelayMetrics } from '../metrics/relay-metrics';
-import type { QueueEnvelope } from '../queue/envelope';
+import { isInternationalized, type QueueEnvelope } from '../queue/envelope';
 import { newQueueId } from '../queue/queue-id';
 import type { QueueEntry, Spool } from '../queue/spool';
 import { roomForMessage } from '../queue/spool-space';
@@ -405,11 +405,6 @@ export class SmtpListener {
 function declaredSize(address: SMTPServerAddress): number {
   const size = address.args ? Number(address.args.SIZE) : 0;
   return Number.isSafeInteger(size) && size > 0 ? size : 0;
-}
-
-/** An address with characters outside ASCII (RFC 6531), which needs SMTPUTF8 on MAIL FROM. */
-function isInternationalized(address: string): boolean {
-  return /[^\x00-\x7f]/.test(address);
 }
 
 function needsSmtpUtf8(stage: 'sender' | 'recipient'): Verdict {

@@ -60,7 +60,7 @@ export class RelayMetrics {
    * `spoolFreeBytes` reads the free space of the spool's file system, and
    * `delivery` the scheduler's waiting and suspended counts, once per scrape.
    */
-  constructor(config: RelayConfig, queueSnapshot: () => Promise<QueueSnapshot>, spoolFreeBytes?: () => number, delivery?: () => DeliverySnapshot) {
+  constructor(config: RelayConfig, queueSnapshot: () => Promise<QueueSnapshot>, spoolFreeBytes?: () => number | undefined, delivery?: () => DeliverySnapshot) {
     this.knowDomainsOf(config);
     const registers = [this.registry];
     this.received = new Counter({ name: 'ownrelay_messages_received_total', help: 'messages accepted (250 after DATA), per recipient domain', labelNames: ['role', 'domain'], registers });
@@ -109,11 +109,9 @@ export class RelayMetrics {
         help: 'free space on the spool\'s file system; below limits.spoolMinFreeBytes new mail gets 452 4.3.1',
         registers,
         collect() {
-          try {
-            this.set(spoolFreeBytes());
-          } catch {
-            // a spool that cannot be looked at has no figure; the scrape goes on
-          }
+          // a spool that cannot be looked at has no figure; the scrape goes on
+          const free = spoolFreeBytes();
+          if (free !== undefined) this.set(free);
         },
       });
     }

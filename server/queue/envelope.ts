@@ -67,3 +67,8 @@ export function localPartOf(address: string): string {
   const at = address.lastIndexOf('@');
   return at < 0 ? address : address.slice(0, at);
 }
+
+/** True for an address with characters outside ASCII (RFC 6531), which only SMTPUTF8 sessions may carry. */
+export function isInternationalized(address: string): boolean {
+  return /[^\x00-\x7f]/.test(address);
+}

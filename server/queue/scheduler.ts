@@ -31,7 +31,7 @@
 import { Readable } from 'node:stream';
 import type { RelayConfig } from '../config/schema';
 import { KeyedSemaphores } from '../delivery/limiter';
-import type { Route, Router } from '../delivery/router';
+import { routeName, type Route, type RouteGroup, type Router } from '../delivery/router';
 import { queueBounce, queueDelayWarning } from '../delivery/bounce';
 import type { RecipientResult } from '../delivery/types';
 import type { Logger } from '../log/logger';
@@ -248,7 +248,8 @@ export class Scheduler {
       this.addDue(await spool.move(entry, 'deferred', Date.now() + this.deps.config.delivery.retry.minBackoffMs));
       return;
     }
-    const busy = this.busyDestination(info);
+    const groups = this.deps.router.group(pendingRecipients(info.envelope).map((r) => r.address));
+    const busy = this.busyDestination(groups);
     if (busy !== undefined) return this.park(busy, entry, info);
     this.woken.delete(entry.id);
     const preloaded = this.takePreloaded(entry.id);
@@ -264,7 +265,7 @@ export class Scheduler {
     const envelope = info.envelope;
     envelope.attempts++;
     try {
-      const results = await this.deliverAll(active, info, preloaded?.message);
+      const results = await this.deliverAll(active, info, groups, preloaded?.message);
       this.record(envelope, results, info.size);
       await this.finish(active, info, envelope);
     } catch (err) {
@@ -298,8 +299,7 @@ export class Scheduler {
    * suspended, or there is none): such a message would only hold a place in the
    * active set that mail for other destinations could use.
    */
-  private busyDestination(info: QueueFileInfo): string | undefined {
-    const groups = this.deps.router.group(pendingRecipients(info.envelope).map((r) => r.address));
+  private busyDestination(groups: readonly RouteGroup[]): string | undefined {
     if (groups.length === 0) return undefined;
     for (const group of groups) {
       const key = group.route.key;
@@ -363,10 +363,10 @@ export class Scheduler {
     return preloaded;
   }
 
-  private async deliverAll(entry: QueueEntry, info: QueueFileInfo, message?: Buffer): Promise<RecipientResult[]> {
+  /** Delivers to each group of the message's pending recipients (as routed by the attempt). */
+  private async deliverAll(entry: QueueEntry, info: QueueFileInfo, groups: readonly RouteGroup[], message?: Buffer): Promise<RecipientResult[]> {
     const { router, spool } = this.deps;
     const envelope = info.envelope;
-    const groups = router.group(pendingRecipients(envelope).map((r) => r.address));
     const added = addedHeaders(envelope);
     const openQueued = (): Readable => (message ? Readable.from([message]) : spool.openMessage(entry, info));
     const perGroup = await Promise.all(
@@ -540,11 +540,4 @@ export class Scheduler {
 
 function byId(a: QueueEntry, b: QueueEntry): number {
   return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
-}
-
-/** A destination as the logs name it: the domain, or the next hop's host and port. */
-function routeName(route: Route): string {
-  if (route.kind === 'mx') return route.domain;
-  if (route.kind === 'next-hop') return `${route.hop.host}:${route.hop.port}`;
-  return route.key;
 }

@@ -15,23 +15,23 @@ import { statfsSync } from 'node:fs';
 
 export type RoomVerdict = { room: true } | { room: false; freeBytes: number; neededBytes: number };
 
-/** Bytes an unprivileged process may still write on the file system of `dir`. */
-export function freeBytes(dir: string): number {
-  const stats = statfsSync(dir);
-  return stats.bavail * stats.bsize;
+/** Bytes an unprivileged process may still write on the file system of `dir`; undefined when it cannot be looked at. */
+export function freeBytes(dir: string): number | undefined {
+  try {
+    const stats = statfsSync(dir);
+    return stats.bavail * stats.bsize;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Whether a new message of `declaredBytes` (0 when the client declared none) may start in the spool at `dir`. */
 export function roomForMessage(dir: string, minFreeBytes: number, declaredBytes: number): RoomVerdict {
   if (minFreeBytes === 0 && declaredBytes === 0) return { room: true };
   const neededBytes = minFreeBytes + declaredBytes;
-  let free: number;
-  try {
-    free = freeBytes(dir);
-  } catch {
-    // a spool that cannot even be looked at fails the message's own writes (451)
-    return { room: true };
-  }
+  const free = freeBytes(dir);
+  // a spool that cannot even be looked at fails the message's own writes (451)
+  if (free === undefined) return { room: true };
   return free >= neededBytes ? { room: true } : { room: false, freeBytes: free, neededBytes };
 }
 

@@ -29,12 +29,12 @@ export interface SuspendedDestination {
 }
 
 export class SuspendedDestinations {
-  private readonly byKey = new Map<string, Suspension>();
-  private readonly names = new Map<string, string>();
+  /** by route key: the suspension and the destination's name for the administrator */
+  private readonly byKey = new Map<string, { suspension: Suspension; name: string }>();
 
   /** The suspension of `key` in force at `now`, if any. */
   current(key: string, now = Date.now()): Suspension | undefined {
-    const suspension = this.byKey.get(key);
+    const suspension = this.byKey.get(key)?.suspension;
     if (suspension && suspension.until <= now) {
       this.byKey.delete(key);
       return undefined;
@@ -49,26 +49,22 @@ export class SuspendedDestinations {
   record(key: string, results: readonly RecipientResult[], forMs: number, now = Date.now(), name = key): 'suspended' | 'lifted' | undefined {
     if (results.length > 0 && results.every((r) => r.outcome === 'deferred' && r.unreachable)) {
       const known = this.byKey.has(key);
-      this.byKey.set(key, { until: now + forMs, reason: results[0]!.reply });
-      this.names.set(key, name);
+      this.byKey.set(key, { suspension: { until: now + forMs, reason: results[0]!.reply }, name });
       return known ? undefined : 'suspended';
     }
-    this.names.delete(key);
     return this.byKey.delete(key) ? 'lifted' : undefined;
   }
 
   /** The suspensions in force at `now`, soonest to end first. */
   list(now = Date.now()): SuspendedDestination[] {
-    return [...this.byKey.keys()]
-      .map((key) => [key, this.current(key, now)] as const)
-      .filter((pair): pair is readonly [string, Suspension] => pair[1] !== undefined)
-      .sort((a, b) => a[1].until - b[1].until)
-      .map(([key, s]) => ({ destination: this.names.get(key) ?? key, until: new Date(s.until).toISOString(), reason: s.reason }));
+    return [...this.byKey]
+      .filter(([key]) => this.current(key, now) !== undefined)
+      .sort(([, a], [, b]) => a.suspension.until - b.suspension.until)
+      .map(([, { suspension, name }]) => ({ destination: name, until: new Date(suspension.until).toISOString(), reason: suspension.reason }));
   }
 
   /** Lifts every suspension (the administrator asked for delivery now). */
   clear(): void {
     this.byKey.clear();
-    this.names.clear();
   }
 }

@@ -123,7 +123,7 @@ test('queue list/show/summary/hold/delete/flush/release steer deferred mail, and
     assert.match(statusText.stdout, /^Certificate: CN=relay\.test, expires .* \(in \d+ days\)$/m);
     // the spool's free space, as statfs sees it, against the floor for new mail
     assert.equal(status.spool.path, spool);
-    assert.ok(status.spool.freeBytes! > 0 && Math.abs(status.spool.freeBytes! - freeBytes(spool)) < 64 * 1024 * 1024, `free ${status.spool.freeBytes}`);
+    assert.ok(status.spool.freeBytes! > 0 && Math.abs(status.spool.freeBytes! - freeBytes(spool)!) < 64 * 1024 * 1024, `free ${status.spool.freeBytes}`);
     assert.equal(status.spool.minFreeBytes, 100 * 1024 * 1024);
     assert.ok(statusText.stdout.includes(`\nSpool:       ${spool}, `), statusText.stdout);
     assert.match(statusText.stdout, /^Spool: .*, [\d.]+ [KMG]iB free \(new mail refused below 100\.0 MiB\)$/m);
