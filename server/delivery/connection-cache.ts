@@ -17,7 +17,7 @@
 import net from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
-import { FastDataSMTPConnection } from './data-stuffing';
+import { DsnSMTPConnection } from './dsn-passing';
 import type { Logger } from '../log/logger';
 
 export type TlsMode = 'opportunistic' | 'required' | 'implicit' | 'none';
@@ -77,7 +77,7 @@ export class Session {
   onClosed: (() => void) | undefined;
 
   constructor(
-    readonly connection: SMTPConnection,
+    readonly connection: DsnSMTPConnection,
     readonly endpoint: Endpoint,
     readonly key: string,
     readonly logger: Logger,
@@ -112,7 +112,7 @@ export function endpointName(endpoint: Endpoint): string {
  */
 export function openSession(endpoint: Endpoint, settings: SessionSettings, plainText = false): Promise<Session> {
   const verify = endpoint.verifyCertificate && (endpoint.tls === 'required' || endpoint.tls === 'implicit');
-  const connection = new FastDataSMTPConnection({
+  const connection = new DsnSMTPConnection({
     host: endpoint.address,
     port: endpoint.port,
     secure: endpoint.tls === 'implicit',

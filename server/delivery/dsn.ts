@@ -1,9 +1,11 @@
 /**
- * Delivery status notifications (bounces and delay warnings), RFC 3464 inside
- * an RFC 6522 multipart/report:
+ * Delivery status notifications (bounces, delay warnings and the success notices
+ * of RFC 3461 NOTIFY=SUCCESS), RFC 3464 inside an RFC 6522 multipart/report:
  *   1. text/plain for the person who sent the message,
  *   2. message/delivery-status for software,
- *   3. text/rfc822-headers with the header block of the original message.
+ *   3. the original message: text/rfc822-headers with its header block, or, for a
+ *      failure the sender asked RET=FULL for, the whole message (message/rfc822,
+ *      or message/global for an internationalized one, RFC 6532).
  *
  * Much of the content comes from elsewhere (remote replies, the original
  * headers, addresses), so everything is sanitised here: no CR, LF or control
@@ -12,7 +14,7 @@
  */
 import { randomBytes } from 'node:crypto';
 
-export type DsnAction = 'failed' | 'delayed';
+export type DsnAction = 'failed' | 'delayed' | 'delivered' | 'relayed';
 
 export interface DsnRecipient {
   address: string;
@@ -23,6 +25,8 @@ export interface DsnRecipient {
   diagnostic?: string;
   /** the host that gave `diagnostic` */
   remoteMta?: string;
+  /** RFC 3461 ORCPT as the client gave it, decoded: "rfc822;alice@example.com" */
+  originalRecipient?: string;
 }
 
 export interface DsnInput {
@@ -35,6 +39,10 @@ export interface DsnInput {
   recipients: DsnRecipient[];
   /** header block of the original message (see headerBlock) */
   originalHeaders: Buffer;
+  /** the whole original message, to return instead of its headers (RET=FULL) */
+  originalMessage?: Buffer;
+  /** RFC 3461 ENVID of the original message, decoded */
+  envelopeId?: string;
   now?: Date;
 }
 
@@ -168,9 +176,15 @@ function embeddableHeaders(headers: Buffer): Buffer {
   return Buffer.from(out.join(CRLF) + CRLF, 'latin1');
 }
 
+/** What the text part says about the recipients with each action, in this order. */
+const ACTION_TEXT: Record<DsnAction, string> = {
+  failed: 'Your message could not be delivered to the recipients below. This is a permanent error; the message was not delivered and has been removed from the queue.',
+  delayed: 'Your message has not yet been delivered to the recipients below. Delivery is still being retried; you do not need to send it again.',
+  delivered: 'Your message was delivered to the mailboxes of the recipients below, as you asked to be told.',
+  relayed: 'Your message was passed on to the next mail server for the recipients below, as you asked to be told. That server does not send delivery notices, so you will hear nothing more unless it returns the message.',
+};
+
 function humanText(input: DsnInput, reportingMta: string): string {
-  const failed = input.recipients.filter((r) => r.action === 'failed');
-  const delayed = input.recipients.filter((r) => r.action === 'delayed');
   const lines: string[] = [`This is the mail system at host ${reportingMta}.`, ''];
   const describe = (r: DsnRecipient): void => {
     lines.push(...fold('', `<${clean(r.address)}>`, ''));
@@ -178,28 +192,36 @@ function humanText(input: DsnInput, reportingMta: string): string {
     const from = r.remoteMta !== undefined && clean(r.remoteMta) !== '' ? `host ${clean(r.remoteMta)} said:` : 'reason:';
     lines.push(...fold('   ', `${from} ${reason}`, '   '), '');
   };
-  if (failed.length > 0) {
-    lines.push(...fold('', 'Your message could not be delivered to the recipients below. This is a permanent error; the message was not delivered and has been removed from the queue.', ''), '');
-    failed.forEach(describe);
+  for (const action of Object.keys(ACTION_TEXT) as DsnAction[]) {
+    const recipients = input.recipients.filter((r) => r.action === action);
+    if (recipients.length === 0) continue;
+    lines.push(...fold('', ACTION_TEXT[action], ''), '');
+    recipients.forEach(describe);
   }
-  if (delayed.length > 0) {
-    lines.push(...fold('', 'Your message has not yet been delivered to the recipients below. Delivery is still being retried; you do not need to send it again.', ''), '');
-    delayed.forEach(describe);
-  }
-  lines.push(...fold('', `The headers of your message are attached. Queue id: ${ascii(input.queueId)}.`, ''));
+  const attached = input.originalMessage ? 'Your message is attached.' : 'The headers of your message are attached.';
+  lines.push(...fold('', `${attached} Queue id: ${ascii(input.queueId)}.`, ''));
   return lines.join(CRLF) + CRLF;
 }
 
 function deliveryStatus(input: DsnInput, reportingMta: string): string {
   const lines = [
+    // RFC 3464 2.2: Original-Envelope-Id comes first
+    ...(input.envelopeId !== undefined && ascii(input.envelopeId) !== '' ? [header('Original-Envelope-Id', ascii(input.envelopeId))] : []),
     header('Reporting-MTA', `dns; ${reportingMta}`),
     header('X-Ownrelay-Queue-ID', ascii(input.queueId)),
     header('Arrival-Date', rfc5322Date(input.arrivalDate)),
   ];
   for (const r of input.recipients) {
-    const fallback = r.action === 'failed' ? '5.0.0' : '4.0.0';
-    const status = /^[245]\.\d{1,3}\.\d{1,3}$/.test(r.status) ? r.status : fallback;
-    lines.push('', header('Final-Recipient', recipientField(r.address)), `Action: ${r.action}`, `Status: ${status}`);
+    const fallback = FALLBACK_STATUS[r.action];
+    const status = /^[245]\.\d{1,3}\.\d{1,3}$/.test(r.status) && r.status[0] === fallback[0] ? r.status : fallback;
+    lines.push('');
+    if (r.originalRecipient !== undefined && /^[^;]+;./.test(ascii(r.originalRecipient))) {
+      // RFC 3464 2.3.1: "addr-type; address", as ORCPT gave it
+      const orcpt = ascii(r.originalRecipient);
+      const semicolon = orcpt.indexOf(';');
+      lines.push(header('Original-Recipient', `${orcpt.slice(0, semicolon).trim()}; ${orcpt.slice(semicolon + 1).trim()}`));
+    }
+    lines.push(header('Final-Recipient', recipientField(r.address)), `Action: ${r.action}`, `Status: ${status}`);
     if (r.remoteMta !== undefined && ascii(r.remoteMta) !== '') lines.push(header('Remote-MTA', `dns; ${ascii(r.remoteMta)}`));
     if (r.diagnostic !== undefined && ascii(r.diagnostic) !== '') {
       const text = ascii(r.diagnostic);
@@ -208,6 +230,26 @@ function deliveryStatus(input: DsnInput, reportingMta: string): string {
     }
   }
   return lines.join(CRLF) + CRLF;
+}
+
+/** The status class each action must have (RFC 3464 2.3.4): a mismatched code falls back to this. */
+export const FALLBACK_STATUS: Record<DsnAction, string> = { failed: '5.0.0', delayed: '4.0.0', delivered: '2.0.0', relayed: '2.0.0' };
+
+function subject(recipients: DsnRecipient[]): string {
+  if (recipients.some((r) => r.action === 'failed')) return 'Undelivered Mail Returned to Sender';
+  if (recipients.every((r) => r.action === 'delayed')) return 'Delayed Mail (still being retried)';
+  if (recipients.every((r) => r.action === 'delivered' || r.action === 'relayed')) return 'Successful Mail Delivery Report';
+  return 'Mail Delivery Status Report';
+}
+
+/** The returned message as the third part: the whole message, or its headers. */
+function originalPart(input: DsnInput): { type: string; body: Buffer } {
+  const full = input.originalMessage;
+  if (!full) return { type: 'text/rfc822-headers', body: embeddableHeaders(input.originalHeaders) };
+  // the queued message already has CRLF line ends and lines the size limits allow
+  const body = full.length >= 2 && full[full.length - 2] === 0x0d && full[full.length - 1] === 0x0a ? full : Buffer.concat([full, Buffer.from(CRLF)]);
+  // RFC 6532: a message with UTF-8 in its header fields is returned as message/global
+  return { type: is8bit(input.originalHeaders) ? 'message/global' : 'message/rfc822', body };
 }
 
 function is8bit(data: Buffer): boolean {
@@ -225,12 +267,11 @@ export function buildDsn(input: DsnInput): Buffer {
   if (input.recipients.length === 0) throw new Error('a DSN needs at least one recipient');
   const now = input.now ?? new Date();
   const reportingMta = ascii(input.reportingMta);
-  const allDelayed = input.recipients.every((r) => r.action === 'delayed');
 
   const parts = [
     { type: 'text/plain; charset=utf-8', body: Buffer.from(humanText(input, reportingMta), 'utf8') },
     { type: 'message/delivery-status', body: Buffer.from(deliveryStatus(input, reportingMta), 'latin1') },
-    { type: 'text/rfc822-headers', body: embeddableHeaders(input.originalHeaders) },
+    originalPart(input),
   ];
   const content = Buffer.concat([...parts.map((p) => p.body), Buffer.from(to)]);
   let boundary: string;
@@ -242,7 +283,7 @@ export function buildDsn(input: DsnInput): Buffer {
   const head = [
     header('From', `Mail Delivery System <MAILER-DAEMON@${reportingMta}>`),
     header('To', `<${to}>`),
-    header('Subject', allDelayed ? 'Delayed Mail (still being retried)' : 'Undelivered Mail Returned to Sender'),
+    header('Subject', subject(input.recipients)),
     header('Date', rfc5322Date(now)),
     header('Message-ID', `<${idLocal}@${reportingMta}>`),
     'Auto-Submitted: auto-replied',

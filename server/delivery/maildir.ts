@@ -255,7 +255,7 @@ export class MaildirTransport implements Transport {
           message: message.open(),
         });
         log.debug({ file }, 'stored in maildir');
-        result = { outcome: 'delivered', reply: `250 2.0.0 delivered to mailbox ${group.mailbox}` };
+        result = { outcome: 'delivered', reply: `250 2.0.0 delivered to mailbox ${group.mailbox}`, successAction: 'delivered' };
       } catch (err) {
         log.warn({ err }, 'maildir delivery failed');
         // a full mail disk (RFC 3463: mail system full) is retried like any local failure

@@ -33,6 +33,7 @@ import type { TlsReportStore } from './tls-report-store';
 import type { MxResolver } from './mx-resolver';
 import type { OutboundMessage, RecipientOutcome, RecipientResult } from './types';
 import { isInternationalized } from '../queue/envelope';
+import { mailParameters } from './dsn-passing';
 import {
   ConnectionCache,
   type Endpoint,
@@ -210,14 +211,20 @@ export class SmtpDelivery {
       return Promise.resolve(done(everyone(message, 'deferred', { reason: `could not open the queued message: ${String(err)}` })));
     }
 
-    const envelope = { from: message.from, to: message.recipients, size: message.size, use8BitMime: true };
+    // RFC 3461: a server that offers DSN gets the parameters and the duty to report;
+    // for mail handed to one that does not, a success notice says "relayed"
+    const offersDsn = offersExtension(connection, 'DSN');
+    connection.recipientDsn = offersDsn ? message.dsn?.recipients : undefined;
+    const dsn = mailParameters(message.dsn?.envelope);
+    const envelope = { from: message.from, to: message.recipients, size: message.size, use8BitMime: true, ...(dsn ? { dsn } : {}) };
+    const delivered = { outcome: 'delivered' as const, ...(offersDsn ? {} : { successAction: 'relayed' as const }) };
     return new Promise<TransactionOutcome>((resolve) => {
       connection.send(envelope, stream, (err, info) => {
         const dataSent = stream.readableDidRead;
         if (!stream.destroyed) stream.destroy();
         if (!err) {
           const rejected = (info as { rejectedErrors?: SmtpError[] }).rejectedErrors ?? [];
-          const results = perRecipient(message, rejected, { outcome: 'delivered', reply: oneLine(info.response) }, remoteHost);
+          const results = perRecipient(message, rejected, { ...delivered, reply: oneLine(info.response) }, remoteHost);
           session.logger.debug({ queueId: message.queueId, reply: info.response, rejected: rejected.length }, 'SMTP transaction done');
           this.cache.put(session);
           return resolve(done(results));
@@ -307,7 +314,7 @@ function withHost(result: RecipientResult, remoteHost: string | undefined): Reci
 }
 
 /** Recipients refused at RCPT get their own reply; the others get `rest`. */
-function perRecipient(message: OutboundMessage, rejected: readonly SmtpError[], rest: { outcome: RecipientOutcome; reply: string }, remoteHost: string): RecipientResult[] {
+function perRecipient(message: OutboundMessage, rejected: readonly SmtpError[], rest: Omit<RecipientResult, 'address' | 'remoteHost'>, remoteHost: string): RecipientResult[] {
   const byAddress = new Map(rejected.filter((err) => err.recipient !== undefined).map((err) => [err.recipient as string, err]));
   return message.recipients.map((address) => {
     const refusal = byAddress.get(address.trim());

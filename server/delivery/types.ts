@@ -9,6 +9,7 @@
  * doubt a transport answers `deferred`.
  */
 import type { Readable } from 'node:stream';
+import type { EnvelopeDsn, RecipientState } from '../queue/envelope';
 
 export type RecipientOutcome = 'delivered' | 'deferred' | 'failed';
 
@@ -25,6 +26,21 @@ export interface RecipientResult {
    * would fare the same for now (the scheduler then suspends it; see Scheduler).
    */
   unreachable?: true;
+  /**
+   * For a delivered recipient, what a success DSN would say (RFC 3464 Action):
+   * 'delivered' into a mailbox here, 'relayed' to a server that was not asked to
+   * report because it does not offer DSN. Absent when the next server offered DSN
+   * and got the recipient's NOTIFY: reporting is its job from then on.
+   */
+  successAction?: 'delivered' | 'relayed';
+}
+
+/** RFC 3461 parameters to pass on to servers that offer DSN. */
+export interface OutboundDsn {
+  /** RET and ENVID of MAIL FROM */
+  envelope?: EnvelopeDsn;
+  /** NOTIFY and ORCPT by recipient address, for recipients that gave any */
+  recipients: ReadonlyMap<string, Pick<RecipientState, 'notify' | 'orcpt'>>;
 }
 
 export interface OutboundMessage {
@@ -39,6 +55,8 @@ export interface OutboundMessage {
   queueId: string;
   /** when the message was accepted (ms since epoch): the DKIM signature time; default now */
   receivedAt?: number;
+  /** the client's DSN parameters, when it gave any */
+  dsn?: OutboundDsn;
 }
 
 export interface Transport {

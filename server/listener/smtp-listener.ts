@@ -30,6 +30,7 @@ import { SmtpError, asSmtpError } from '../stages/smtp-error';
 import { accept, refuse, trailItem, type Verdict } from '../stages/verdict';
 import { AdaptedSmtpServer } from './smtp-server-adapter';
 import { ClientConnections } from './client-connections';
+import { envelopeDsn, recipientDsn } from './dsn-parameters';
 import type { CertificateStore } from '../tls/certificate-store';
 
 export interface ListenerDeps {
@@ -98,9 +99,9 @@ export class SmtpListener {
       // on stop: sessions get this long to finish, then 421 and disconnect
       closeTimeout: SHUTDOWN_GRACE_MS,
       hideENHANCEDSTATUSCODES: false,
-      // RFC 3461 DSN (NOTIFY, RET, ENVID, ORCPT) is not implemented: a relay that
-      // advertised it would owe success notices and silence on NOTIFY=NEVER
-      hideDSN: true,
+      // RFC 3461 DSN: smtp-server checks and xtext-decodes NOTIFY, ORCPT, RET and
+      // ENVID; they are kept with the envelope (see recipientDsn, envelopeDsn)
+      hideDSN: false,
       disableReverseLookup: true,
       // AUTH exists only on submission listeners, and only after TLS
       disabledCommands: listener.role === 'mx' ? ['AUTH'] : [],
@@ -316,7 +317,12 @@ export class SmtpListener {
     if (isInternationalized(address.address) && !(session.envelope as { smtpUtf8?: boolean }).smtpUtf8) return this.settle(state, needsSmtpUtf8('recipient'), cb);
     const recipient = this.normalizeRecipient(address.address);
     const verdict = this.deps.policy.checkRecipient(this.client(session), recipient);
-    if (verdict.action === 'accept' && !state.transaction.recipients.includes(recipient)) state.transaction.recipients.push(recipient);
+    if (verdict.action === 'accept') {
+      const { transaction } = state;
+      if (!transaction.recipients.includes(recipient)) transaction.recipients.push(recipient);
+      const dsn = recipientDsn(address);
+      if (dsn) (transaction.dsn ??= new Map()).set(recipient, dsn);
+    }
     this.settle(state, verdict, cb);
   }
 
@@ -337,7 +343,7 @@ export class SmtpListener {
       id: newQueueId(now),
       receivedAt: now,
       from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
-      recipients: transaction.recipients.map((address) => ({ address, status: 'pending' })),
+      recipients: transaction.recipients.map((address) => ({ address, status: 'pending', ...transaction.dsn?.get(address) })),
       attempts: 0,
       client: {
         address: session.remoteAddress,
@@ -345,6 +351,7 @@ export class SmtpListener {
         listener: this.name,
         ...(session.user ? { user: String(session.user) } : {}),
       },
+      ...envelopeDsn(session),
     };
     const tlsInfo = session.secure ? (session as unknown as { tlsOptions?: { name?: string; version?: string } }).tlsOptions : undefined;
     const trace = receivedHeader({

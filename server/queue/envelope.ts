@@ -4,6 +4,9 @@
  */
 export type RecipientStatus = 'pending' | 'delivered' | 'failed';
 
+/** What a recipient's RFC 3461 NOTIFY asks to be told of. */
+export type NotifyCondition = 'SUCCESS' | 'FAILURE' | 'DELAY';
+
 export interface RecipientState {
   /** the address as given at RCPT TO (parsed by smtp-server, never re-parsed from headers) */
   address: string;
@@ -12,8 +15,31 @@ export interface RecipientState {
   reply?: string;
   /** the host that gave `reply` */
   remoteHost?: string;
-  /** a failed recipient whose bounce has been queued (so it is not bounced twice) */
+  /**
+   * The recipient's final DSN (a bounce, or a success notice) has been queued, or
+   * was not wanted: it is not queued twice.
+   */
   notified?: boolean;
+  /**
+   * RFC 3461 NOTIFY: the conditions the sender wants a DSN for; [] is NOTIFY=NEVER.
+   * Absent: the client gave none, and failures and delays are reported.
+   */
+  notify?: NotifyCondition[];
+  /** RFC 3461 ORCPT, decoded: "addr-type;address", e.g. "rfc822;alice@example.com" */
+  orcpt?: string;
+  /**
+   * A success DSN is owed for this delivered recipient (it asked NOTIFY=SUCCESS):
+   * 'delivered' into a mailbox here, or 'relayed' to a server that does not do DSN.
+   */
+  successAction?: 'delivered' | 'relayed';
+}
+
+/** RFC 3461 parameters of MAIL FROM. */
+export interface EnvelopeDsn {
+  /** how much of the message a failure DSN returns; absent: the headers */
+  ret?: 'FULL' | 'HDRS';
+  /** the sender's id for this transaction, decoded; DSNs quote it as Original-Envelope-Id */
+  envid?: string;
 }
 
 export interface ClientInfo {
@@ -37,6 +63,8 @@ export interface QueueEnvelope {
   /** delivery attempts made so far */
   attempts: number;
   client: ClientInfo;
+  /** RFC 3461 RET and ENVID, when the client gave them */
+  dsn?: EnvelopeDsn;
   /** true for DSNs this relay generated */
   isBounce?: boolean;
   /** the sender has been told that the message is delayed (once per message) */
@@ -56,6 +84,16 @@ export function addedHeaders(envelope: QueueEnvelope): Buffer | undefined {
 
 export function pendingRecipients(envelope: QueueEnvelope): RecipientState[] {
   return envelope.recipients.filter((r) => r.status === 'pending');
+}
+
+/**
+ * Whether the sender wants a DSN for `condition` about this recipient: as asked
+ * with NOTIFY, or without NOTIFY for failures and delays (RFC 3461 4.1 leaves the
+ * default to the MTA; this is what Postfix and sendmail do).
+ */
+export function wantsNotice(recipient: RecipientState, condition: NotifyCondition): boolean {
+  if (recipient.notify === undefined) return condition !== 'SUCCESS';
+  return recipient.notify.includes(condition);
 }
 
 export function domainOf(address: string): string {

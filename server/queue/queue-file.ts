@@ -104,7 +104,7 @@ function parseEnvelope(path: string, json: Buffer): QueueEnvelope {
     typeof env.attempts === 'number' &&
     Array.isArray(env.recipients) &&
     env.recipients.length > 0 &&
-    env.recipients.every((r) => r && typeof r.address === 'string' && ['pending', 'delivered', 'failed'].includes(r.status)) &&
+    env.recipients.every((r) => r && typeof r.address === 'string' && ['pending', 'delivered', 'failed'].includes(r.status) && (r.notify === undefined || Array.isArray(r.notify))) &&
     typeof env.client === 'object' &&
     env.client !== null;
   if (!valid) throw new CorruptQueueFile(path, 'envelope fields missing or of the wrong type');

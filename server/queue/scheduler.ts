@@ -32,11 +32,12 @@ import { Readable } from 'node:stream';
 import type { RelayConfig } from '../config/schema';
 import { KeyedSemaphores } from '../delivery/limiter';
 import { routeName, type Route, type RouteGroup, type Router } from '../delivery/router';
-import { queueBounce, queueDelayWarning } from '../delivery/bounce';
+import { queueBounce, queueDelayWarning, queueSuccessNotice } from '../delivery/bounce';
 import type { RecipientResult } from '../delivery/types';
 import type { Logger } from '../log/logger';
 import { openWithPrefix } from '../delivery/prefixed-message';
-import { addedHeaders, pendingRecipients, type QueueEnvelope, type RecipientState } from './envelope';
+import { outboundDsn } from '../delivery/dsn-passing';
+import { addedHeaders, pendingRecipients, wantsNotice, type QueueEnvelope, type RecipientState } from './envelope';
 import { retryPlan } from './retry-schedule';
 import { SuspendedDestinations, type SuspendedDestination } from './suspended-destinations';
 import type { QueueEntry, Spool } from './spool';
@@ -369,6 +370,7 @@ export class Scheduler {
     const envelope = info.envelope;
     const added = addedHeaders(envelope);
     const openQueued = (): Readable => (message ? Readable.from([message]) : spool.openMessage(entry, info));
+    const dsn = outboundDsn(envelope);
     const perGroup = await Promise.all(
       groups.map((group) => {
         // mail for a suspended destination does not queue for its slots at all
@@ -386,6 +388,7 @@ export class Scheduler {
               open: added ? openWithPrefix(added, openQueued) : openQueued,
               queueId: envelope.id,
               receivedAt: envelope.receivedAt,
+              ...(dsn ? { dsn } : {}),
             });
             this.learnReachability(group.route, results);
             return results;
@@ -438,7 +441,10 @@ export class Scheduler {
       recipient.reply = result.reply;
       recipient.remoteHost = result.remoteHost;
       this.deps.observer?.recipientResult(envelope, result);
-      if (result.outcome === 'delivered') recipient.status = 'delivered';
+      if (result.outcome === 'delivered') {
+        recipient.status = 'delivered';
+        if (result.successAction && wantsNotice(recipient, 'SUCCESS')) recipient.successAction = result.successAction;
+      }
       if (result.outcome === 'failed') recipient.status = 'failed';
       const key = `${result.outcome}|${result.remoteHost ?? ''}|${result.reply}`;
       byOutcome.set(key, [...(byOutcome.get(key) ?? []), result]);
@@ -477,27 +483,8 @@ export class Scheduler {
       }
       pending = [];
     }
-    const unnotified = envelope.recipients.filter((r) => r.status === 'failed' && !r.notified);
-    let bounceQueued = true;
-    if (unnotified.length > 0) {
-      try {
-        const bounce = await queueBounce({ spool, hostname: config.hostname, entry, bodyOffset: info.bodyOffset, envelope, failed: unnotified });
-        for (const r of unnotified) r.notified = true;
-        logger.warn(
-          { event: 'bounced', queueId: envelope.id, from: envelope.from, to: unnotified.map((r) => r.address), bounceId: bounce?.id, reply: unnotified[0]?.reply },
-          bounce ? `bounced ${envelope.id}: DSN ${bounce.id} to <${envelope.from}>` : `bounced ${envelope.id}: no DSN (null sender or a bounce itself)`,
-        );
-        if (bounce) this.enqueue(bounce);
-      } catch (err) {
-        // e.g. a full spool: the message stays queued, and its next attempt queues the DSN
-        bounceQueued = false;
-        logger.error(
-          { event: 'bounce-error', queueId: envelope.id, from: envelope.from, to: unnotified.map((r) => r.address), err: String(err) },
-          `could not queue the DSN for ${envelope.id}; the message stays queued and the DSN is tried again at its next attempt`,
-        );
-      }
-    }
-    if (pending.length === 0 && bounceQueued) {
+    const noticesQueued = (await this.queueBounce(entry, info, envelope)) && (await this.queueSuccessNotice(entry, info, envelope));
+    if (pending.length === 0 && noticesQueued) {
       await spool.remove(entry);
       return;
     }
@@ -513,6 +500,61 @@ export class Scheduler {
   }
 
   /**
+   * The bounce for failed recipients not yet reported, for those that want one
+   * (NOTIFY); false when it could not be queued (e.g. a full spool): the message
+   * then stays queued, and its next attempt queues the DSN.
+   */
+  private async queueBounce(entry: QueueEntry, info: QueueFileInfo, envelope: QueueEnvelope): Promise<boolean> {
+    const { spool, config, logger } = this.deps;
+    const unnotified = envelope.recipients.filter((r) => r.status === 'failed' && !r.notified);
+    if (unnotified.length === 0) return true;
+    const reported = unnotified.filter((r) => wantsNotice(r, 'FAILURE'));
+    try {
+      const bounce = await queueBounce({ spool, hostname: config.hostname, entry, bodyOffset: info.bodyOffset, size: info.size, envelope, failed: reported });
+      for (const r of unnotified) r.notified = true;
+      const why = envelope.from === '' || envelope.isBounce ? 'null sender or a bounce itself' : 'the sender asked for none (NOTIFY)';
+      logger.warn(
+        { event: 'bounced', queueId: envelope.id, from: envelope.from, to: unnotified.map((r) => r.address), bounceId: bounce?.id, reply: unnotified[0]?.reply },
+        bounce ? `bounced ${envelope.id}: DSN ${bounce.id} to <${envelope.from}>` : `bounced ${envelope.id}: no DSN (${why})`,
+      );
+      if (bounce) this.enqueue(bounce);
+      return true;
+    } catch (err) {
+      logger.error(
+        { event: 'bounce-error', queueId: envelope.id, from: envelope.from, to: unnotified.map((r) => r.address), err: String(err) },
+        `could not queue the DSN for ${envelope.id}; the message stays queued and the DSN is tried again at its next attempt`,
+      );
+      return false;
+    }
+  }
+
+  /**
+   * The success DSN (RFC 3461 NOTIFY=SUCCESS) for delivered recipients that asked
+   * for one and that no next server reports on; false when it could not be
+   * queued (the message stays queued, as for a bounce).
+   */
+  private async queueSuccessNotice(entry: QueueEntry, info: QueueFileInfo, envelope: QueueEnvelope): Promise<boolean> {
+    const { spool, config, logger } = this.deps;
+    const owed = envelope.recipients.filter((r) => r.status === 'delivered' && r.successAction !== undefined && !r.notified);
+    if (owed.length === 0) return true;
+    try {
+      const notice = await queueSuccessNotice({ spool, hostname: config.hostname, entry, bodyOffset: info.bodyOffset, size: info.size, envelope, delivered: owed });
+      for (const r of owed) r.notified = true;
+      if (notice) {
+        logger.info({ event: 'success-notice', queueId: envelope.id, from: envelope.from, to: owed.map((r) => r.address), noticeId: notice.id }, `success notice ${notice.id} for ${envelope.id} to <${envelope.from}>`);
+        this.enqueue(notice);
+      }
+      return true;
+    } catch (err) {
+      logger.error(
+        { event: 'success-notice-error', queueId: envelope.id, from: envelope.from, to: owed.map((r) => r.address), err: String(err) },
+        `could not queue the success notice for ${envelope.id}; the message stays queued and the notice is tried again at its next attempt`,
+      );
+      return false;
+    }
+  }
+
+  /**
    * Once per message, when it is still undelivered `delayWarningAfterMs` after it
    * arrived: a DSN with Action: delayed to the sender, queued before the envelope
    * (rewritten next by the caller) records that it was sent. A crash in between
@@ -524,11 +566,12 @@ export class Scheduler {
     const after = config.delivery.retry.delayWarningAfterMs;
     if (after === 0 || envelope.delayWarned || now - envelope.receivedAt < after) return;
     try {
-      const warning = await queueDelayWarning({ spool, hostname: config.hostname, entry, bodyOffset: info.bodyOffset, envelope, pending });
+      const wanted = pending.filter((r) => wantsNotice(r, 'DELAY'));
+      const warning = await queueDelayWarning({ spool, hostname: config.hostname, entry, bodyOffset: info.bodyOffset, size: info.size, envelope, pending: wanted });
       envelope.delayWarned = true;
       if (!warning) return;
       logger.info(
-        { event: 'delay-warning', queueId: envelope.id, from: envelope.from, to: pending.map((r) => r.address), warningId: warning.id, delayMs: now - envelope.receivedAt },
+        { event: 'delay-warning', queueId: envelope.id, from: envelope.from, to: wanted.map((r) => r.address), warningId: warning.id, delayMs: now - envelope.receivedAt },
         `${envelope.id} still undelivered after ${Math.round((now - envelope.receivedAt) / 60_000)} min: delay warning ${warning.id} to <${envelope.from}>`,
       );
       this.enqueue(warning);

@@ -14,6 +14,10 @@ export interface ReceivedMessage {
   raw: Buffer;
   secure: boolean;
   user?: string;
+  /** RFC 3461 RET and ENVID of MAIL FROM, when given */
+  dsn?: { ret: string | null; envid: string | null };
+  /** RFC 3461 NOTIFY and ORCPT per recipient, for the recipients that had any */
+  rcptDsn: Record<string, { notify?: string[]; orcpt?: string }>;
 }
 
 export interface DestinationOptions {
@@ -27,6 +31,8 @@ export interface DestinationOptions {
   noTls?: boolean;
   /** TLS key and certificate (PEM) instead of the shared self-signed one for mx.dest.test */
   credentials?: { key: string; cert: string };
+  /** do not offer DSN (RFC 3461) */
+  noDsn?: boolean;
 }
 
 export interface DestinationServer {
@@ -70,6 +76,7 @@ export async function startDestination(options: DestinationOptions = {}): Promis
     disableReverseLookup: true,
     hideENHANCEDSTATUSCODES: false,
     hideSTARTTLS: options.noTls ?? false,
+    hideDSN: options.noDsn ?? false,
     disabledCommands: [...(options.auth ? [] : ['AUTH']), ...(options.noTls ? ['STARTTLS'] : [])],
     authOptional: !options.auth,
     logger: false,
@@ -100,6 +107,8 @@ export async function startDestination(options: DestinationOptions = {}): Promis
           raw: Buffer.concat(chunks),
           secure: session.secure,
           user: session.user as string | undefined,
+          dsn: session.envelope.dsn && (session.envelope.dsn.ret !== null || session.envelope.dsn.envid !== null) ? { ...session.envelope.dsn } : undefined,
+          rcptDsn: Object.fromEntries(session.envelope.rcptTo.filter((r) => r.dsn).map((r) => [r.address, { ...r.dsn }])),
         });
         cb();
       });

@@ -11,11 +11,12 @@
  * traffic stays on 127.0.0.1.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { postfixAvailable, runSmtpSource, startPostfix, waitUntil, type PostfixInstance } from '../helpers/postfix';
+import { freePort, postfixAvailable, runSmtpSource, startPostfix, waitUntil, type PostfixInstance } from '../helpers/postfix';
 import { removeDir, startRelayProcess, writeTempDir, type LogLine, type RelayProcess } from '../helpers/relay-process';
+import { SmtpDialog } from '../helpers/smtp-dialog';
 
 const MESSAGES = 20;
 
@@ -139,6 +140,72 @@ describe('the relay delivering to a Postfix destination that first answers 450 f
     const [message] = destination.deliveredMessages();
     assert.match(message!, /^Delivered-To: later@dest\.test$/m);
     assert.equal(events(relay, 'bounced').length, 0);
+  });
+});
+
+describe('DSN parameters passed on to a Postfix destination that offers DSN', () => {
+  let dir: string;
+  let relay: RelayProcess;
+  let destination: PostfixInstance;
+
+  before(async () => {
+    requirePostfix();
+    dir = writeTempDir('ownrelay-postfix-dsn');
+    for (const sub of ['spool', 'mail', 'state']) mkdirSync(join(dir, sub));
+    // Postfix sends the notices it writes (for mail of other domains) back through the relay
+    const relayPort = await freePort();
+    destination = await startPostfix({ hostname: 'dest.test', destinationDomains: ['dest.test'], relayhost: { host: '127.0.0.1', port: relayPort } });
+    relay = await startRelayProcess(`
+hostname: relay.test
+listeners:
+  - { role: mx, address: 127.0.0.1, port: ${relayPort}, earlyTalkerCheck: false }
+domains:
+  - { name: sender.test, delivery: maildir, mailboxes: [alice] }
+relay: { networks: [127.0.0.0/8] }
+paths: { spool: ${dir}/spool, mail: ${dir}/mail, state: ${dir}/state }
+delivery:
+  allowedDestinations: [127.0.0.0/8]
+  routes: { "dest.test": { host: 127.0.0.1, port: ${destination.port}, tls: none } }
+`);
+  });
+
+  after(async () => {
+    await relay?.stop().catch((err: unknown) => console.error(err));
+    await destination?.stop();
+    if (dir) removeDir(dir);
+  });
+
+  test("NOTIFY=SUCCESS, ORCPT and ENVID reach Postfix, whose own success notice comes back through the relay to the sender's mailbox", { timeout: 120_000 }, async () => {
+    const dialog = await SmtpDialog.connect(relay.ports[0]!);
+    try {
+      assert.equal((await dialog.read()).code, 220);
+      await dialog.command('EHLO client.test');
+      assert.equal((await dialog.command('MAIL FROM:<alice@sender.test> ENVID=order+2B99')).code, 250);
+      assert.equal((await dialog.command('RCPT TO:<user@dest.test> NOTIFY=SUCCESS ORCPT=rfc822;list@sender.test')).code, 250);
+      assert.equal((await dialog.command('DATA')).code, 354);
+      dialog.write('Subject: tell me when it arrives\r\n\r\nhello\r\n.\r\n');
+      assert.equal((await dialog.read()).code, 250);
+    } finally {
+      dialog.close();
+    }
+    await destination.waitForDelivered(1, 30_000);
+    const mailbox = join(dir, 'mail', 'sender.test', 'alice', 'new');
+    const notices = () => {
+      try {
+        return readdirSync(mailbox).map((name) => readFileSync(join(mailbox, name), 'utf8'));
+      } catch {
+        return [];
+      }
+    };
+    await waitUntil(() => notices().length > 0, 60_000, () => `no notice in the sender's mailbox; Postfix log:\n${destination.log()}`);
+    const [notice] = notices();
+    // written by Postfix, which got the parameters from the relay: the relay itself owes no notice
+    assert.match(notice!, /^Reporting-MTA: dns; ?dest\.test$/m);
+    assert.match(notice!, /^Original-Envelope-Id: order\+99$/m);
+    assert.match(notice!, /^Original-Recipient: rfc822; ?list@sender\.test$/m);
+    assert.match(notice!, /^Final-Recipient: rfc822; ?user@dest\.test$/m);
+    assert.match(notice!, /^Action: delivered$/m);
+    assert.equal(events(relay, 'success-notice').length, 0);
   });
 });
 

@@ -197,6 +197,62 @@ describe('buildDsn', () => {
     assert.equal(statusGroups(parts[1]!.body)[1]!.get('status'), '4.0.0');
   });
 
+  test('RFC 3461: Original-Envelope-Id leads the per-message fields, Original-Recipient the recipient fields', () => {
+    const raw = buildDsn(input({
+      envelopeId: 'order 17\r\nBcc: x',
+      recipients: [{ address: 'alice@example.com', action: 'failed', status: '5.1.1', originalRecipient: 'rfc822;list@example.net' }],
+    }));
+    assertWellFormed(raw);
+    const { parts } = parseMultipart(raw.toString('latin1'));
+    const lines = parts[1]!.body.split('\r\n');
+    assert.equal(lines[0], 'Original-Envelope-Id: order 17 Bcc: x', 'first, and on one line');
+    const [, alice] = statusGroups(parts[1]!.body);
+    assert.equal(alice!.get('original-recipient'), 'rfc822; list@example.net');
+    assert.equal([...alice!.keys()][0], 'original-recipient', 'before Final-Recipient');
+  });
+
+  test('leaves out an ORCPT without an address type and an empty ENVID', () => {
+    const raw = buildDsn(input({ envelopeId: '', recipients: [{ address: 'a@example.com', action: 'failed', status: '5.1.1', originalRecipient: 'no-type' }] }));
+    const { parts } = parseMultipart(raw.toString('latin1'));
+    const [perMessage, a] = statusGroups(parts[1]!.body);
+    assert.equal(perMessage!.has('original-envelope-id'), false);
+    assert.equal(a!.has('original-recipient'), false);
+  });
+
+  test('success notices: Action delivered or relayed with a 2.x.x status, their own subject and text', () => {
+    const raw = buildDsn(input({
+      recipients: [
+        { address: 'a@example.com', action: 'delivered', status: '2.0.0', diagnostic: '250 2.0.0 delivered to mailbox a' },
+        { address: 'b@example.com', action: 'relayed', status: '5.1.1', diagnostic: '250 ok', remoteMta: 'mx.example.com' },
+      ],
+    }));
+    assertWellFormed(raw);
+    const { top, parts } = parseMultipart(raw.toString('latin1'));
+    assert.equal(one(top, 'Subject'), 'Successful Mail Delivery Report');
+    const [, a, b] = statusGroups(parts[1]!.body);
+    assert.equal(a!.get('action'), 'delivered');
+    assert.equal(b!.get('action'), 'relayed');
+    assert.equal(b!.get('status'), '2.0.0', 'a status of the wrong class falls back to the action\'s');
+    assert.match(parts[0]!.body, /delivered to the mailboxes/);
+    assert.match(parts[0]!.body, /passed on to the next mail server/);
+  });
+
+  test('RET=FULL: the whole message as message/rfc822, or message/global when its headers carry UTF-8', () => {
+    const message = Buffer.from('Subject: quarterly report\r\n\r\nthe numbers\r\n');
+    const { parts } = parseMultipart(buildDsn(input({ originalMessage: message })).toString('latin1'));
+    assert.equal(one(parts[2]!, 'Content-Type'), 'message/rfc822');
+    assert.equal(parts[2]!.body, message.toString('latin1'));
+    assert.match(parts[0]!.body, /Your message is attached\./);
+
+    const utf8 = Buffer.from('Subject: Grüße\r\n\r\nbody without a final line end');
+    const raw = buildDsn(input({ originalHeaders: Buffer.from('Subject: Grüße\r\n'), originalMessage: utf8 }));
+    assertWellFormed(raw);
+    const global = parseMultipart(raw.toString('latin1')).parts[2]!;
+    assert.equal(one(global, 'Content-Type'), 'message/global');
+    assert.equal(one(global, 'Content-Transfer-Encoding'), '8bit');
+    assert.equal(global.body, `${utf8.toString('latin1')}\r\n`, 'a CRLF is added where the message lacks one');
+  });
+
   test('refuses to build a DSN for the null sender', () => {
     assert.throws(() => buildDsn(input({ originalFrom: '' })), /null sender/);
   });
