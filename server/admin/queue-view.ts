@@ -31,8 +31,10 @@ export interface QueueItem {
   size: number;
   from: string;
   attempts: number;
-  recipients: Array<{ address: string; status: string; reply?: string; remoteHost?: string }>;
+  recipients: Array<{ address: string; status: string; reply?: string; remoteHost?: string; notify?: QueueEnvelope['recipients'][number]['notify']; orcpt?: string }>;
   client?: QueueEnvelope['client'];
+  /** RFC 3461 RET and ENVID, when the client gave them */
+  dsn?: QueueEnvelope['dsn'];
   /** corrupt files: why they could not be read */
   error?: string;
 }
@@ -157,8 +159,16 @@ export class QueueView {
         size,
         from: envelope.from,
         attempts: envelope.attempts,
-        recipients: envelope.recipients.map((r) => ({ address: r.address, status: r.status, ...(r.reply ? { reply: r.reply } : {}), ...(r.remoteHost ? { remoteHost: r.remoteHost } : {}) })),
+        recipients: envelope.recipients.map((r) => ({
+          address: r.address,
+          status: r.status,
+          ...(r.reply ? { reply: r.reply } : {}),
+          ...(r.remoteHost ? { remoteHost: r.remoteHost } : {}),
+          ...(r.notify ? { notify: r.notify } : {}),
+          ...(r.orcpt !== undefined ? { orcpt: r.orcpt } : {}),
+        })),
         client: envelope.client,
+        ...(envelope.dsn ? { dsn: envelope.dsn } : {}),
       };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined; // moved on meanwhile

@@ -61,6 +61,12 @@ export function formatQueueList(items: QueueItem[]): string {
   return table(['QUEUE ID', 'STATE', 'SIZE', 'AGE', 'TRIES', 'SENDER / RECIPIENTS'], rows, [2, 3, 4]) + `-- ${bytes(total)} in ${items.length} message${items.length === 1 ? '' : 's'}\n`;
 }
 
+/** A recipient's RFC 3461 parameters as the client gave them, e.g. " NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;a@b". */
+function dsnParameters(r: QueueDetail['recipients'][number]): string {
+  const notify = r.notify ? ` NOTIFY=${r.notify.length === 0 ? 'NEVER' : r.notify.join(',')}` : '';
+  return notify + (r.orcpt !== undefined ? ` ORCPT=${r.orcpt}` : '');
+}
+
 export function formatQueueDetail(d: QueueDetail): string {
   const lines = [
     `Queue ID:    ${d.id}`,
@@ -69,8 +75,9 @@ export function formatQueueDetail(d: QueueDetail): string {
     `Size:        ${bytes(d.size)}`,
     `Attempts:    ${d.attempts}`,
     `Sender:      <${d.from}>`,
+    ...(d.dsn ? [`DSN:         ${[d.dsn.ret && `RET=${d.dsn.ret}`, d.dsn.envid !== undefined && `ENVID=${d.dsn.envid}`].filter(Boolean).join(' ')}`] : []),
     'Recipients:',
-    ...d.recipients.map((r) => `  ${r.status.padEnd(9)} <${r.address}>${r.reply ? `\n            last reply: ${r.reply}${r.remoteHost ? ` (from ${r.remoteHost})` : ''}` : ''}`),
+    ...d.recipients.map((r) => `  ${r.status.padEnd(9)} <${r.address}>${dsnParameters(r)}${r.reply ? `\n            last reply: ${r.reply}${r.remoteHost ? ` (from ${r.remoteHost})` : ''}` : ''}`),
   ];
   if (d.error) lines.push(`Error:       ${d.error}`);
   lines.push('', 'Headers:', ...d.headers.split(/\r?\n/).map((l) => `  ${l}`));

@@ -41,13 +41,13 @@ function relayConfig(dir: string, destinationPort: number, hangPort: number): st
   });
 }
 
-async function send(port: number, to: string, subject: string): Promise<string> {
+async function send(port: number, to: string, subject: string, dsn = { mail: '', rcpt: '' }): Promise<string> {
   const dialog = await SmtpDialog.connect(port);
   try {
     await dialog.read();
     await dialog.command('EHLO client.test');
-    assert.equal((await dialog.command('MAIL FROM:<app@sender.test>')).code, 250);
-    assert.equal((await dialog.command(`RCPT TO:<${to}>`)).code, 250);
+    assert.equal((await dialog.command(`MAIL FROM:<app@sender.test>${dsn.mail}`)).code, 250);
+    assert.equal((await dialog.command(`RCPT TO:<${to}>${dsn.rcpt}`)).code, 250);
     assert.equal((await dialog.command('DATA')).code, 354);
     dialog.write(`Subject: ${subject}\r\n\r\nhello\r\n.\r\n`);
     const reply = await dialog.read();
@@ -72,7 +72,8 @@ test('queue list/show/summary/hold/delete/flush/release steer deferred mail, and
   try {
     const config = relay.configPath;
     const ids: Record<string, string> = {};
-    for (const name of ['a', 'b', 'c', 'd']) ids[name] = await send(relay.ports[0]!, `${name}@stuck.test`, `message ${name}`);
+    for (const name of ['b', 'c', 'd']) ids[name] = await send(relay.ports[0]!, `${name}@stuck.test`, `message ${name}`);
+    ids.a = await send(relay.ports[0]!, 'a@stuck.test', 'message a', { mail: ' RET=FULL ENVID=env-a', rcpt: ' NOTIFY=SUCCESS,DELAY ORCPT=rfc822;list@sender.test' });
     await waitFor(async () => (await spoolCounts(spool)).deferred === 4, 15_000, 'four deferred messages');
 
     const listed = await runCliJson<QueueItem[]>(['--config', config, 'queue', 'list']);
@@ -96,6 +97,8 @@ test('queue list/show/summary/hold/delete/flush/release steer deferred mail, and
     assert.equal(shown.code, 0, shown.stderr);
     assert.match(shown.stdout, /Subject: message a/);
     assert.match(shown.stdout, /last reply: .*451/);
+    assert.match(shown.stdout, /^DSN: +RET=FULL ENVID=env-a$/m);
+    assert.match(shown.stdout, /^ +pending +<a@stuck\.test> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;list@sender\.test$/m);
 
     const summary = await runCliJson<QueueSummary>(['--config', config, 'queue', 'summary']);
     assert.equal(summary.rows[0]!.domain, 'TOTAL');
