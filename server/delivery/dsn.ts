@@ -213,7 +213,7 @@ function deliveryStatus(input: DsnInput, reportingMta: string): string {
   ];
   for (const r of input.recipients) {
     const fallback = FALLBACK_STATUS[r.action];
-    const status = /^[245]\.\d{1,3}\.\d{1,3}$/.test(r.status) && r.status[0] === fallback[0] ? r.status : fallback;
+    const status = /^[245]\.\d{1,3}\.\d{1,3}$/.test(r.status) && STATUS_CLASSES[r.action].includes(r.status[0]!) ? r.status : fallback;
     lines.push('');
     if (r.originalRecipient !== undefined && /^[^;]+;./.test(ascii(r.originalRecipient))) {
       // RFC 3464 2.3.1: "addr-type; address", as ORCPT gave it
@@ -232,8 +232,10 @@ function deliveryStatus(input: DsnInput, reportingMta: string): string {
   return lines.join(CRLF) + CRLF;
 }
 
-/** The status class each action must have (RFC 3464 2.3.4): a mismatched code falls back to this. */
+/** The status of each action when none fits (RFC 3464 2.3.4). */
 export const FALLBACK_STATUS: Record<DsnAction, string> = { failed: '5.0.0', delayed: '4.0.0', delivered: '2.0.0', relayed: '2.0.0' };
+/** The status classes each action may have: a failure after persistent 4xx replies may keep its 4.x.x. */
+const STATUS_CLASSES: Record<DsnAction, string> = { failed: '45', delayed: '4', delivered: '2', relayed: '2' };
 
 function subject(recipients: DsnRecipient[]): string {
   if (recipients.some((r) => r.action === 'failed')) return 'Undelivered Mail Returned to Sender';
