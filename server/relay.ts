@@ -25,6 +25,9 @@ import { MxResolver } from './delivery/mx-resolver';
 import { type OutboundTlsTestOptions, outboundTlsParts } from './delivery/mta-sts-setup';
 import { Router } from './delivery/router';
 import { SmtpDelivery } from './delivery/smtp-transport';
+import { tlsReportDir } from './delivery/tls-report';
+import { TlsReportSender } from './delivery/tls-report-sender';
+import { domainOf } from './queue/envelope';
 import { InboundAuthenticator } from './inbound/authentication';
 import { SmtpListener, type ListenerDeps } from './listener/smtp-listener';
 import { TlsService, type TlsServiceOptions } from './tls/tls-service';
@@ -67,6 +70,8 @@ export class Relay {
   readonly startedAt = new Date();
   private admin?: AdminServer;
   private metricsServer?: MetricsServer;
+  /** sends the daily TLS reports, when delivery.tlsReports.send is on */
+  tlsReportSender?: TlsReportSender;
   private reloading?: Promise<ReloadResult>;
   /** listeners replaced by a reload, finishing their sessions */
   private readonly retiring = new Set<SmtpListener>();
@@ -156,6 +161,8 @@ export class Relay {
     };
     const listeners = config.listeners.map((listener, index) => new SmtpListener(index, listener, { ...listenerDeps }));
     const relay = new Relay(config, spool, scheduler, smtp, router, listeners, listenerDeps, metrics, errors, logger, options, tls);
+    relay.tlsReportSender = Relay.tlsReportSender(config, spool, scheduler, resolver, dkimKeys, logger);
+    relay.tlsReportSender?.start();
     try {
       for (const listener of listeners) await listener.listen();
       const control = new QueueControl(spool, scheduler, logger);
@@ -175,6 +182,26 @@ export class Relay {
       logger.info({ event: 'dkim-key', domain: key.domain, selector: key.selector, algorithm: key.algorithm, record: key.dnsRecord }, `DKIM: signing mail from ${key.domain} with ${key.selector}._domainkey.${key.domain} (${key.algorithm})`);
     }
     return new Router(config, maildir, smtp, new DkimSigner(dkimKeys));
+  }
+
+  /** The sender of daily TLS reports, when they are to be sent and can be signed (RFC 8460 5.3 requires DKIM). */
+  private static tlsReportSender(config: RelayConfig, spool: Spool, scheduler: Scheduler, resolver: MxResolver, dkimKeys: DkimSigningKey[], logger: Logger): TlsReportSender | undefined {
+    const { tlsReports } = config.delivery;
+    if (!tlsReports.enabled || !tlsReports.send) return undefined;
+    const from = tlsReports.from ?? `noreply-tlsrpt@${config.hostname}`;
+    if (new DkimSigner(dkimKeys).keysFor(domainOf(from)).length === 0) {
+      logger.error({ event: 'tls-report-unsigned', from }, `TLS reports are not sent: RFC 8460 requires a DKIM signature, and no dkim.keys entry signs mail from ${domainOf(from)}`);
+      return undefined;
+    }
+    return new TlsReportSender({
+      dir: tlsReportDir(config),
+      spool,
+      enqueue: (entry) => scheduler.enqueue(entry),
+      lookupTxt: (name) => resolver.resolveTxt(name),
+      hostname: config.hostname,
+      from,
+      logger,
+    });
   }
 
   get config(): RelayConfig {
@@ -290,6 +317,7 @@ export class Relay {
     await this.metricsServer?.close();
     await listenersClosed;
     await this.tls.stop();
+    await this.tlsReportSender?.stop();
     await this.scheduler.stop(this.options.shutdownTimeoutMs ?? 20_000);
     await this.router.close();
     await this.spool.close();

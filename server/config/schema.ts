@@ -235,6 +235,15 @@ export const RelayConfigSchema = z
           .object({
             enabled: z.boolean().default(true).describe('count TLS sessions to domains with an MTA-STS policy, per domain and day (RFC 8460 report shape)'),
             dir: z.string().optional().describe('where the daily records are kept (default <paths.state>/tls-reports)'),
+            send: z
+              .boolean()
+              .default(false)
+              .describe("email each finished UTC day's report to the mailto: addresses in the domain's _smtp._tls record (RFC 8460); needs a DKIM key for the domain of `from`"),
+            from: z
+              .string()
+              .regex(/^[^\s@<>]+@[^\s@<>]+$/, 'an address like tlsrpt@example.com')
+              .optional()
+              .describe('From address of the reports (default noreply-tlsrpt@<hostname>); RFC 8460 requires them to be DKIM-signed by its domain'),
           })
           .strict()
           .prefault({})

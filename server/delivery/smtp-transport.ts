@@ -12,7 +12,8 @@
  *
  * MX delivery applies the destination's MTA-STS policy when it has one (see
  * mta-sts-enforcement.ts): with `enforce`, only the policy's MX hosts, over
- * STARTTLS with a verified certificate, else the recipients are deferred.
+ * STARTTLS with a verified certificate, else the recipients are deferred. TLS
+ * reports are the exception (RFC 8460 5.3): they go with opportunistic TLS.
  *
  * A connection lost after message bytes were sent is deferred rather than tried
  * on the next host: the first host may have taken the message, and a later
@@ -88,11 +89,12 @@ export class SmtpDelivery {
   }
 
   async deliverViaMx(domain: string, message: OutboundMessage): Promise<RecipientResult[]> {
-    const [plan, sts] = await Promise.all([this.opts.resolver.resolveDomain(domain), this.opts.mtaSts?.policyFor(domain)]);
+    const [plan, sts] = await Promise.all([this.opts.resolver.resolveDomain(domain), message.tlsReport ? undefined : this.opts.mtaSts?.policyFor(domain)]);
     if (plan.kind === 'permanent') return everyone(message, 'failed', { reason: plan.reason });
     if (plan.kind === 'temporary') return unreachable(everyone(message, 'deferred', { reason: plan.reason }));
     const hosts = plan.hosts.map((host) => host.name);
-    if (sts && sts.policy.mode !== 'none') {
+    // RFC 8460 5.3: a TLS report is delivered despite TLS problems, and not counted in the next one
+    if (sts && sts.policy.mode !== 'none' && !message.tlsReport) {
       const applied = applyStsPolicy(sts, hosts, this.opts.tlsReports, this.logger);
       if (applied.refusal !== undefined) return unreachable(everyone(message, 'deferred', { reason: applied.refusal }));
       const route: Route = { port: this.mxPort, tls: applied.tls, verifyCertificate: applied.verifyCertificate };

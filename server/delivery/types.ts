@@ -57,6 +57,8 @@ export interface OutboundMessage {
   receivedAt?: number;
   /** the client's DSN parameters, when it gave any */
   dsn?: OutboundDsn;
+  /** a TLS report (RFC 8460 5.3): delivered despite TLS problems, so without MTA-STS enforcement */
+  tlsReport?: boolean;
 }
 
 export interface Transport {

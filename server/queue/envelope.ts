@@ -67,6 +67,11 @@ export interface QueueEnvelope {
   dsn?: EnvelopeDsn;
   /** true for DSNs this relay generated */
   isBounce?: boolean;
+  /**
+   * A TLS report this relay generated (RFC 8460 5.3): it is delivered despite TLS
+   * problems (no MTA-STS enforcement), and its sessions are not counted in reports.
+   */
+  tlsReport?: boolean;
   /** the sender has been told that the message is delayed (once per message) */
   delayWarned?: boolean;
   /**

@@ -389,6 +389,7 @@ export class Scheduler {
               queueId: envelope.id,
               receivedAt: envelope.receivedAt,
               ...(dsn ? { dsn } : {}),
+              ...(envelope.tlsReport ? { tlsReport: true } : {}),
             });
             this.learnReachability(group.route, results);
             return results;

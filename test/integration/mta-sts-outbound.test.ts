@@ -17,7 +17,9 @@ import { promisify } from 'node:util';
 import { stringify } from 'yaml';
 import nodemailer from 'nodemailer';
 import { hashPassword } from '../../server/stages/password';
-import type { TlsDayRecord } from '../../server/delivery/tls-report-store';
+import pino from 'pino';
+import { TlsReportStore, type TlsDayRecord } from '../../server/delivery/tls-report-store';
+import { writeTestDkimKeys } from '../helpers/dkim-keys';
 import { startDnsServer, type DnsServerHandle } from '../helpers/dns-server';
 import { startDestination, type DestinationServer } from '../helpers/destination-server';
 import { createTestCa, policyText, startPolicyServer, type PolicyServer, type TestCa } from '../helpers/mta-sts-peers';
@@ -43,6 +45,7 @@ before(async () => {
     'mx.sts.test': { A: ['127.0.0.1'] },
     '_mta-sts.sts.test': { TXT: ['v=STSv1; id=20261129T1;'] },
     'mta-sts.sts.test': { A: ['127.0.0.1'] },
+    '_smtp._tls.sts.test': { TXT: ['v=TLSRPTv1; rua=mailto:tls-reports@sts.test'] },
   });
 });
 
@@ -52,10 +55,10 @@ after(async () => {
   for (const dir of dirs) await rm(dir, { recursive: true, force: true });
 });
 
-async function relayTo(destination: DestinationServer, dir?: string): Promise<TestRelay> {
+async function relayTo(destination: DestinationServer, dir?: string, extra: Record<string, unknown> = {}): Promise<TestRelay> {
   const stateDir = dir ?? (await mkdtemp(join(tmpdir(), 'ownrelay-sts-')));
   if (!dirs.includes(stateDir)) dirs.push(stateDir);
-  return startTestRelay(() => ({ dns: { servers: dns.servers }, users: [{ name: 'app', passwordHash, senders: ['@relay.test'] }] }), {
+  return startTestRelay(() => ({ dns: { servers: dns.servers }, users: [{ name: 'app', passwordHash, senders: ['@relay.test'] }], ...extra }), {
     dir: stateDir,
     mxPort: destination.port,
     outboundTls: { extraCaPem: [ca.cert], mtaStsHttpsPort: policyServer.port },
@@ -208,6 +211,34 @@ test('enforce: an MX without STARTTLS is refused (starttls-not-supported) and th
     await destination.close();
   }
   assert.deepEqual(totals(await reportsOf(relay)).resultTypes, ['starttls-not-supported']);
+});
+
+test('a TLS report is delivered even where the enforce policy refuses the MX (RFC 8460 5.3), and its session is not counted', async () => {
+  policyServer.serve(policyText('enforce', ['mx.sts.test']));
+  const destination = await startDestination({ credentials: await ca.issue(['mx.wrong.test']) });
+  const stateDir = await mkdtemp(join(tmpdir(), 'ownrelay-sts-'));
+  const keys = await writeTestDkimKeys(stateDir);
+  const relay = await relayTo(destination, stateDir, {
+    dkim: { keys: [{ domain: 'relay.test', selector: 'rsa1', privateKeyFile: keys.rsaFile }] },
+    delivery: { allowedDestinations: ['127.0.0.0/8'], tlsReports: { enabled: true, send: true, from: 'tlsrpt@relay.test' } },
+  });
+  try {
+    const yesterday = new Date(Date.now() - 86_400_000);
+    const store = new TlsReportStore(join(relay.dir, 'state', 'tls-reports'), pino({ level: 'silent' }));
+    store.recordFailure({ 'policy-type': 'sts', 'policy-string': [], 'policy-domain': 'sts.test', 'mx-host': ['mx.sts.test'] }, { 'result-type': 'certificate-host-mismatch' }, yesterday);
+    await store.close();
+    const [outcome] = await relay.relay.tlsReportSender!.sendDue();
+    assert.ok(outcome?.queueId);
+    const [report] = await destination.waitForMessages(1);
+    assert.deepEqual(report!.to, ['tls-reports@sts.test']);
+    assert.match(report!.raw.toString('latin1'), /^TLS-Report-Domain: sts\.test$/m);
+    await relay.waitForLog((l) => l.event === 'delivered' && l.queueId === outcome.queueId);
+  } finally {
+    await relay.stop();
+    await destination.close();
+  }
+  const today = new Date().toISOString().slice(0, 10);
+  assert.equal((await reportsOf(relay)).filter((r) => r['date-range']['start-datetime'].startsWith(today)).length, 0, 'no session of the report is counted');
 });
 
 test('testing: the message is delivered as usual and what enforce would refuse is recorded', async () => {

@@ -1,0 +1,171 @@
+/**
+ * Sends each finished UTC day's TLS reports (RFC 8460) to the mailto: addresses
+ * in the `rua` of the policy domain's `_smtp._tls` TXT record, through the relay's
+ * own queue.
+ *
+ * Contract:
+ * - `sendDue(now)` looks at the day records (tls-report-store.ts) of the last
+ *   MAX_AGE_DAYS days before `now`'s UTC day. A record without a `.sent` file
+ *   beside it is reported: its email is queued durably (null sender, so a report
+ *   that cannot be delivered never bounces), and only then is the `.sent` file
+ *   written, so a crash in between sends a report twice (receivers tell
+ *   duplicates apart by Report-ID), never not at all.
+ * - A domain without a usable record (none, several, or no mailto: address) gets
+ *   a `.sent` file that says why, and no report. A DNS failure leaves no file:
+ *   the next round tries again.
+ * - The relay signs the report with the DKIM key of the From domain (RFC 8460 5.3
+ *   requires a signature); the caller checks that there is one.
+ * - Rounds run `firstDelayMs` after start and then every hour; they never throw.
+ */
+import { readdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from '../log/logger';
+import type { QueueEnvelope } from '../queue/envelope';
+import { newQueueId } from '../queue/queue-id';
+import type { QueueEntry, Spool } from '../queue/spool';
+import { buildTlsReport, type TlsReportMeta } from './tls-report';
+import { MAX_REPORT_ADDRESSES, parseTlsRptRecord, tlsReportEmail } from './tls-report-message';
+import type { TlsDayRecord } from './tls-report-store';
+
+/** Days older than this are not reported any more. */
+export const MAX_AGE_DAYS = 7;
+const ROUND_INTERVAL_MS = 3600_000;
+const DAY = /^\d{4}-\d{2}-\d{2}$/;
+const RECORD_FILE = /^([a-z0-9]([a-z0-9.-]*[a-z0-9])?)\.json$/;
+
+export interface TlsReportSenderOptions {
+  /** where the day records are (delivery.tlsReports.dir) */
+  dir: string;
+  spool: Spool;
+  /** hands a queued report to the scheduler */
+  enqueue: (entry: QueueEntry) => void;
+  lookupTxt: (name: string) => Promise<string[][]>;
+  /** the relay's host name: TLS-Report-Submitter and organization-name */
+  hostname: string;
+  /** the reports' From address (its domain must be DKIM-signed) */
+  from: string;
+  logger: Logger;
+  firstDelayMs?: number;
+}
+
+export interface SendOutcome {
+  day: string;
+  domain: string;
+  /** the report's queue id, when one was queued */
+  queueId?: string;
+  /** why none was queued */
+  skipped?: string;
+}
+
+export class TlsReportSender {
+  private timer: NodeJS.Timeout | undefined;
+  private round: Promise<SendOutcome[]> | undefined;
+  private readonly meta: TlsReportMeta;
+
+  constructor(private readonly opts: TlsReportSenderOptions) {
+    this.meta = { organizationName: opts.hostname, contactInfo: `postmaster@${opts.hostname}` };
+  }
+
+  start(): void {
+    const run = (): void => {
+      void this.sendDue();
+      this.timer = setTimeout(run, ROUND_INTERVAL_MS);
+      this.timer.unref();
+    };
+    this.timer = setTimeout(run, this.opts.firstDelayMs ?? 5 * 60_000);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    clearTimeout(this.timer);
+    await this.round;
+  }
+
+  /** One round (see the module comment); concurrent calls share it. */
+  sendDue(now = new Date()): Promise<SendOutcome[]> {
+    this.round ??= this.sendRound(now)
+      .catch((err: unknown) => {
+        this.opts.logger.error({ event: 'tls-report-error', err: String(err) }, 'TLS report round failed');
+        return [];
+      })
+      .finally(() => (this.round = undefined));
+    return this.round;
+  }
+
+  private async sendRound(now: Date): Promise<SendOutcome[]> {
+    const today = now.toISOString().slice(0, 10);
+    const oldest = new Date(Date.parse(`${today}T00:00:00Z`) - MAX_AGE_DAYS * 86_400_000).toISOString().slice(0, 10);
+    const days = (await listOrEmpty(this.opts.dir)).filter((d) => DAY.test(d) && d < today && d >= oldest).sort();
+    const outcomes: SendOutcome[] = [];
+    for (const day of days) {
+      const names = await listOrEmpty(join(this.opts.dir, day));
+      for (const name of names.sort()) {
+        const domain = RECORD_FILE.exec(name)?.[1];
+        if (!domain || names.includes(`${domain}.sent`)) continue;
+        try {
+          const outcome = await this.report(day, domain);
+          if (outcome) outcomes.push(outcome);
+        } catch (err) {
+          // e.g. an unreadable record or a full spool: the other domains go on, this one is tried next round
+          this.opts.logger.error({ event: 'tls-report-error', domain, day, err: String(err) }, `could not queue the TLS report for ${domain} (${day}); trying again in the next round`);
+        }
+      }
+    }
+    return outcomes;
+  }
+
+  /** Reports one domain's day; undefined when it is to be tried again later. */
+  private async report(day: string, domain: string): Promise<SendOutcome | undefined> {
+    const { logger } = this.opts;
+    let txt: string[][];
+    try {
+      txt = await this.opts.lookupTxt(`_smtp._tls.${domain}`);
+    } catch (err) {
+      logger.warn({ event: 'tls-report-deferred', domain, day, err: String(err) }, `TLS report for ${domain} (${day}) waits: the _smtp._tls lookup failed`);
+      return undefined;
+    }
+    const record = parseTlsRptRecord(txt);
+    const to = record?.mailto.slice(0, MAX_REPORT_ADDRESSES) ?? [];
+    if (to.length === 0) {
+      const skipped = !record ? `no single v=TLSRPTv1 record at _smtp._tls.${domain}` : record.https.length > 0 ? 'only https: report addresses, which are not used' : 'no usable mailto: report address';
+      await this.mark(day, domain, { skipped });
+      logger.info({ event: 'tls-report-skipped', domain, day, reason: skipped }, `no TLS report for ${domain} (${day}): ${skipped}`);
+      return { day, domain, skipped };
+    }
+    const text = await readFile(join(this.opts.dir, day, `${domain}.json`), 'utf8');
+    const dayRecord = JSON.parse(text) as TlsDayRecord;
+    const message = tlsReportEmail({ report: buildTlsReport(dayRecord, this.meta), domain, submitter: this.opts.hostname, from: this.opts.from, to });
+    const now = Date.now();
+    const envelope: QueueEnvelope = {
+      version: 1,
+      id: newQueueId(now),
+      receivedAt: now,
+      from: '',
+      recipients: to.map((address) => ({ address, status: 'pending' })),
+      attempts: 0,
+      client: { address: '127.0.0.1', helo: this.opts.hostname, listener: 'tls-report' },
+      tlsReport: true,
+    };
+    const entry = await this.opts.spool.enqueue(envelope, message);
+    this.opts.enqueue(entry);
+    await this.mark(day, domain, { queueId: entry.id, to });
+    logger.info({ event: 'tls-report-queued', domain, day, queueId: entry.id, to }, `TLS report for ${domain} (${day}) queued as ${entry.id} to ${to.join(', ')}`);
+    return { day, domain, queueId: entry.id };
+  }
+
+  private async mark(day: string, domain: string, what: Record<string, unknown>): Promise<void> {
+    const file = join(this.opts.dir, day, `${domain}.sent`);
+    const temporary = `${file}.${process.pid}.tmp`;
+    await writeFile(temporary, `${JSON.stringify({ at: new Date().toISOString(), ...what })}\n`);
+    await rename(temporary, file);
+  }
+}
+
+async function listOrEmpty(dir: string): Promise<string[]> {
+  try {
+    return await readdir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+}

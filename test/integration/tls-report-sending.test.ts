@@ -1,0 +1,186 @@
+/**
+ * Sending the daily TLS reports (RFC 8460) end to end on loopback: sessions are
+ * recorded for yesterday, the relay reads the policy domain's _smtp._tls record
+ * from a real DNS server on 127.0.0.1, queues the report, DKIM-signs it and
+ * delivers it to a real smtp-server acting as the MX of the rua address, where
+ * the test unpacks the gzipped JSON and verifies the signature with mailauth.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
+import { dkimVerify } from 'mailauth';
+import pino from 'pino';
+import { loadDkimKeys, type DkimSigningKey } from '../../server/dkim/keys';
+import { TlsReportStore } from '../../server/delivery/tls-report-store';
+import { loopbackResolver, writeTestDkimKeys, type TestKeyFiles } from '../helpers/dkim-keys';
+import { startDnsServer, type DnsServerHandle } from '../helpers/dns-server';
+import { startDestination } from '../helpers/destination-server';
+import { startTestRelay, type TestRelay } from '../helpers/test-relay';
+
+let dns: DnsServerHandle;
+let keyDir: string;
+let keyFiles: TestKeyFiles;
+let keys: DkimSigningKey[];
+
+const POLICY = { 'policy-type': 'sts' as const, 'policy-string': ['version: STSv1', 'mode: enforce', 'mx: mx.dest.test', 'max_age: 86400'], 'policy-domain': 'dest.test', 'mx-host': ['mx.dest.test'] };
+
+before(async () => {
+  keyDir = await mkdtemp(join(tmpdir(), 'ownrelay-tlsrpt-'));
+  keyFiles = await writeTestDkimKeys(keyDir);
+  keys = await loadDkimKeys([{ domain: 'relay.test', selector: 'rsa1', privateKeyFile: keyFiles.rsaFile }]);
+  dns = await startDnsServer({
+    '_smtp._tls.dest.test': { TXT: ['v=TLSRPTv1; rua=https://reports.example/v1,mailto:tls-reports@reports.test'] },
+    '_smtp._tls.quiet.test': { TXT: ['v=spf1 -all'] },
+    '_smtp._tls.broken.test': { TXT: ['v=TLSRPTv1; rua=mailto:tls-reports@reports.test'] },
+    'reports.test': { MX: [{ exchange: 'mx.reports.test', priority: 10 }] },
+    'mx.reports.test': { A: ['127.0.0.1'] },
+    'rsa1._domainkey.relay.test': { TXT: [keys[0]!.dnsRecord] },
+  });
+});
+
+after(async () => {
+  await dns.close();
+  await rm(keyDir, { recursive: true, force: true });
+});
+
+function yesterday(): Date {
+  return new Date(Date.now() - 86_400_000);
+}
+
+/** Records sessions for yesterday the way delivery does. */
+async function recordYesterday(dir: string, domain: string): Promise<string> {
+  const store = new TlsReportStore(dir, pino({ level: 'silent' }));
+  const at = yesterday();
+  const policy = { ...POLICY, 'policy-domain': domain };
+  store.recordSuccess(policy, at);
+  store.recordSuccess(policy, at);
+  store.recordFailure(policy, { 'result-type': 'certificate-expired', 'receiving-mx-hostname': `mx.${domain}`, 'failure-reason-code': 'CERT_HAS_EXPIRED' }, at);
+  await store.close();
+  return at.toISOString().slice(0, 10);
+}
+
+async function reportingRelay(mxPort: number, tlsReports: Record<string, unknown> = {}): Promise<TestRelay> {
+  return startTestRelay(
+    (dir) => ({
+      dns: { servers: dns.servers },
+      dkim: { keys: [{ domain: 'relay.test', selector: 'rsa1', privateKeyFile: keyFiles.rsaFile }] },
+      delivery: { allowedDestinations: ['127.0.0.0/8'], tlsReports: { enabled: true, dir: join(dir, 'tls-reports'), send: true, from: 'tlsrpt@relay.test', ...tlsReports } },
+    }),
+    { mxPort },
+  );
+}
+
+/** The parts of a multipart message, by Content-Type (the first of each type). */
+function partsOf(raw: string): Map<string, { headers: string; body: string }> {
+  const boundary = /boundary="([^"]+)"/.exec(raw)![1]!;
+  const parts = new Map<string, { headers: string; body: string }>();
+  for (const section of raw.split(`--${boundary}`).slice(1, -1)) {
+    const split = section.indexOf('\r\n\r\n');
+    const headers = section.slice(0, split).replace(/\r\n\s+/g, ' ');
+    const type = /Content-Type: ([^;\r\n]+)/i.exec(headers)![1]!;
+    if (!parts.has(type)) parts.set(type, { headers, body: section.slice(split + 4) });
+  }
+  return parts;
+}
+
+test("yesterday's report goes to the rua mailto: address, signed, gzipped JSON with the counts; once", async () => {
+  const destination = await startDestination();
+  const relay = await reportingRelay(destination.port);
+  try {
+    const dir = join(relay.dir, 'tls-reports');
+    const day = await recordYesterday(dir, 'dest.test');
+    const outcomes = await relay.relay.tlsReportSender!.sendDue();
+    assert.equal(outcomes.length, 1);
+    assert.equal(outcomes[0]!.domain, 'dest.test');
+    const [message] = await destination.waitForMessages(1);
+    assert.equal(message!.from, '', 'the null sender: a report that cannot be delivered never bounces');
+    assert.deepEqual(message!.to, ['tls-reports@reports.test'], 'mailto: only; the https: address is not used');
+    const raw = message!.raw.toString('latin1');
+    assert.match(raw, /^TLS-Report-Domain: dest\.test$/m);
+    assert.match(raw, /^TLS-Report-Submitter: relay\.test$/m);
+    assert.match(raw.replace(/\r\n /g, ' '), new RegExp(`^Subject: Report Domain: dest\\.test Submitter: relay\\.test Report-ID: <${day}T00:00:00Z_dest\\.test@relay\\.test>\r$`, 'm'));
+    assert.match(raw, /^Content-Type: multipart\/report; report-type="tlsrpt";/m);
+
+    const verified = await dkimVerify(message!.raw, { resolver: loopbackResolver(dns.servers) as never });
+    assert.deepEqual(verified.results.map((r) => [r.signingDomain, r.status.result]), [['relay.test', 'pass']], 'RFC 8460 5.3: signed by the reporting domain');
+
+    const attachment = partsOf(raw).get('application/tlsrpt+gzip')!;
+    const begin = Date.parse(`${day}T00:00:00Z`) / 1000;
+    assert.match(attachment.headers, new RegExp(`filename="relay\\.test!dest\\.test!${begin}!${begin + 86_399}\\.json\\.gz"`));
+    assert.match(attachment.headers, /Content-Transfer-Encoding: base64/);
+    const report = JSON.parse(gunzipSync(Buffer.from(attachment.body.replace(/\s/g, ''), 'base64')).toString('utf8'));
+    assert.equal(report['organization-name'], 'relay.test');
+    assert.deepEqual(report['date-range'], { 'start-datetime': `${day}T00:00:00Z`, 'end-datetime': `${day}T23:59:59Z` });
+    assert.equal(report['report-id'], `${day}T00:00:00Z_dest.test@relay.test`);
+    assert.deepEqual(report.policies[0].policy, POLICY);
+    assert.deepEqual(report.policies[0].summary, { 'total-successful-session-count': 2, 'total-failure-session-count': 1 });
+    assert.equal(report.policies[0]['failure-details'][0]['result-type'], 'certificate-expired');
+
+    const marker = JSON.parse(await readFile(join(dir, day, 'dest.test.sent'), 'utf8'));
+    assert.equal(marker.queueId, outcomes[0]!.queueId);
+    assert.deepEqual(await relay.relay.tlsReportSender!.sendDue(), [], 'a day is reported once');
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(destination.messages.length, 1);
+  } finally {
+    await relay.stop();
+    await destination.close();
+  }
+});
+
+test("a domain without a TLSRPT record gets no report; today's sessions and days older than a week wait or are left alone", async () => {
+  const destination = await startDestination();
+  const relay = await reportingRelay(destination.port);
+  try {
+    const dir = join(relay.dir, 'tls-reports');
+    const day = await recordYesterday(dir, 'quiet.test');
+    // today: not over yet; ten days ago: too old to report
+    const store = new TlsReportStore(dir, pino({ level: 'silent' }));
+    store.recordSuccess(POLICY);
+    store.recordSuccess(POLICY, new Date(Date.now() - 10 * 86_400_000));
+    await store.close();
+    const outcomes = await relay.relay.tlsReportSender!.sendDue();
+    assert.deepEqual(outcomes, [{ day, domain: 'quiet.test', skipped: 'no single v=TLSRPTv1 record at _smtp._tls.quiet.test' }]);
+    assert.match(await readFile(join(dir, day, 'quiet.test.sent'), 'utf8'), /no single v=TLSRPTv1 record/);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(destination.messages.length, 0);
+  } finally {
+    await relay.stop();
+    await destination.close();
+  }
+});
+
+test('an unreadable day record is logged and skipped; the other domains are still reported', async () => {
+  const destination = await startDestination();
+  const relay = await reportingRelay(destination.port);
+  try {
+    const dir = join(relay.dir, 'tls-reports');
+    const day = await recordYesterday(dir, 'dest.test');
+    await mkdir(join(dir, day), { recursive: true });
+    await writeFile(join(dir, day, 'broken.test.json'), '{ not json');
+    const outcomes = await relay.relay.tlsReportSender!.sendDue();
+    assert.deepEqual(outcomes.map((o) => o.domain), ['dest.test']);
+    await destination.waitForMessages(1);
+    await relay.waitForLog((l) => l.event === 'tls-report-error' && l.domain === 'broken.test');
+    assert.deepEqual(await relay.relay.tlsReportSender!.sendDue(), [], 'tried again in the next round, still unreadable');
+    assert.equal(relay.logs.filter((l) => l.event === 'tls-report-error' && l.domain === 'broken.test').length, 2);
+  } finally {
+    await relay.stop();
+    await destination.close();
+  }
+});
+
+test('without a DKIM key for the From domain no report is sent, and the log says why', async () => {
+  const destination = await startDestination();
+  const relay = await reportingRelay(destination.port, { from: 'tlsrpt@unsigned.test' });
+  try {
+    assert.equal(relay.relay.tlsReportSender, undefined);
+    const logged = await relay.waitForLog((l) => l.event === 'tls-report-unsigned');
+    assert.match(String(logged.msg), /requires a DKIM signature.*unsigned\.test/);
+  } finally {
+    await relay.stop();
+    await destination.close();
+  }
+});
