@@ -211,3 +211,23 @@ export function renderSpoolMountUnit(opts: { spoolDir?: string; label?: string }
     '',
   ].join('\n');
 }
+
+/** The udev rule that grows the spool's file system when its volume grows. */
+export const SPOOL_GROW_RULE_PATH = '/etc/udev/rules.d/90-ownrelay-spool-grow.rules';
+
+/**
+ * A udev rule: when the spool's volume changes size while it is in use (the
+ * kernel's change event with RESIZE=1, sent for a grown EBS/NVMe or virtio disk),
+ * grow its ext4 file system online, in a transient unit (`journalctl -u
+ * ownrelay-spool-grow`): RUN programs must return at once. Raising
+ * `spoolVolumeGiB` and `pulumi up` is then all it takes. Only RESIZE: resize2fs
+ * itself closes the device after writing, which makes a change event without it.
+ */
+export function renderSpoolGrowRule(opts: { label?: string } = {}): string {
+  const label = opts.label ?? SPOOL_LABEL;
+  return [
+    '# ownrelay: the spool volume grew, grow its file system',
+    `ACTION=="change", SUBSYSTEM=="block", ENV{RESIZE}=="1", ENV{ID_FS_LABEL}=="${label}", RUN+="/usr/bin/systemd-run --no-block --collect --unit=ownrelay-spool-grow /usr/sbin/resize2fs /dev/%k"`,
+    '',
+  ].join('\n');
+}

@@ -27,7 +27,17 @@ import { gzipSync } from 'node:zlib';
 import { Document, isSeq, parse, stringify, visit } from 'yaml';
 import { FAIL2BAN_FILTER_PATH, FAIL2BAN_JAIL_PATH, renderFail2banFilter, renderFail2banJail } from './fail2ban';
 import { renderNftables } from './firewall';
-import { RELAY_UNIT_DEFAULTS, RELAY_UNIT_NAME, RELAY_UNIT_PATH, SPOOL_LABEL, mountUnitName, renderRelayUnit, renderSpoolMountUnit } from './systemd-unit';
+import {
+  RELAY_UNIT_DEFAULTS,
+  RELAY_UNIT_NAME,
+  RELAY_UNIT_PATH,
+  SPOOL_GROW_RULE_PATH,
+  SPOOL_LABEL,
+  mountUnitName,
+  renderRelayUnit,
+  renderSpoolGrowRule,
+  renderSpoolMountUnit,
+} from './systemd-unit';
 
 export interface AdminUser {
   /** Login name. */
@@ -190,6 +200,7 @@ export function buildCloudConfig(input: UserDataInput, opts: { compressFiles?: b
       { path: SSHD_DROP_IN_PATH, permissions: '0644', content: SSHD_DROP_IN },
       { path: '/etc/nftables.conf', permissions: '0755', content: renderNftables({ adminCidrs: input.adminCidrs, http01: input.http01, mtaStsPolicy: input.mtaStsPolicy === true }) },
       { path: `/etc/systemd/system/${spoolMount}`, permissions: '0644', content: renderSpoolMountUnit({ spoolDir }) },
+      { path: SPOOL_GROW_RULE_PATH, permissions: '0644', content: renderSpoolGrowRule() },
       { path: RELAY_UNIT_PATH, permissions: '0644', content: renderRelayUnit() },
       { path: '/etc/apt/apt.conf.d/20auto-upgrades', permissions: '0644', content: APT_PERIODIC, defer: true },
       { path: '/etc/apt/apt.conf.d/52ownrelay-unattended-upgrades', permissions: '0644', content: UNATTENDED_UPGRADES, defer: true },
@@ -209,6 +220,8 @@ export function buildCloudConfig(input: UserDataInput, opts: { compressFiles?: b
       ['systemctl', 'enable', 'fail2ban.service'],
       ['systemctl', 'restart', 'fail2ban.service'],
       ['systemctl', 'enable', '--now', spoolMount],
+      // the rule that grows the spool's file system with its volume
+      ['udevadm', 'control', '--reload'],
       // the volume may come from a previous instance, where the relay user had another uid
       ['sh', '-c', 'mountpoint -q "$1" && chown -R "$2" "$1" && chmod 0750 "$1"', 'own-spool', spoolDir, owner],
       ['install', '-d', '-o', RELAY_USER, '-g', RELAY_USER, '-m', '0750', stateDir, mailDir],

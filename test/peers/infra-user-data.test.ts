@@ -281,6 +281,10 @@ test('the spool volume is formatted only once and mounted before the relay start
   const chownAt = commands.findIndex((c) => c.includes('chown -R') && c.includes('/var/spool/ownrelay'));
   const startAt = commands.indexOf('systemctl start --no-block ownrelay.service');
   assert.ok(mountAt >= 0 && chownAt > mountAt && startAt > chownAt, commands.join('\n'));
+  // a grown volume grows the file system when udev reports the new size (test/server grows a real one)
+  const rule = fileOf(config, '/etc/udev/rules.d/90-ownrelay-spool-grow.rules').content;
+  assert.match(rule, /^ACTION=="change", SUBSYSTEM=="block", ENV\{RESIZE\}=="1", ENV\{ID_FS_LABEL\}=="ownrelay-spool", RUN\+="\/usr\/bin\/systemd-run --no-block --collect --unit=ownrelay-spool-grow \/usr\/sbin\/resize2fs \/dev\/%k"$/m);
+  assert.ok(commands.indexOf('udevadm control --reload') > mountAt);
   // the relay's queue is on that volume, and its config is readable by the relay's group only
   assert.throws(() => renderUserData(input({ relayConfigYaml: 'hostname: mail.acme.example\n' })), /paths\.spool/);
   const relayConfig = fileOf(config, '/etc/ownrelay/ownrelay.yaml');

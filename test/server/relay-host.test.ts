@@ -5,7 +5,8 @@
  * order on one VM:
  * - first boot: cloud-init done without errors, SSH only with the admin key and
  *   the pinned host key, no password or root login, the host firewall dropping
- *   what the security group does not admit, the spool on its own disk;
+ *   what the security group does not admit, the spool on its own disk, whose file
+ *   system grows when the disk grows;
  * - the deploy Pulumi runs, over SSH: a release starts the relay, a bad config is
  *   refused with the running relay untouched, a rollback switches back;
  * - mail: swaks submits on 587 (STARTTLS, AUTH), the relay resolves the MX through
@@ -294,6 +295,23 @@ test('first boot: the spool is the second disk, and the relay waits for its firs
   assert.equal((await v.sshOk('stat -c %U:%a /var/spool/ownrelay')).trim(), 'ownrelay:750');
   assert.equal((await v.sshOk('systemctl is-enabled ownrelay.service')).trim(), 'enabled');
   assert.equal(await relayIsActive(), false);
+});
+
+test("the spool's file system grows with its volume, online, by the rendered udev rule", async () => {
+  const v = theVm();
+  const size = async () => Number((await v.sshOk('df -B1 --output=size /var/spool/ownrelay | tail -n 1')).trim());
+  const before = await size();
+  assert.ok(before > 0 && before < 1.1 * 1024 ** 3, `a 1 GiB volume at first (${before} bytes)`);
+  // as AWS does with a modified EBS volume: the disk grows under the running host
+  await v.resizeDisk('spool', 2 * 1024 ** 3);
+  let now = before;
+  try {
+    await waitUntil(async () => (now = await size()) > 1.8 * 1024 ** 3, 90_000, () => `the file system is still ${now} bytes`, 2000);
+  } catch (err) {
+    const log = await v.ssh('sudo journalctl -b --no-pager -u ownrelay-spool-grow -u systemd-udevd | tail -n 40');
+    throw new Error(`${(err as Error).message}; the journal says:\n${log.stdout}`);
+  }
+  assert.match(await v.sshOk('sudo journalctl -b --no-pager -u ownrelay-spool-grow'), /resize2fs/);
 });
 
 test('first boot: the host firewall admits SSH from the admin network and the mail ports, and drops the rest', async () => {

@@ -15,10 +15,13 @@
  *   user-data installs); a host answering with another key gets nothing.
  * - `powerCut()` is SIGKILL of qemu: the guest's unflushed page cache is lost, what
  *   the guest flushed to its disks is kept (qemu writes it to the image files).
+ * - `resizeDisk()` grows a disk under the running guest (qemu's block_resize over
+ *   its QMP socket), as AWS grows a modified EBS volume.
  * The disks survive `stop()`/`powerCut()`; `boot()` again starts the same machine.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { HOST_PACKAGES } from '../../infra/render/user-data';
 import { runCommand, waitUntil, type CommandResult } from '../helpers/postfix';
@@ -83,6 +86,15 @@ export class QemuVm {
     }
   }
 
+  private get qmpSocket(): string {
+    return join(this.opts.workDir, 'qmp.sock');
+  }
+
+  /** Grows a disk of the running guest to `bytes` (block_resize); the guest sees a capacity change at once. */
+  async resizeDisk(drive: 'spool', bytes: number): Promise<void> {
+    await qmp(this.qmpSocket, [{ execute: 'qmp_capabilities' }, { execute: 'block_resize', arguments: { device: drive, size: bytes } }]);
+  }
+
   get running(): boolean {
     return !this.exited;
   }
@@ -103,7 +115,8 @@ export class QemuVm {
       '-kernel', join(imageDir, 'vmlinuz'), '-initrd', join(imageDir, 'initrd.img'),
       '-append', 'root=/dev/vda rw console=ttyS0 net.ifnames=0',
       '-drive', `file=${join(workDir, 'root.qcow2')},if=virtio,format=qcow2`,
-      '-drive', `file=${join(workDir, 'spool.raw')},if=virtio,format=raw`,
+      '-drive', `file=${join(workDir, 'spool.raw')},if=virtio,format=raw,id=spool`,
+      '-qmp', `unix:${this.qmpSocket},server=on,wait=off`,
       '-drive', `file=${join(workDir, 'seed.img')},if=virtio,format=raw,readonly=on`,
       '-netdev', `user,id=net0,${fwd}`,
       '-device', 'virtio-net-pci,netdev=net0',
@@ -228,4 +241,41 @@ export class QemuVm {
       return '(no console output)';
     }
   }
+}
+
+/**
+ * Runs QMP commands in order on qemu's QMP socket (one JSON object per line):
+ * after the greeting, each command's "return" is awaited; an "error" rejects.
+ * Asynchronous "event" lines are skipped.
+ */
+function qmp(socketPath: string, commands: Array<{ execute: string; arguments?: Record<string, unknown> }>): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(socketPath);
+    const timer = setTimeout(() => finish(new Error(`QMP on ${socketPath} did not answer`)), 30_000);
+    let buffer = '';
+    let next = -1; // -1: waiting for the greeting
+    const finish = (err?: Error): void => {
+      clearTimeout(timer);
+      socket.destroy();
+      if (err) reject(err);
+      else resolve();
+    };
+    socket.setEncoding('utf8');
+    socket.on('error', (err) => finish(err));
+    socket.on('data', (chunk: string) => {
+      buffer += chunk;
+      let newline: number;
+      while ((newline = buffer.indexOf('\n')) >= 0) {
+        const line = buffer.slice(0, newline).trim();
+        buffer = buffer.slice(newline + 1);
+        if (line === '') continue;
+        const message = JSON.parse(line) as { return?: unknown; error?: { desc?: string }; event?: string };
+        if (message.event !== undefined) continue;
+        if (message.error) return finish(new Error(`QMP ${commands[next]?.execute ?? 'greeting'}: ${message.error.desc ?? JSON.stringify(message.error)}`));
+        next++;
+        if (next === commands.length) return finish();
+        socket.write(`${JSON.stringify(commands[next])}\n`);
+      }
+    });
+  });
 }

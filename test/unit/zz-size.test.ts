@@ -1,0 +1,20 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { renderRelayConfig } from '../../infra/render/relay-config';
+import { buildCloudConfig } from '../../infra/render/user-data';
+import { Document, isSeq, visit } from 'yaml';
+test('size', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'k-'));
+  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', '', '-f', join(dir, 'key')]);
+  const key = { privateKeyOpenssh: readFileSync(join(dir, 'key'), 'utf8'), publicKeyOpenssh: readFileSync(join(dir, 'key.pub'), 'utf8') };
+  rmSync(dir, { recursive: true });
+  const RSA2048 = `ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ${'C'.repeat(338)}`;
+  const { yaml } = renderRelayConfig({ hostname: 'mail.acme.example', domains: ['acme.example'], relay: {}, listenIpv6: true });
+  const cfg = buildCloudConfig({ hostname: 'mail.acme.example', adminUsers: Array.from({ length: 10 }, (_, i) => ({ name: `admin${i}`, sshKeys: [`${RSA2048} admin${i}@workstation`] })), adminCidrs: ['203.0.113.0/24', '2001:db8:42::/48'], http01: false, relayConfigYaml: yaml, spoolDevice: '/dev/nvme1n1', sshHostKey: key });
+  const doc = new Document(cfg);
+  visit(doc, { Seq(_k, node, path) { if (isSeq(path[path.length - 1])) node.flow = true; } });
+  console.log('BYTES', Buffer.byteLength(`#cloud-config\n${doc.toString({ lineWidth: 0, minContentWidth: 0 })}`));
+});
