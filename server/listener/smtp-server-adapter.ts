@@ -1,7 +1,7 @@
 /**
  * A thin, version-pinned adaptation of smtp-server 3.21.6 (package.json pins the
  * exact version; test/integration/listener-adapter.test.ts fails if upstream
- * changes what it relies on). It changes two things and nothing else:
+ * changes what it relies on). It changes these things and nothing else:
  *
  * 1. The early-talker check becomes a per-listener choice. Upstream waits a
  *    hard-coded 100 ms before the greeting (init() in smtp-connection.js) and
@@ -22,6 +22,10 @@
  *    dot means, and what the message stream receives is unchanged.
  * 5. Connection ids come from a counter instead of random bytes, except for
  *    connections that send a PROXY header, which upstream reads as before.
+ * 6. The parser's continue() clears its pending callback before calling it, not
+ *    after. Upstream's order lost the callback that the call itself set when the
+ *    input after a message held a whole second message (a client that did not
+ *    wait for 354), and the session hung until its idle timeout.
  */
 // The connection class is not exported by the package, so it is imported by the
 // path of the CommonJS build; the server class comes from the same build, so that
@@ -43,6 +47,19 @@ const connectionTag = `${process.pid.toString(36)}-`;
  */
 function nextConnectionId(): string {
   return `${connectionTag}${(++connectionCounter).toString(36)}`;
+}
+
+/** SMTPStream.continue() with the pending callback taken before it runs (see 6. above). */
+function continueInOrder(this: SMTPStream): void {
+  const stream = this as unknown as { _continueCallback: (() => void) | boolean };
+  const pending = stream._continueCallback;
+  if (typeof pending === 'function') {
+    stream._continueCallback = false;
+    pending();
+  } else {
+    // continue() came before the message's end: run the remainder when it comes
+    stream._continueCallback = true;
+  }
 }
 
 const ENHANCED_STATUS_PREFIX = /^[245]\.\d{1,3}\.\d{1,3} /;
@@ -69,6 +86,7 @@ class AdaptedConnection extends SMTPConnection {
   override _createParser(): SMTPStream {
     const parser = super._createParser();
     parser._feedDataStream = withFastDataScan(parser._feedDataStream);
+    parser.continue = continueInOrder;
     return parser;
   }
 

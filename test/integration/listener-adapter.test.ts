@@ -49,6 +49,9 @@ test('upstream still has the internals the adaptation replaces or calls', () => 
   const feed = SMTPStream.prototype._feedDataStream.toString();
   for (const field of ['_lastBytes', '_atDataStart', '_countDataBytes', '_dataStream']) assert.match(feed, new RegExp(`this\\.${field}`), `_feedDataStream uses ${field}`);
   assert.match(feed, /this\._lastBytes = chunk\.subarray\(chunk\.length - 4\)/, 'it keeps four bytes back');
+  const resume = SMTPStream.prototype.continue.toString();
+  assert.match(resume, /this\._continueCallback\(\);\s*this\._continueCallback = false;/, 'continue() still clears the callback after calling it (the order the adaptation fixes)');
+  assert.match(SMTPStream.prototype._endDataMode.toString(), /this\._continueCallback = \(\) => this\._write\(remainder/, 'the remainder after a message waits in _continueCallback');
   for (const method of ['_setListeners', 'connectionReady', '_onCommand', 'send'] as const) {
     assert.equal(typeof SMTPConnection.prototype[method], 'function', `${method} exists`);
   }
@@ -96,4 +99,21 @@ test('connections without a PROXY header get counter ids, and ignoredHosts still
   assert.ok(!first.ignore);
   assert.equal(second.ignore, true);
   await new Promise<void>((resolve) => server.close(() => resolve()));
+});
+
+test('a client that sends a second whole message without waiting for 354 is answered for both and then for QUIT, without a stall', async () => {
+  const dialog = await SmtpDialog.connect(relay.ports[0]!);
+  try {
+    assert.equal((await dialog.read()).code, 220);
+    assert.equal((await dialog.command('EHLO client.test')).code, 250);
+    // RFC 2920 wants the client to wait for 354; some do not. Upstream's continue() dropped
+    // the callback of the second message's remainder, and the session hung until its timeout.
+    const message = (n: number) => `MAIL FROM:<app@client.test>\r\nRCPT TO:<alice@relay.test>\r\nDATA\r\nSubject: ${n}\r\n\r\nbody ${n}\r\n.\r\n`;
+    dialog.write(`${message(1)}${message(2)}QUIT\r\n`);
+    const codes: number[] = [];
+    for (let i = 0; i < 9; i++) codes.push((await dialog.read(3000)).code);
+    assert.deepEqual(codes, [250, 250, 354, 250, 250, 250, 354, 250, 221]);
+  } finally {
+    dialog.close();
+  }
 });
