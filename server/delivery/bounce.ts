@@ -11,8 +11,7 @@
  * here.
  */
 import { open } from 'node:fs/promises';
-import type { QueueEnvelope, RecipientState } from '../queue/envelope';
-import { newQueueId } from '../queue/queue-id';
+import { ownMessageEnvelope, type QueueEnvelope, type RecipientState } from '../queue/envelope';
 import type { QueueEntry, Spool } from '../queue/spool';
 import { FALLBACK_STATUS, buildDsn, headerBlock, statusFromReply, type DsnAction } from './dsn';
 
@@ -80,17 +79,7 @@ async function queueDsn(input: Omit<BounceInput, 'failed'>, reported: Array<{ re
     originalMessage,
     envelopeId: envelope.dsn?.envid,
   });
-  const now = Date.now();
-  const bounce: QueueEnvelope = {
-    version: 1,
-    id: newQueueId(now),
-    receivedAt: now,
-    from: '',
-    recipients: [{ address: envelope.from, status: 'pending' }],
-    attempts: 0,
-    client: { address: '127.0.0.1', helo: hostname, listener: 'bounce' },
-    isBounce: true,
-  };
+  const bounce: QueueEnvelope = { ...ownMessageEnvelope({ to: [envelope.from], hostname, source: 'bounce' }), isBounce: true };
   return spool.enqueue(bounce, dsn);
 }
 

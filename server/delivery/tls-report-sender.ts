@@ -20,8 +20,7 @@
 import { readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../log/logger';
-import type { QueueEnvelope } from '../queue/envelope';
-import { newQueueId } from '../queue/queue-id';
+import { ownMessageEnvelope, type QueueEnvelope } from '../queue/envelope';
 import type { QueueEntry, Spool } from '../queue/spool';
 import { buildTlsReport, type TlsReportMeta } from './tls-report';
 import { MAX_REPORT_ADDRESSES, parseTlsRptRecord, tlsReportEmail } from './tls-report-message';
@@ -135,17 +134,7 @@ export class TlsReportSender {
     const text = await readFile(join(this.opts.dir, day, `${domain}.json`), 'utf8');
     const dayRecord = JSON.parse(text) as TlsDayRecord;
     const message = tlsReportEmail({ report: buildTlsReport(dayRecord, this.meta), domain, submitter: this.opts.hostname, from: this.opts.from, to });
-    const now = Date.now();
-    const envelope: QueueEnvelope = {
-      version: 1,
-      id: newQueueId(now),
-      receivedAt: now,
-      from: '',
-      recipients: to.map((address) => ({ address, status: 'pending' })),
-      attempts: 0,
-      client: { address: '127.0.0.1', helo: this.opts.hostname, listener: 'tls-report' },
-      tlsReport: true,
-    };
+    const envelope: QueueEnvelope = { ...ownMessageEnvelope({ to, hostname: this.opts.hostname, source: 'tls-report' }), tlsReport: true };
     const entry = await this.opts.spool.enqueue(envelope, message);
     this.opts.enqueue(entry);
     await this.mark(day, domain, { queueId: entry.id, to });

@@ -2,6 +2,8 @@
  * The envelope of a queued message: everything the relay knows about it besides
  * its bytes. It is stored as JSON at the head of the queue file (see queue-file.ts).
  */
+import { newQueueId } from './queue-id';
+
 export type RecipientStatus = 'pending' | 'delivered' | 'failed';
 
 /** What a recipient's RFC 3461 NOTIFY asks to be told of. */
@@ -80,6 +82,24 @@ export interface QueueEnvelope {
    * here because they are known only after the message bytes were spooled.
    */
   headers?: string;
+}
+
+/**
+ * The envelope of a message the relay writes itself (a DSN, a TLS report): the
+ * null sender, so it is never bounced, accepted now, from 127.0.0.1; `source`
+ * names the part that wrote it (in place of a listener).
+ */
+export function ownMessageEnvelope(opts: { to: string[]; hostname: string; source: string }): QueueEnvelope {
+  const now = Date.now();
+  return {
+    version: 1,
+    id: newQueueId(now),
+    receivedAt: now,
+    from: '',
+    recipients: opts.to.map((address) => ({ address, status: 'pending' })),
+    attempts: 0,
+    client: { address: '127.0.0.1', helo: opts.hostname, listener: opts.source },
+  };
 }
 
 /** The bytes of envelope.headers, or undefined when there are none. */
