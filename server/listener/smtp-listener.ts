@@ -372,6 +372,8 @@ export class SmtpListener {
         bareLineEndings: config.limits.bareLineEndings,
         authservId: config.hostname,
         ...(inspect ? { inspect } : {}),
+        // the customer's own mail (a submission port, AUTH or relay.networks) gets a Date and Message-ID it lacks, as an MSA adds them
+        ...(this.listener.role === 'submission' || this.deps.policy.mayRelay(this.client(session)) ? { fillHeaders: { messageId: `<${envelope.id}@${config.hostname}>`, date: new Date(now) } } : {}),
       });
       transaction.trail.push(accept('data', transaction.hold ? 'held' : 'queued'));
       const sender = envelope.client.user !== undefined ? this.deps.policy.user(envelope.client.user) : undefined;

@@ -11,6 +11,8 @@
  * server's authserv-id are removed. With `inspect`, the same bytes also go to the
  * inbound checks; their header fields are stored with the envelope (they are
  * known only at the end) and put in front of the message when it is passed on.
+ * With `fillHeaders` (submission), a missing Date or Message-ID is added the same
+ * way (see missing-headers.ts).
  */
 import { PassThrough, type Readable } from 'node:stream';
 import type { InspectedMessage } from '../inbound/authentication';
@@ -19,6 +21,7 @@ import type { QueueEnvelope } from '../queue/envelope';
 import type { QueueEntry, Spool, MessageWriter } from '../queue/spool';
 import { countHops, MAX_HOPS } from './hop-count';
 import { MessageGuard } from './message-guard';
+import { missingHeaderFields, type HeaderFill } from './missing-headers';
 import { SmtpError, asSmtpError } from './smtp-error';
 
 export interface ReceiveOptions {
@@ -28,10 +31,14 @@ export interface ReceiveOptions {
   authservId: string;
   /** inbound checks, given the message as it is spooled; resolves once they are done */
   inspect?: (message: Readable) => Promise<InspectedMessage>;
+  /** add a Date or Message-ID field the message lacks (RFC 6409 8.2, 8.3) */
+  fillHeaders?: HeaderFill;
 }
 
 /** room left in the queue-file envelope for the checks' header fields of messages too large to keep in memory */
 const INSPECTION_RESERVE_BYTES = 4096;
+/** the same for an added Date and Message-ID */
+const FILL_RESERVE_BYTES = 512;
 
 export interface Received {
   entry: QueueEntry;
@@ -53,7 +60,7 @@ export async function receiveMessage(
   const filter = new ForeignAuthResultsFilter(options.authservId);
   let writer: MessageWriter | undefined;
   try {
-    writer = await spool.beginMessage(envelope, options.inspect ? INSPECTION_RESERVE_BYTES : 0);
+    writer = await spool.beginMessage(envelope, (options.inspect ? INSPECTION_RESERVE_BYTES : 0) + (options.fillHeaders ? FILL_RESERVE_BYTES : 0));
     await writer.writeChunk(traceHeader);
   } catch (err) {
     await writer?.abort().catch(() => undefined);
@@ -82,6 +89,16 @@ export async function receiveMessage(
     await writer.abort();
     throw new SmtpError(554, '5.6.0', 'Bare CR or LF in message; lines must end with CRLF', 'bare CR or LF in DATA');
   }
+  const filled = options.fillHeaders ? missingHeaderFields(guard.head(), options.fillHeaders) : '';
+  if (filled !== '' && !inspection) {
+    envelope.headers = filled;
+    try {
+      await writer.updateEnvelope(envelope);
+    } catch (err) {
+      await writer.abort();
+      throw asSmtpError(err, 'spool write failed');
+    }
+  }
   if (inspection) {
     const inspected = await inspection;
     if (inspected instanceof Error) {
@@ -93,11 +110,11 @@ export async function receiveMessage(
       throw inspected.refusal;
     }
     try {
-      envelope.headers = inspected.headers;
+      envelope.headers = inspected.headers + filled;
       await writer.updateEnvelope(envelope);
     } catch {
       // only a message already partly on disk with huge results gets here: keep the summary
-      envelope.headers = inspected.compactHeaders;
+      envelope.headers = inspected.compactHeaders + filled;
       await writer.updateEnvelope(envelope).catch(async (err: unknown) => {
         await writer!.abort();
         throw asSmtpError(err, 'spool write failed');

@@ -105,6 +105,42 @@ test('a message submitted with AUTH over STARTTLS is delivered to the MX found i
   }
 });
 
+test('submitted mail without Date or Message-ID gets them (RFC 6409); mail that has them, or comes from outside, is left as it is', async () => {
+  const destination = await startDestination();
+  const relay = await relayTo(destination);
+  try {
+    const sent = await submitter(relay).sendMail({ envelope: { from: 'app@relay.test', to: ['carol@dest.test'] }, raw: 'Subject: bare\r\nFrom: app@relay.test\r\n\r\nno date, no id\r\n' });
+    const queueId = /queued as (\S+)/.exec(sent.response)![1]!;
+    await submitter(relay).sendMail({ from: 'app@relay.test', to: 'carol@dest.test', subject: 'complete', text: 'x', messageId: '<mine@relay.test>', date: new Date('2026-01-02T03:04:05Z') });
+    const [bare, complete] = await destination.waitForMessages(2);
+    const bareText = bare!.raw.toString('latin1');
+    assert.equal(bareText.match(/^Message-ID: /gim)?.length, 1);
+    assert.match(bareText, new RegExp(`^Message-ID: <${queueId}@relay\\.test>\r$`, 'm'));
+    assert.match(bareText, /^Date: \w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} \+0000\r$/m);
+    const completeText = complete!.raw.toString('latin1');
+    assert.deepEqual(completeText.match(/^Message-ID: .*$/gim), ['Message-ID: <mine@relay.test>']);
+    assert.equal(completeText.match(/^Date: /gim)?.length, 1);
+    assert.match(completeText, /^Date: Fri, 02 Jan 2026 03:04:05 \+0000\r$/m);
+
+    // a message too large to keep in memory gets them too (the envelope is updated in the file)
+    const bigBody = `${'z'.repeat(76)}\r\n`.repeat(20_000);
+    const sentBig = await submitter(relay).sendMail({ envelope: { from: 'app@relay.test', to: ['carol@dest.test'] }, raw: `Subject: big\r\n\r\n${bigBody}` });
+    const bigId = /queued as (\S+)/.exec(sentBig.response)![1]!;
+    const [, , bigMessage] = await destination.waitForMessages(3);
+    assert.match(bigMessage!.raw.toString('latin1'), new RegExp(`^Message-ID: <${bigId}@relay\\.test>\r$`, 'm'));
+
+    // from outside (not allowed to relay) to a local mailbox: nothing is added
+    const outside = nodemailer.createTransport({ host: '127.0.0.1', port: relay.ports[0], secure: false, ignoreTLS: true });
+    await outside.sendMail({ envelope: { from: 'someone@elsewhere.test', to: 'alice@relay.test' }, raw: 'Subject: from outside\r\n\r\nx\r\n' });
+    const stored = await readFile(await firstMailboxFile(relay, 'alice'), 'utf8');
+    assert.match(stored, /Subject: from outside/);
+    assert.doesNotMatch(stored, /^(Message-ID|Date):/im);
+  } finally {
+    await relay.stop();
+    await destination.close();
+  }
+});
+
 test('a domain without MX records is delivered to its A record', async () => {
   const destination = await startDestination();
   const relay = await relayTo(destination);
