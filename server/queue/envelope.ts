@@ -2,6 +2,7 @@
  * The envelope of a queued message: everything the relay knows about it besides
  * its bytes. It is stored as JSON at the head of the queue file (see queue-file.ts).
  */
+import { domainToASCII } from 'node:url';
 import { newQueueId } from './queue-id';
 
 export type RecipientStatus = 'pending' | 'delivered' | 'failed';
@@ -121,9 +122,17 @@ export function wantsNotice(recipient: RecipientState, condition: NotifyConditio
   return recipient.notify.includes(condition);
 }
 
+/**
+ * The domain of an address, lower case, as the config and the DNS know it: an
+ * internationalized domain (RFC 6531 allows U-labels such as "bücher.example")
+ * becomes its A-label form ("xn--bcher-kva.example", IDNA via the WHATWG URL
+ * rules), so it matches the configured domains, senders and routes.
+ */
 export function domainOf(address: string): string {
   const at = address.lastIndexOf('@');
-  return at < 0 ? '' : address.slice(at + 1).toLowerCase();
+  if (at < 0) return '';
+  const domain = address.slice(at + 1).toLowerCase();
+  return /[^\x00-\x7f]/.test(domain) ? domainToASCII(domain) || domain : domain;
 }
 
 export function localPartOf(address: string): string {
