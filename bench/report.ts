@@ -34,7 +34,8 @@ export function machineInfo(workDir: string): MachineInfo {
     memory: `${Math.round(Number(/^MemTotal:\s+(\d+) kB/m.exec(safeRead('/proc/meminfo'))?.[1] ?? 0) / 1024 / 1024)} GiB`,
     node: process.version,
     postfix: safeExec('/usr/sbin/postconf', ['-d', '-h', 'mail_version']),
-    spoolFilesystem: safeExec('stat', ['-f', '-c', '%T', workDir]),
+    // findmnt names the type as mounted (ext4); stat -f only knows the family ("ext2/ext3")
+    spoolFilesystem: safeExec('findmnt', ['-n', '-o', 'FSTYPE', '--target', workDir]) || safeExec('stat', ['-f', '-c', '%T', workDir]),
   };
 }
 
