@@ -35,7 +35,7 @@ export function machineInfo(workDir: string): MachineInfo {
     node: process.version,
     postfix: safeExec('/usr/sbin/postconf', ['-d', '-h', 'mail_version']),
     // findmnt names the type as mounted (ext4); stat -f only knows the family ("ext2/ext3")
-    spoolFilesystem: safeExec('findmnt', ['-n', '-o', 'FSTYPE', '--target', workDir]) || safeExec('stat', ['-f', '-c', '%T', workDir]),
+    spoolFilesystem: [safeExec('findmnt', ['-n', '-o', 'FSTYPE', '--target', workDir])].map((type) => (type === 'unknown' || type === '' ? safeExec('stat', ['-f', '-c', '%T', workDir]) : type))[0]!,
   };
 }
 
