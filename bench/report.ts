@@ -34,8 +34,7 @@ export function machineInfo(workDir: string): MachineInfo {
     memory: `${Math.round(Number(/^MemTotal:\s+(\d+) kB/m.exec(safeRead('/proc/meminfo'))?.[1] ?? 0) / 1024 / 1024)} GiB`,
     node: process.version,
     postfix: safeExec('/usr/sbin/postconf', ['-d', '-h', 'mail_version']),
-    // findmnt names the type as mounted (ext4); stat -f only knows the family ("ext2/ext3")
-    spoolFilesystem: [safeExec('findmnt', ['-n', '-o', 'FSTYPE', '--target', workDir])].map((type) => (type === 'unknown' || type === '' ? safeExec('stat', ['-f', '-c', '%T', workDir]) : type))[0]!,
+    spoolFilesystem: filesystemType(workDir),
   };
 }
 
@@ -124,6 +123,12 @@ function safeRead(file: string): string {
   } catch {
     return '';
   }
+}
+
+/** The file system type of `dir` as mounted (findmnt says ext4; stat -f only knows the family, "ext2/ext3"). */
+function filesystemType(dir: string): string {
+  const mounted = safeExec('findmnt', ['-n', '-o', 'FSTYPE', '--target', dir]);
+  return mounted === 'unknown' || mounted === '' ? safeExec('stat', ['-f', '-c', '%T', dir]) : mounted;
 }
 
 function safeExec(file: string, args: string[]): string {
