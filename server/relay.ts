@@ -27,7 +27,6 @@ import { Router } from './delivery/router';
 import { SmtpDelivery } from './delivery/smtp-transport';
 import { tlsReportDir } from './delivery/tls-report';
 import { TlsReportSender } from './delivery/tls-report-sender';
-import { domainOf } from './queue/envelope';
 import { InboundAuthenticator } from './inbound/authentication';
 import { SmtpListener, type ListenerDeps } from './listener/smtp-listener';
 import { TlsService, type TlsServiceOptions } from './tls/tls-service';
@@ -161,7 +160,7 @@ export class Relay {
     };
     const listeners = config.listeners.map((listener, index) => new SmtpListener(index, listener, { ...listenerDeps }));
     const relay = new Relay(config, spool, scheduler, smtp, router, listeners, listenerDeps, metrics, errors, logger, options, tls);
-    relay.tlsReportSender = Relay.tlsReportSender(config, spool, scheduler, resolver, dkimKeys, logger);
+    relay.tlsReportSender = Relay.tlsReportSender(config, spool, scheduler, resolver, logger);
     relay.tlsReportSender?.start();
     try {
       for (const listener of listeners) await listener.listen();
@@ -184,15 +183,11 @@ export class Relay {
     return new Router(config, maildir, smtp, new DkimSigner(dkimKeys));
   }
 
-  /** The sender of daily TLS reports, when they are to be sent and can be signed (RFC 8460 5.3 requires DKIM). */
-  private static tlsReportSender(config: RelayConfig, spool: Spool, scheduler: Scheduler, resolver: MxResolver, dkimKeys: DkimSigningKey[], logger: Logger): TlsReportSender | undefined {
+  /** The sender of daily TLS reports, when they are to be sent (the schema made sure a DKIM key signs their From domain). */
+  private static tlsReportSender(config: RelayConfig, spool: Spool, scheduler: Scheduler, resolver: MxResolver, logger: Logger): TlsReportSender | undefined {
     const { tlsReports } = config.delivery;
     if (!tlsReports.enabled || !tlsReports.send) return undefined;
     const from = tlsReports.from ?? `noreply-tlsrpt@${config.hostname}`;
-    if (new DkimSigner(dkimKeys).keysFor(domainOf(from)).length === 0) {
-      logger.error({ event: 'tls-report-unsigned', from }, `TLS reports are not sent: RFC 8460 requires a DKIM signature, and no dkim.keys entry signs mail from ${domainOf(from)}`);
-      return undefined;
-    }
     return new TlsReportSender({
       dir: tlsReportDir(config),
       spool,

@@ -319,7 +319,21 @@ export const RelayConfigSchema = z
       .prefault({})
       .describe('JSON logs on stdout'),
   })
-  .strict();
+  .strict()
+  .superRefine((config, ctx) => {
+    // RFC 8460 5.3: a TLS report without a DKIM signature of its domain is ignored
+    const { send, from } = config.delivery.tlsReports;
+    if (!send) return;
+    const domain = (from ?? `noreply-tlsrpt@${config.hostname}`).split('@').pop()!.toLowerCase();
+    const signed = config.dkim.keys.some((key) => domain === key.domain.toLowerCase() || domain.endsWith(`.${key.domain.toLowerCase()}`));
+    if (!signed) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['delivery', 'tlsReports', from === undefined ? 'send' : 'from'],
+        message: `TLS reports must be DKIM-signed (RFC 8460), and no dkim.keys entry signs mail from ${domain}: add a key for it or set delivery.tlsReports.from to an address of a signed domain`,
+      });
+    }
+  });
 
 export type RelayConfig = z.output<typeof RelayConfigSchema>;
 export type RelayConfigInput = z.input<typeof RelayConfigSchema>;
