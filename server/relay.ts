@@ -25,7 +25,7 @@ import { MxResolver } from './delivery/mx-resolver';
 import { type OutboundTlsTestOptions, outboundTlsParts } from './delivery/mta-sts-setup';
 import { Router } from './delivery/router';
 import { SmtpDelivery } from './delivery/smtp-transport';
-import { tlsReportDir } from './delivery/tls-report';
+import { tlsReportDir, tlsReportFrom } from './delivery/tls-report';
 import { TlsReportSender } from './delivery/tls-report-sender';
 import { InboundAuthenticator } from './inbound/authentication';
 import { SmtpListener, type ListenerDeps } from './listener/smtp-listener';
@@ -187,14 +187,13 @@ export class Relay {
   private static tlsReportSender(config: RelayConfig, spool: Spool, scheduler: Scheduler, resolver: MxResolver, logger: Logger): TlsReportSender | undefined {
     const { tlsReports } = config.delivery;
     if (!tlsReports.enabled || !tlsReports.send) return undefined;
-    const from = tlsReports.from ?? `noreply-tlsrpt@${config.hostname}`;
     return new TlsReportSender({
       dir: tlsReportDir(config),
       spool,
       enqueue: (entry) => scheduler.enqueue(entry),
       lookupTxt: (name) => resolver.resolveTxt(name),
       hostname: config.hostname,
-      from,
+      from: tlsReportFrom(config),
       logger,
     });
   }

@@ -12,6 +12,7 @@ import { isValidCidr } from './cidr';
 import { parseHash } from '../stages/password';
 import { AcmeSettingsSchema, MtaStsPolicySettingsSchema } from '../tls/settings-schema';
 import { DoctorSettingsSchema } from '../doctor/settings';
+import { tlsReportFrom } from '../delivery/tls-report';
 
 const hostname = z
   .string()
@@ -324,7 +325,7 @@ export const RelayConfigSchema = z
     // RFC 8460 5.3: a TLS report without a DKIM signature of its domain is ignored
     const { send, from } = config.delivery.tlsReports;
     if (!send) return;
-    const domain = (from ?? `noreply-tlsrpt@${config.hostname}`).split('@').pop()!.toLowerCase();
+    const domain = tlsReportFrom(config).split('@').pop()!.toLowerCase();
     const signed = config.dkim.keys.some((key) => domain === key.domain.toLowerCase() || domain.endsWith(`.${key.domain.toLowerCase()}`));
     if (!signed) {
       ctx.addIssue({

@@ -10,7 +10,7 @@
  * pipelined and the one-by-one envelope). test/unit/dsn-passing.test.ts and the
  * delivery tests check this on the wire, so an upgrade that changes it fails them.
  */
-import type { EnvelopeDsn, RecipientState } from '../queue/envelope';
+import type { EnvelopeDsn, RecipientDsn, RecipientState } from '../queue/envelope';
 import { FastDataSMTPConnection } from './data-stuffing';
 import type { OutboundDsn } from './types';
 
@@ -24,7 +24,7 @@ export function xtext(value: string): string {
 }
 
 /** " NOTIFY=... ORCPT=type;xtext" for a recipient, or "" when it gave neither. */
-export function rcptParameters(dsn: Pick<RecipientState, 'notify' | 'orcpt'> | undefined): string {
+export function rcptParameters(dsn: RecipientDsn | undefined): string {
   if (!dsn) return '';
   let out = '';
   if (dsn.notify !== undefined) out += ` NOTIFY=${dsn.notify.length === 0 ? 'NEVER' : dsn.notify.join(',')}`;
@@ -63,7 +63,7 @@ export class DsnSMTPConnection extends FastDataSMTPConnection {
 
 /** The DSN parameters of a queued message, to pass on; undefined when its client gave none. */
 export function outboundDsn(envelope: { dsn?: EnvelopeDsn; recipients: readonly RecipientState[] }): OutboundDsn | undefined {
-  let recipients: Map<string, Pick<RecipientState, 'notify' | 'orcpt'>> | undefined;
+  let recipients: Map<string, RecipientDsn> | undefined;
   for (const r of envelope.recipients) {
     if (r.notify === undefined && r.orcpt === undefined) continue;
     (recipients ??= new Map()).set(r.address, { notify: r.notify, orcpt: r.orcpt });

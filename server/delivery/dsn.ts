@@ -13,6 +13,7 @@
  * than 998 bytes, and a boundary checked not to occur in the content.
  */
 import { randomBytes } from 'node:crypto';
+import { rfc5322Date } from '../stages/message-header';
 
 export type DsnAction = 'failed' | 'delayed' | 'delivered' | 'relayed';
 
@@ -114,14 +115,11 @@ function fold(first: string, text: string, indent = ' '): string[] {
   return lines;
 }
 
-function header(name: string, value: string): string {
+/** A header field, its value cleaned of control characters and folded into lines of about 78 bytes. */
+export function foldedHeader(name: string, value: string): string {
   return fold(`${name}:`, clean(value)).join(CRLF);
 }
 
-/** RFC 5322 date-time in UTC. */
-function rfc5322Date(date: Date): string {
-  return date.toUTCString().replace(/GMT$/, '+0000');
-}
 
 /**
  * The enhanced status code of an SMTP reply: "550 5.1.1 ..." -> "5.1.1";
@@ -206,10 +204,10 @@ function humanText(input: DsnInput, reportingMta: string): string {
 function deliveryStatus(input: DsnInput, reportingMta: string): string {
   const lines = [
     // RFC 3464 2.2: Original-Envelope-Id comes first
-    ...(input.envelopeId !== undefined && ascii(input.envelopeId) !== '' ? [header('Original-Envelope-Id', ascii(input.envelopeId))] : []),
-    header('Reporting-MTA', `dns; ${reportingMta}`),
-    header('X-Ownrelay-Queue-ID', ascii(input.queueId)),
-    header('Arrival-Date', rfc5322Date(input.arrivalDate)),
+    ...(input.envelopeId !== undefined && ascii(input.envelopeId) !== '' ? [foldedHeader('Original-Envelope-Id', ascii(input.envelopeId))] : []),
+    foldedHeader('Reporting-MTA', `dns; ${reportingMta}`),
+    foldedHeader('X-Ownrelay-Queue-ID', ascii(input.queueId)),
+    foldedHeader('Arrival-Date', rfc5322Date(input.arrivalDate)),
   ];
   for (const r of input.recipients) {
     const fallback = FALLBACK_STATUS[r.action];
@@ -219,14 +217,14 @@ function deliveryStatus(input: DsnInput, reportingMta: string): string {
       // RFC 3464 2.3.1: "addr-type; address", as ORCPT gave it
       const orcpt = ascii(r.originalRecipient);
       const semicolon = orcpt.indexOf(';');
-      lines.push(header('Original-Recipient', `${orcpt.slice(0, semicolon).trim()}; ${orcpt.slice(semicolon + 1).trim()}`));
+      lines.push(foldedHeader('Original-Recipient', `${orcpt.slice(0, semicolon).trim()}; ${orcpt.slice(semicolon + 1).trim()}`));
     }
-    lines.push(header('Final-Recipient', recipientField(r.address)), `Action: ${r.action}`, `Status: ${status}`);
-    if (r.remoteMta !== undefined && ascii(r.remoteMta) !== '') lines.push(header('Remote-MTA', `dns; ${ascii(r.remoteMta)}`));
+    lines.push(foldedHeader('Final-Recipient', recipientField(r.address)), `Action: ${r.action}`, `Status: ${status}`);
+    if (r.remoteMta !== undefined && ascii(r.remoteMta) !== '') lines.push(foldedHeader('Remote-MTA', `dns; ${ascii(r.remoteMta)}`));
     if (r.diagnostic !== undefined && ascii(r.diagnostic) !== '') {
       const text = ascii(r.diagnostic);
       // RFC 3464: "smtp" for SMTP replies; Postfix uses "X-Unix" for local error text.
-      lines.push(header('Diagnostic-Code', `${/^[245]\d\d(\s|-|$)/.test(text) ? 'smtp' : 'X-Unix'}; ${text}`));
+      lines.push(foldedHeader('Diagnostic-Code', `${/^[245]\d\d(\s|-|$)/.test(text) ? 'smtp' : 'X-Unix'}; ${text}`));
     }
   }
   return lines.join(CRLF) + CRLF;
@@ -283,11 +281,11 @@ export function buildDsn(input: DsnInput): Buffer {
   const any8bit = parts.some((p) => is8bit(p.body)) || /[^\x00-\x7f]/.test(to);
   const idLocal = [randomBytes(6).toString('hex'), ascii(input.queueId).replace(/[^A-Za-z0-9_-]/g, '')].filter((s) => s !== '').join('.');
   const head = [
-    header('From', `Mail Delivery System <MAILER-DAEMON@${reportingMta}>`),
-    header('To', `<${to}>`),
-    header('Subject', subject(input.recipients)),
-    header('Date', rfc5322Date(now)),
-    header('Message-ID', `<${idLocal}@${reportingMta}>`),
+    foldedHeader('From', `Mail Delivery System <MAILER-DAEMON@${reportingMta}>`),
+    foldedHeader('To', `<${to}>`),
+    foldedHeader('Subject', subject(input.recipients)),
+    foldedHeader('Date', rfc5322Date(now)),
+    foldedHeader('Message-ID', `<${idLocal}@${reportingMta}>`),
     'Auto-Submitted: auto-replied',
     'MIME-Version: 1.0',
     `Content-Type: multipart/report; report-type=delivery-status;${CRLF} boundary="${boundary}"`,

@@ -93,8 +93,8 @@ export class SmtpDelivery {
     if (plan.kind === 'permanent') return everyone(message, 'failed', { reason: plan.reason });
     if (plan.kind === 'temporary') return unreachable(everyone(message, 'deferred', { reason: plan.reason }));
     const hosts = plan.hosts.map((host) => host.name);
-    // RFC 8460 5.3: a TLS report is delivered despite TLS problems, and not counted in the next one
-    if (sts && sts.policy.mode !== 'none' && !message.tlsReport) {
+    // sts is undefined for a TLS report (RFC 8460 5.3: delivered despite TLS problems, and not counted in the next one)
+    if (sts && sts.policy.mode !== 'none') {
       const applied = applyStsPolicy(sts, hosts, this.opts.tlsReports, this.logger);
       if (applied.refusal !== undefined) return unreachable(everyone(message, 'deferred', { reason: applied.refusal }));
       const route: Route = { port: this.mxPort, tls: applied.tls, verifyCertificate: applied.verifyCertificate };

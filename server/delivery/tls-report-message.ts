@@ -10,6 +10,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
+import { rfc5322Date } from '../stages/message-header';
+import { foldedHeader } from './dsn';
 import type { TlsReport } from './tls-report';
 
 export interface TlsRptRecord {
@@ -68,24 +70,6 @@ export interface TlsReportEmailInput {
 
 const CRLF = '\r\n';
 
-/** A header field folded at spaces into lines of at most 78 bytes where the words allow (RFC 5322 2.1.1). */
-function field(name: string, value: string): string {
-  const lines: string[] = [];
-  let line = `${name}:`;
-  let words = 0;
-  for (const word of value.split(' ')) {
-    if (words > 0 && line.length + 1 + word.length > 78) {
-      lines.push(line);
-      line = ` ${word}`;
-    } else {
-      line += ` ${word}`;
-    }
-    words++;
-  }
-  lines.push(line);
-  return lines.join(CRLF);
-}
-
 /** The email (CRLF line ends, ready to queue) that carries `report`. */
 export function tlsReportEmail(input: TlsReportEmailInput): Buffer {
   const { report, domain, submitter } = input;
@@ -103,9 +87,9 @@ export function tlsReportEmail(input: TlsReportEmailInput): Buffer {
   ].join(CRLF);
   const head = [
     `From: TLS reporting <${input.from}>`,
-    field('To', input.to.map((a) => `<${a}>`).join(', ')),
-    field('Subject', `Report Domain: ${domain} Submitter: ${submitter} Report-ID: <${report['report-id']}>`),
-    `Date: ${now.toUTCString().replace(/GMT$/, '+0000')}`,
+    foldedHeader('To', input.to.map((a) => `<${a}>`).join(', ')),
+    foldedHeader('Subject', `Report Domain: ${domain} Submitter: ${submitter} Report-ID: <${report['report-id']}>`),
+    `Date: ${rfc5322Date(now)}`,
     `Message-ID: <${randomBytes(8).toString('hex')}.tlsrpt@${submitter}>`,
     `TLS-Report-Domain: ${domain}`,
     `TLS-Report-Submitter: ${submitter}`,

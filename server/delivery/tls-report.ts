@@ -61,6 +61,11 @@ export function previousUtcDay(now = new Date()): string {
   return new Date(now.getTime() - 24 * 3600_000).toISOString().slice(0, 10);
 }
 
+/** The From address of the TLS reports the relay sends: delivery.tlsReports.from, else noreply-tlsrpt@<hostname>. */
+export function tlsReportFrom(config: { hostname: string; delivery: { tlsReports: { from?: string } } }): string {
+  return config.delivery.tlsReports.from ?? `noreply-tlsrpt@${config.hostname}`;
+}
+
 /** Where the relay keeps its TLS report records: delivery.tlsReports.dir, else <paths.state>/tls-reports. */
 export function tlsReportDir(config: RelayConfig): string {
   return config.delivery.tlsReports.dir ?? join(config.paths.state, 'tls-reports');

@@ -9,7 +9,7 @@
  * doubt a transport answers `deferred`.
  */
 import type { Readable } from 'node:stream';
-import type { EnvelopeDsn, RecipientState } from '../queue/envelope';
+import type { EnvelopeDsn, RecipientDsn } from '../queue/envelope';
 
 export type RecipientOutcome = 'delivered' | 'deferred' | 'failed';
 
@@ -40,7 +40,7 @@ export interface OutboundDsn {
   /** RET and ENVID of MAIL FROM */
   envelope?: EnvelopeDsn;
   /** NOTIFY and ORCPT by recipient address, for recipients that gave any */
-  recipients: ReadonlyMap<string, Pick<RecipientState, 'notify' | 'orcpt'>>;
+  recipients: ReadonlyMap<string, RecipientDsn>;
 }
 
 export interface OutboundMessage {

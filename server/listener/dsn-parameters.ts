@@ -5,8 +5,7 @@
  * address type, control characters after xtext decoding); these only copy.
  */
 import type { SMTPServerAddress, SMTPServerSession } from 'smtp-server';
-import type { EnvelopeDsn, NotifyCondition } from '../queue/envelope';
-import type { RecipientDsn } from '../stages/session';
+import type { EnvelopeDsn, NotifyCondition, RecipientDsn } from '../queue/envelope';
 
 /** NOTIFY and ORCPT of one RCPT TO; undefined when it had neither. */
 export function recipientDsn(address: SMTPServerAddress): RecipientDsn | undefined {

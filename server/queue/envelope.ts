@@ -37,6 +37,9 @@ export interface RecipientState {
   successAction?: 'delivered' | 'relayed';
 }
 
+/** A recipient's RFC 3461 parameters (NOTIFY, ORCPT) as its RCPT TO gave them. */
+export type RecipientDsn = Pick<RecipientState, 'notify' | 'orcpt'>;
+
 /** RFC 3461 parameters of MAIL FROM. */
 export interface EnvelopeDsn {
   /** how much of the message a failure DSN returns; absent: the headers */

@@ -21,6 +21,7 @@ import type { QueueEnvelope } from '../queue/envelope';
 import type { QueueEntry, Spool, MessageWriter } from '../queue/spool';
 import { countHops, MAX_HOPS } from './hop-count';
 import { MessageGuard } from './message-guard';
+import { headerTextOf } from './message-header';
 import { missingHeaderFields, type HeaderFill } from './missing-headers';
 import { SmtpError, asSmtpError } from './smtp-error';
 
@@ -80,7 +81,8 @@ export async function receiveMessage(
     await writer.abort();
     throw new SmtpError(552, '5.3.4', `Message exceeds the maximum size of ${options.maxMessageBytes} bytes`, `message over ${options.maxMessageBytes} bytes`);
   }
-  const hops = countHops(guard.head()) + 1; // our own Received header is not in the client's stream
+  const headerText = headerTextOf(guard.head());
+  const hops = countHops(headerText) + 1; // our own Received header is not in the client's stream
   if (hops > MAX_HOPS) {
     await writer.abort();
     throw new SmtpError(554, '5.4.6', `Too many hops (${hops}): a mail loop?`, `hop count ${hops} over ${MAX_HOPS}`);
@@ -89,7 +91,7 @@ export async function receiveMessage(
     await writer.abort();
     throw new SmtpError(554, '5.6.0', 'Bare CR or LF in message; lines must end with CRLF', 'bare CR or LF in DATA');
   }
-  const filled = options.fillHeaders ? missingHeaderFields(guard.head(), options.fillHeaders) : '';
+  const filled = options.fillHeaders ? missingHeaderFields(headerText, options.fillHeaders) : '';
   if (filled !== '' && !inspection) {
     envelope.headers = filled;
     try {

@@ -5,13 +5,7 @@
  */
 export const MAX_HOPS = 50;
 
-/**
- * Counts the Received: header fields in the header block at the start of `head`
- * (the message as queued, so its lines end in CRLF). Only the header block is
- * turned into text: this runs for every message.
- */
-export function countHops(head: Buffer): number {
-  const end = head.indexOf('\r\n\r\n');
-  const headers = (end < 0 ? head : head.subarray(0, end)).toString('latin1');
-  return (headers.match(/(?:^|\n)received[ \t]*:/gi) ?? []).length;
+/** Counts the Received: fields of a header block (see headerTextOf). */
+export function countHops(headerText: string): number {
+  return (headerText.match(/(?:^|\n)received[ \t]*:/gi) ?? []).length;
 }

@@ -3,6 +3,8 @@
  * Values from the client (HELO name) were validated by smtp-server; control
  * characters are removed anyway, since they would split the header.
  */
+import { rfc5322Date } from './message-header';
+
 export interface ReceivedInfo {
   helo: string;
   remoteAddress: string;
@@ -26,7 +28,7 @@ export function receivedHeader(info: ReceivedInfo): Buffer {
   const text =
     `Received: from ${clean(info.helo) || 'unknown'} ([${clean(info.remoteAddress)}])` +
     `\r\n\tby ${info.hostname} (ownrelay) with ${info.protocol} id ${info.queueId}${tls}${forClause};` +
-    `\r\n\t${info.date.toUTCString().replace('GMT', '+0000')}\r\n`;
+    `\r\n\t${rfc5322Date(info.date)}\r\n`;
   return Buffer.from(text, 'utf8');
 }
 

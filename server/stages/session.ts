@@ -3,11 +3,8 @@
  * smtp-server keeps the parsed envelope; we keep our normalized recipients,
  * the verdict trail and the error count (too many errors -> 421).
  */
-import type { RecipientState } from '../queue/envelope';
+import type { RecipientDsn } from '../queue/envelope';
 import type { Verdict } from './verdict';
-
-/** A recipient's RFC 3461 parameters (NOTIFY, ORCPT) as its RCPT TO gave them. */
-export type RecipientDsn = Pick<RecipientState, 'notify' | 'orcpt'>;
 
 export interface Transaction {
   /** normalized recipients in RCPT order (domainless postmaster made explicit) */

@@ -1,8 +1,12 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { missingHeaderFields } from '../../server/stages/missing-headers';
+import { headerTextOf } from '../../server/stages/message-header';
+import { missingHeaderFields as missingIn } from '../../server/stages/missing-headers';
 
 const fill = { messageId: '<Q1@relay.test>', date: new Date('2026-11-29T15:20:58Z') };
+
+/** As the data stage calls it: on the header block of the message as queued. */
+const missingHeaderFields = (message: Buffer, values: typeof fill) => missingIn(headerTextOf(message), values);
 
 test('a message without Date and Message-ID gets both', () => {
   assert.equal(missingHeaderFields(Buffer.from('Subject: hi\r\nFrom: a@b.test\r\n\r\nbody\r\n'), fill), 'Date: Sun, 29 Nov 2026 15:20:58 +0000\r\nMessage-ID: <Q1@relay.test>\r\n');
