@@ -119,6 +119,7 @@ export class Relay {
       ...outboundTlsParts(config, resolver, guard, logger, options.outboundTls),
       connectTimeoutMs: config.delivery.connectTimeoutMs,
       commandTimeoutMs: config.delivery.commandTimeoutMs,
+      maxRecipientsPerTransaction: config.delivery.maxRecipientsPerTransaction,
       logger,
       onSessionOpened: (secure) => metrics.outboundSession(secure),
       ...(options.mxPort !== undefined ? { mxPort: options.mxPort } : {}),

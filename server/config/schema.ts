@@ -201,6 +201,12 @@ export const RelayConfigSchema = z
       .object({
         maxActive: z.number().int().positive().default(200).describe('messages being delivered at once'),
         maxPerDestination: z.number().int().positive().default(20).describe('connections at once to one destination domain or next hop'),
+        maxRecipientsPerTransaction: z
+          .number()
+          .int()
+          .positive()
+          .default(100)
+          .describe('recipients named in one outbound transaction; more go in the next one (100: what RFC 5321 asks every server to take)'),
         connectTimeoutMs: z.number().int().positive().default(30_000).describe('TCP connect timeout per address'),
         commandTimeoutMs: z.number().int().positive().default(300_000).describe('wait this long for each reply of a remote server'),
         retry: z

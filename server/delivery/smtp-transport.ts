@@ -22,6 +22,13 @@
  * Sessions are reused (see connection-cache.ts). A reused session that fails
  * before the server answered anything of the new transaction was closed by the
  * server while idle; the transaction is repeated on a fresh connection.
+ *
+ * A transaction names at most `maxRecipientsPerTransaction` recipients; more go
+ * in the transactions that follow. Recipients a server refuses because the
+ * transaction has too many (452, or 552 from older servers, with 4.5.3/5.5.3 or
+ * "too many recipients": RFC 5321 4.5.3.1.10) are sent in the next transaction
+ * at once, as long as each transaction gets some recipient through; a 552 of
+ * that kind never fails a recipient.
  */
 import type { Readable } from 'node:stream';
 import type SMTPConnection from 'nodemailer/lib/smtp-connection';
@@ -60,6 +67,8 @@ export interface SmtpDeliveryOptions {
   idleConnectionMs?: number;
   /** transactions per connection before it is closed (default 100) */
   maxMessagesPerConnection?: number;
+  /** recipients named in one transaction (default 100, what RFC 5321 4.5.3.1.8 asks every server to take) */
+  maxRecipientsPerTransaction?: number;
   /** TCP port of MX hosts; always 25 on the Internet, exists for tests and labs that run MX servers on other ports */
   mxPort?: number;
   /** MTA-STS policies of destination domains; without it MX delivery is opportunistic only */
@@ -120,7 +129,39 @@ export class SmtpDelivery {
     await this.opts.tlsReports?.close();
   }
 
+  /**
+   * Delivers the recipients in transactions of at most maxRecipientsPerTransaction,
+   * one after the other (each reuses the session the one before left). Recipients
+   * refused as too many go first in the next transaction. Once a transaction gets
+   * no recipient through, or a destination could not be reached at all, the
+   * recipients still waiting share that transaction's outcome.
+   */
   private async deliverToHosts(hosts: readonly string[], route: Route, message: OutboundMessage, observer?: SessionObserver): Promise<RecipientResult[]> {
+    const limit = this.opts.maxRecipientsPerTransaction ?? 100;
+    const results: RecipientResult[] = [];
+    let waiting = message.recipients;
+    while (waiting.length > 0) {
+      const batch = waiting.length <= limit ? message.recipients === waiting ? message : { ...message, recipients: waiting } : { ...message, recipients: waiting.slice(0, limit) };
+      const outcome = await this.deliverTransaction(hosts, route, batch, observer);
+      const overLimit = outcome.filter(isOverRecipientLimit);
+      if (overLimit.length === 0 && waiting.length <= limit) return results.length === 0 ? outcome : [...results, ...outcome];
+      waiting = [...overLimit.map((result) => result.address), ...waiting.slice(limit)];
+      if (overLimit.length < outcome.length) {
+        results.push(...outcome.filter((result) => !isOverRecipientLimit(result)));
+        if (!outcome.some((result) => result.unreachable || result.remoteHost === undefined)) continue;
+      } else {
+        // not one recipient got through: sending the rest now would fare the same
+        results.push(...outcome.map(deferOverLimit));
+        waiting = waiting.slice(overLimit.length);
+      }
+      const example = results[results.length - 1]!;
+      results.push(...waiting.map((address) => ({ ...example, address, outcome: 'deferred' as const })));
+      break;
+    }
+    return results;
+  }
+
+  private async deliverTransaction(hosts: readonly string[], route: Route, message: OutboundMessage, observer?: SessionObserver): Promise<RecipientResult[]> {
     if (message.recipients.length === 0) return [];
     const refused: string[] = [];
     let last: Failure | undefined;
@@ -289,6 +330,19 @@ export class SmtpDelivery {
       else this.cache.put(session);
     });
   }
+}
+
+/** A refusal because the transaction already had as many recipients as the server takes (RFC 5321 4.5.3.1.10). */
+export function isOverRecipientLimit(result: RecipientResult): boolean {
+  if (result.outcome === 'delivered') return false;
+  const reply = result.reply;
+  if (!reply.startsWith('452') && !reply.startsWith('552')) return false;
+  return /^[45]52[ -]+[45]\.5\.3\b/.test(reply) || /too many recipients/i.test(reply);
+}
+
+/** An over-limit refusal that will not be sent again now: deferred, whatever its code (a 552 of this kind is not permanent). */
+function deferOverLimit(result: RecipientResult): RecipientResult {
+  return isOverRecipientLimit(result) ? { ...result, outcome: 'deferred' } : result;
 }
 
 function done(results: RecipientResult[]): AttemptOutcome {

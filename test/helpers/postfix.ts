@@ -505,6 +505,8 @@ export interface SmtpSourceOptions {
   to: string;
   /** Name in HELO (-M). */
   helo?: string;
+  /** Recipients per message (-r): `to` itself, then `to` prefixed with 2, 3, ... (`2user@...`). */
+  recipients?: number;
   /** One connection per message (smtp-source's default, as Postfix measures); true reuses connections (-d). */
   reuseConnections?: boolean;
   timeoutMs?: number;
@@ -514,6 +516,7 @@ export interface SmtpSourceOptions {
 export function runSmtpSource(opts: SmtpSourceOptions): Promise<CommandResult> {
   const args = ['-s', String(opts.sessions ?? 1), '-m', String(opts.messages), '-f', opts.from, '-t', opts.to, '-M', opts.helo ?? 'client.test'];
   if (opts.size !== undefined) args.push('-l', String(opts.size));
+  if (opts.recipients !== undefined) args.push('-r', String(opts.recipients));
   if (opts.reuseConnections) args.push('-d');
   args.push(`127.0.0.1:${opts.port}`);
   return runCommand('/usr/sbin/smtp-source', args, { timeoutMs: opts.timeoutMs ?? 300_000 });

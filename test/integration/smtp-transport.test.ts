@@ -8,7 +8,7 @@ import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp
 import type { NextHop } from '../../server/config/schema';
 import { AddressGuard } from '../../server/delivery/address-guard';
 import { MxResolver } from '../../server/delivery/mx-resolver';
-import { SmtpDelivery, type SmtpDeliveryOptions } from '../../server/delivery/smtp-transport';
+import { SmtpDelivery, type SmtpDeliveryOptions, isOverRecipientLimit } from '../../server/delivery/smtp-transport';
 import type { OutboundMessage, RecipientResult } from '../../server/delivery/types';
 import { createLogger, silentLogger } from '../../server/log/logger';
 import { type DnsServerHandle, startDnsServer } from '../helpers/dns-server';
@@ -39,6 +39,8 @@ interface SinkBehaviour {
   server?: Partial<SMTPServerOptions>;
   /** RCPT replies other than 250, by address */
   refuseRecipient?: Record<string, [number, string]>;
+  /** recipients one transaction takes; beyond, RCPT gets `reply` */
+  recipientLimit?: { max: number; reply: [number, string] };
   refuseSender?: [number, string];
   /** the reply to the end of DATA, instead of 250 */
   dataError?: [number, string];
@@ -102,7 +104,9 @@ async function startSink(behaviour: SinkBehaviour = {}): Promise<Sink> {
       if (behaviour.refuseSender) return callback(smtpError(...behaviour.refuseSender));
       callback();
     },
-    onRcptTo(address, _session, callback) {
+    onRcptTo(address, session, callback) {
+      const limit = behaviour.recipientLimit;
+      if (limit && session.envelope.rcptTo.length >= limit.max) return callback(smtpError(...limit.reply));
       const refusal = behaviour.refuseRecipient?.[address.address];
       callback(refusal ? smtpError(...refusal) : undefined);
     },
@@ -337,6 +341,58 @@ describe('SmtpDelivery', () => {
     assert.equal(results['nobody@example.test']?.outcome, 'failed');
     assert.match(results['nobody@example.test']?.reply ?? '', /^550 5\.\d\.\d <nobody@example\.test>: no such user$/);
     assert.equal(results['ok@example.test']?.outcome, 'delivered');
+  });
+
+  const seven = ['r1', 'r2', 'r3', 'r4', 'r5', 'r6', 'r7'].map((name) => `${name}@example.test`);
+
+  it('tells a refusal for too many recipients from other 452 and 552 replies', () => {
+    const refused = (reply: string) => isOverRecipientLimit({ address: 'a@example.test', outcome: reply.startsWith('5') ? 'failed' : 'deferred', reply });
+    for (const reply of ['452 4.5.3 Error: too many recipients', '452 Too many recipients', '552 5.5.3 Too many recipients', '452-4.5.3 Your message has too many recipients.']) assert.ok(refused(reply), reply);
+    for (const reply of ['452 4.2.2 Mailbox full', '552 5.2.2 Over quota', '552 5.3.4 Message too big', '450 4.5.3 too many recipients', '550 5.1.1 Too many recipients? no such user']) assert.equal(refused(reply), false, reply);
+  });
+
+  it('sends the recipients a server refuses as too many (452) in the next transaction at once, on the same connection', async () => {
+    const { sink, delivery } = await setUp({ recipientLimit: { max: 3, reply: [452, 'Error: too many recipients'] } });
+    const results = await delivery.deliverViaMx('example.test', outbound(seven));
+    assert.deepEqual(results.map((r) => r.outcome), Array(7).fill('delivered'));
+    assert.deepEqual(results.map((r) => r.address).sort(), seven);
+    assert.deepEqual(sink.received.map((m) => m.to), [seven.slice(0, 3), seven.slice(3, 6), seven.slice(6)]);
+    assert.equal(sink.connections, 1);
+  });
+
+  it('takes a 552 "too many recipients" as RFC 5321 4.5.3.1.10 asks: the recipients go in the next transaction, never fail', async () => {
+    const { sink, delivery } = await setUp({ recipientLimit: { max: 2, reply: [552, '5.5.3 Too many recipients'] } });
+    const results = await delivery.deliverViaMx('example.test', outbound(seven.slice(0, 5)));
+    assert.deepEqual(results.map((r) => r.outcome), Array(5).fill('delivered'));
+    assert.deepEqual(sink.received.map((m) => m.to.length), [2, 2, 1]);
+  });
+
+  it('names at most maxRecipientsPerTransaction recipients in one transaction', async () => {
+    const { sink, delivery } = await setUp({}, { maxRecipientsPerTransaction: 2 });
+    const results = byAddress(await delivery.deliverViaMx('example.test', outbound(seven.slice(0, 5))));
+    assert.deepEqual(Object.keys(results).sort(), seven.slice(0, 5));
+    assert.ok(Object.values(results).every((r) => r.outcome === 'delivered'));
+    assert.deepEqual(sink.received.map((m) => m.to), [seven.slice(0, 2), seven.slice(2, 4), seven.slice(4, 5)]);
+    assert.equal(sink.connections, 1);
+  });
+
+  it('defers every recipient, none failed, when a transaction gets none through because there are too many', async () => {
+    let transactions = 0;
+    const { sink, delivery } = await setUp({ recipientLimit: { max: 0, reply: [552, 'Too many recipients'] }, onMail: () => void transactions++ }, { maxRecipientsPerTransaction: 2 });
+    const results = await delivery.deliverViaMx('example.test', outbound(seven.slice(0, 5)));
+    assert.equal(results.length, 5);
+    assert.deepEqual(results.map((r) => r.address).sort(), seven.slice(0, 5));
+    assert.deepEqual(results.map((r) => r.outcome), Array(5).fill('deferred'));
+    assert.ok(results.every((r) => /^552 .*Too many recipients/.test(r.reply)), results[4]?.reply);
+    assert.equal(transactions, 1, 'no second transaction after one that got nobody through');
+    assert.equal(sink.received.length, 0);
+  });
+
+  it('defers the recipients of later transactions with the first one\'s reason when the destination cannot be reached', async () => {
+    const delivery = makeDelivery({ mxPort: await closedPort(), maxRecipientsPerTransaction: 2 });
+    const results = await delivery.deliverViaMx('example.test', outbound(seven.slice(0, 5)));
+    assert.deepEqual(results.map((r) => r.address).sort(), seven.slice(0, 5));
+    assert.ok(results.every((r) => r.outcome === 'deferred' && r.unreachable === true && /ECONNREFUSED/.test(r.reply)), JSON.stringify(results[4]));
   });
 
   it('answers each recipient by its own reply when every recipient is refused', async () => {

@@ -143,6 +143,43 @@ describe('the relay delivering to a Postfix destination that first answers 450 f
   });
 });
 
+describe('the relay delivering to a Postfix destination that takes two recipients per transaction', () => {
+  let dir: string;
+  let relay: RelayProcess;
+  let destination: PostfixInstance;
+
+  before(async () => {
+    requirePostfix();
+    dir = writeTempDir('ownrelay-postfix-rcpt-limit');
+    for (const sub of ['spool', 'mail', 'state']) mkdirSync(join(dir, sub));
+    destination = await startPostfix({ hostname: 'dest.test', destinationDomains: ['dest.test'], main: { smtpd_recipient_limit: '2' } });
+    relay = await startRelayProcess(relayConfig(dir, destination.port));
+  });
+
+  after(async () => {
+    await relay?.stop().catch((err: unknown) => console.error(err));
+    await destination?.stop();
+    if (dir) removeDir(dir);
+  });
+
+  test('a message to five recipients reaches all five at once, in three transactions, with no deferral', { timeout: 60_000 }, async () => {
+    const sent = await runSmtpSource({ port: relay.ports[1]!, messages: 1, recipients: 5, from: 'app@client.test', to: 'user@dest.test' });
+    assert.equal(sent.code, 0, `the relay must accept the message: ${sent.stdout}${sent.stderr}`);
+
+    const five = ['2user@dest.test', '3user@dest.test', '4user@dest.test', '5user@dest.test', 'user@dest.test'];
+    await destination.waitForDelivered(5, 30_000);
+    const deliveredTo = destination.deliveredMessages().map((message) => /^Delivered-To: (.*)$/m.exec(message)?.[1]);
+    assert.deepEqual(deliveredTo.sort(), five);
+    const delivered = events(relay, 'delivered').flatMap((l) => l.to as string[]);
+    assert.deepEqual(delivered.sort(), five);
+    assert.equal(events(relay, 'deferred').length, 0, `nothing waits for a retry: ${JSON.stringify(events(relay, 'deferred'))}`);
+    // Postfix refused the third recipient of each full transaction as too many; its cleanup logs each transaction's message
+    const transactions = () => (destination.log().match(/: message-id=/g) ?? []).length;
+    await waitUntil(() => transactions() >= 3, 10_000, () => destination.log());
+    assert.equal(transactions(), 3, `three transactions: ${destination.log()}`);
+  });
+});
+
 describe('DSN parameters passed on to a Postfix destination that offers DSN', () => {
   let dir: string;
   let relay: RelayProcess;
