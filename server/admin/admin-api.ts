@@ -52,7 +52,11 @@ export interface RelayStatus {
 }
 
 export function adminHandlers(relay: Relay, control: QueueControl, view: QueueView): Record<AdminOp, AdminHandler> {
-  const action = (name: QueueAction): AdminHandler => (args, by) => control.apply(name, idsOf(args), by);
+  // `ids`, or `select`: a filter like queue.list's (an empty one selects all)
+  const action =
+    (name: QueueAction): AdminHandler =>
+    (args, by) =>
+      isRecord(args.select) ? control.applyToMatching(name, filterOf(args.select), by) : control.apply(name, idsOf(args), by);
   return {
     status: () => relayStatus(relay, view),
     reload: () => relay.reload(),
@@ -105,9 +109,13 @@ export async function certificateStatus(config: RelayConfig): Promise<Certificat
   }
 }
 
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
 function idsOf(args: Record<string, unknown>): string[] {
   const ids = args.ids;
-  if (!Array.isArray(ids) || ids.length === 0 || !ids.every((id) => typeof id === 'string')) throw new Error('expected ids: a list of queue ids');
+  if (!Array.isArray(ids) || ids.length === 0 || !ids.every((id) => typeof id === 'string')) throw new Error('expected ids (a list of queue ids) or select (a filter)');
   return ids as string[];
 }
 

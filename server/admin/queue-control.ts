@@ -12,6 +12,8 @@
  * hold: incoming/deferred -> hold/ (never delivered until released)
  * release: hold/ -> deferred/, due now;  retry: deferred/ -> due now;
  * flush: every deferred message due now;  delete: removed, with a log line.
+ * Each action takes queue ids, or a filter (as `queue list` takes) that selects
+ * the messages it applies to, plus those being delivered (reported as such).
  * retry, release and flush also lift the scheduler's suspension of unreachable
  * destinations, so the mail they make due is really tried.
  */
@@ -19,7 +21,7 @@ import { isQueueId } from '../queue/queue-id';
 import type { Logger } from '../log/logger';
 import type { Scheduler } from '../queue/scheduler';
 import { QUEUE_STATES, type QueueEntry, type QueueState, type Spool } from '../queue/spool';
-import { QueueView } from './queue-view';
+import { type QueueFilter, QueueView } from './queue-view';
 
 export type QueueAction = 'hold' | 'release' | 'retry' | 'delete';
 
@@ -61,6 +63,23 @@ export class QueueControl {
     const results: ActionResult[] = [];
     for (const id of ids) results.push(await this.applyOne(action, id, by, true, known.get(id)));
     return results;
+  }
+
+  /**
+   * Applies `action` to the messages `filter` selects: those in a state the action
+   * applies to, and those being delivered (refused, so the administrator knows to
+   * try again). An empty filter selects every such message.
+   */
+  async applyToMatching(action: QueueAction, filter: QueueFilter, by: string): Promise<ActionResult[]> {
+    if (filter.state && filter.state !== 'active' && !FROM_STATES[action].includes(filter.state)) {
+      throw new Error(`${action} applies to ${FROM_STATES[action].join(', ')} messages, not ${filter.state} ones`);
+    }
+    const states = filter.state ? [filter.state] : [...FROM_STATES[action], 'active' as const];
+    const ids: string[] = [];
+    for (const state of states) {
+      for (const item of await this.view.list({ ...filter, state })) ids.push(item.id);
+    }
+    return this.apply(action, ids, by);
   }
 
   /** Makes every deferred message due now; returns how many. */

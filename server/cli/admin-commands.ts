@@ -106,6 +106,42 @@ function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
 
+interface SelectionOptions {
+  sender?: string;
+  domain?: string;
+  minAge?: string;
+  state?: string;
+  all?: boolean;
+}
+
+/** queue ids per request: well under the admin socket's request size */
+const IDS_PER_REQUEST = 10_000;
+
+/**
+ * The requests that carry out a steering command: ids given (from standard input
+ * with `-`, in batches), or one filter. Ids and a filter together, or neither
+ * (without --all), are refused, so a mistyped command never selects everything.
+ */
+async function selection(ids: string[], o: SelectionOptions): Promise<Record<string, unknown>[]> {
+  const filter = { sender: o.sender, recipientDomain: o.domain, minAgeSeconds: o.minAge !== undefined ? parseAge(o.minAge) : undefined, state: o.state };
+  const filtered = Object.values(filter).some((value) => value !== undefined);
+  if (ids.length > 0) {
+    if (filtered || o.all) throw new Error('give queue ids or a filter (--sender, --domain, --min-age, --state, --all), not both');
+    const given = ids.includes('-') ? [...ids.filter((id) => id !== '-'), ...(await readStdin()).split(/\s+/).filter(Boolean)] : ids;
+    const batches: Record<string, unknown>[] = [];
+    for (let i = 0; i < given.length; i += IDS_PER_REQUEST) batches.push({ ids: given.slice(i, i + IDS_PER_REQUEST) });
+    return batches;
+  }
+  if (!filtered && !o.all) throw new Error('name the messages: queue ids, - to read them from standard input, a filter (--sender, --domain, --min-age, --state) or --all');
+  return [{ select: filter }];
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
 export function registerAdminCommands(program: Command): void {
   program.option('--config <file>', `the relay's config file (default ${INSTALLED_CONFIG_PATH})`).option('--socket <path>', 'the admin socket (default: admin.socket of the config, or <paths.state>/admin.sock)');
   const target = () => new Target(program.opts<GlobalOptions>());
@@ -160,11 +196,17 @@ export function registerAdminCommands(program: Command): void {
     queue
       .command(name)
       .description(description)
-      .argument('<ids...>', 'queue ids')
+      .argument('[ids...]', 'queue ids; - reads them from standard input (as `postsuper -d -` does)')
+      .option('--sender <address>', 'instead of ids: the messages of this envelope sender (or @domain)')
+      .option('--domain <domain>', 'instead of ids: the messages with pending recipients at this domain')
+      .option('--min-age <age>', 'instead of ids: the messages at least this old (90s, 30m, 4h, 2d)')
+      .option('--state <state>', 'instead of ids: the messages in this state')
+      .option('--all', 'instead of ids: every message the action applies to')
       .option('--json', 'machine-readable output')
-      .action(async (ids: string[], o: { json?: boolean }) => {
-        const results = await target().request<ActionResult[]>(`queue.${name}` as AdminOp, { ids });
-        print(o.json, results, () => formatActions(name, results));
+      .action(async (ids: string[], o: SelectionOptions & { json?: boolean }) => {
+        const results: ActionResult[] = [];
+        for (const args of await selection(ids, o)) results.push(...(await target().request<ActionResult[]>(`queue.${name}` as AdminOp, args)));
+        print(o.json, results, () => (results.length === 0 ? 'no queued message matches\n' : formatActions(name, results)));
         if (results.some((r) => !r.ok)) process.exitCode = 1;
       });
   }

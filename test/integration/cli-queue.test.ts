@@ -41,12 +41,12 @@ function relayConfig(dir: string, destinationPort: number, hangPort: number): st
   });
 }
 
-async function send(port: number, to: string, subject: string, dsn = { mail: '', rcpt: '' }): Promise<string> {
+async function send(port: number, to: string, subject: string, dsn = { mail: '', rcpt: '' }, from = 'app@sender.test'): Promise<string> {
   const dialog = await SmtpDialog.connect(port);
   try {
     await dialog.read();
     await dialog.command('EHLO client.test');
-    assert.equal((await dialog.command(`MAIL FROM:<app@sender.test>${dsn.mail}`)).code, 250);
+    assert.equal((await dialog.command(`MAIL FROM:<${from}>${dsn.mail}`)).code, 250);
     assert.equal((await dialog.command(`RCPT TO:<${to}>${dsn.rcpt}`)).code, 250);
     assert.equal((await dialog.command('DATA')).code, 354);
     dialog.write(`Subject: ${subject}\r\n\r\nhello\r\n.\r\n`);
@@ -167,6 +167,66 @@ test('queue list/show/summary/hold/delete/flush/release steer deferred mail, and
     await relay?.stop();
     await destination.close();
     hang.close();
+    removeDir(dir);
+  }
+});
+
+test('hold, retry and delete take a filter, --all, or ids on standard input, and refuse a command that names no message', { timeout: 120_000 }, async () => {
+  const dir = writeTempDir('ownrelay-cli-select');
+  let goodAttempts = 0;
+  const destination = await startDestination({
+    rcptPolicy: (address, attempt) => {
+      if (address === 'z@stuck.test') goodAttempts = attempt;
+      return { code: 451, message: '4.4.1 mailbox busy, try later' };
+    },
+  });
+  const relay = await startRelayProcess(relayConfig(dir, destination.port, destination.port));
+  const spool = join(dir, 'spool');
+  const config = relay.configPath;
+  const none = { mail: '', rcpt: '' };
+  try {
+    const spam = [await send(relay.ports[0]!, 'x@stuck.test', 'spam 1', none, 'hacked@sender.test'), await send(relay.ports[0]!, 'y@stuck.test', 'spam 2', none, 'hacked@sender.test')];
+    const good = await send(relay.ports[0]!, 'z@stuck.test', 'good', none, 'app@sender.test');
+    await waitFor(async () => (await spoolCounts(spool)).deferred === 3, 15_000, 'three deferred messages');
+
+    // a command that names no message, or ids and a filter at once, changes nothing
+    for (const args of [['queue', 'delete'], ['queue', 'delete', good, '--all'], ['queue', 'hold', good, '--sender', 'app@sender.test']]) {
+      const refused = await runCli(['--config', config, ...args]);
+      assert.equal(refused.code, 1, args.join(' '));
+      assert.match(refused.stderr, /name the messages|not both/);
+    }
+    const wrongState = await runCli(['--config', config, 'queue', 'retry', '--state', 'hold']);
+    assert.equal(wrongState.code, 1);
+    assert.match(wrongState.stderr, /retry applies to deferred messages, not hold ones/);
+    assert.deepEqual(await spoolCounts(spool), { tmp: 0, incoming: 0, active: 0, deferred: 3, hold: 0, corrupt: 0 });
+
+    // the compromised sender's mail is held at one stroke; the good message is untouched
+    const held = await runCliJson<ActionResult[]>(['--config', config, 'queue', 'hold', '--sender', 'hacked@sender.test']);
+    assert.deepEqual(held.map((r) => r.id).sort(), [...spam].sort());
+    assert.ok(held.every((r) => r.ok && r.state === 'hold'));
+    assert.deepEqual(await spoolCounts(spool), { tmp: 0, incoming: 0, active: 0, deferred: 1, hold: 2, corrupt: 0 });
+    const nothing = await runCli(['--config', config, 'queue', 'delete', '--sender', 'nobody@sender.test']);
+    assert.equal(nothing.code, 0);
+    assert.equal(nothing.stdout, 'no queued message matches\n');
+
+    // ids piped in, as from `queue list --json | jq`
+    const listed = await runCliJson<QueueItem[]>(['--config', config, 'queue', 'list', '--state', 'hold']);
+    const piped = await runCli(['--config', config, 'queue', 'delete', '-'], { input: listed.map((item) => item.id).join('\n') + '\n' });
+    assert.equal(piped.code, 0, piped.stderr);
+    assert.equal(piped.stdout.trim().split('\n').sort().join('\n'), spam.map((id) => `${id}: deleted`).sort().join('\n'));
+    for (const id of spam) await relay.waitForLog((l) => l.event === 'queue-delete' && l.queueId === id, 5_000);
+    assert.deepEqual(await spoolCounts(spool), { tmp: 0, incoming: 0, active: 0, deferred: 1, hold: 0, corrupt: 0 });
+
+    // --all: every message the action applies to
+    const retried = await runCliJson<ActionResult[]>(['--config', config, 'queue', 'retry', '--all']);
+    assert.deepEqual(retried.map((r) => r.id), [good]);
+    await waitFor(async () => (await spoolCounts(spool)).active === 0 && goodAttempts >= 2, 15_000, 'the retry attempted');
+    const deleted = await runCliJson<ActionResult[]>(['--config', config, 'queue', 'delete', '--all']);
+    assert.deepEqual(deleted, [{ id: good, ok: true }]);
+    assert.deepEqual(await spoolCounts(spool), { tmp: 0, incoming: 0, active: 0, deferred: 0, hold: 0, corrupt: 0 });
+  } finally {
+    await relay.stop();
+    await destination.close();
     removeDir(dir);
   }
 });
