@@ -86,6 +86,12 @@ export interface QueueEnvelope {
    * here because they are known only after the message bytes were spooled.
    */
   headers?: string;
+  /**
+   * Bytes of the message after the envelope, written at commit: a queue file whose
+   * message is shorter or longer is corrupt (a truncated file is never delivered).
+   * Absent in files written before this field existed.
+   */
+  size?: number;
 }
 
 /**

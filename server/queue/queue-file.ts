@@ -6,6 +6,8 @@
  *   "\n"
  *   <message>        the message as received (CRLF lines, our Received header first)
  *
+ * The envelope's `size` is the message's length in bytes; a file whose message
+ * is longer or shorter is corrupt.
  * The envelope is small and read without touching the message; the message is
  * streamed from `bodyOffset`. Anything that does not parse is a CorruptQueueFile.
  */
@@ -80,7 +82,11 @@ export async function readQueueFile(path: string): Promise<QueueFileInfo> {
       await handle.read(json, 0, length, start);
     }
     const envelope = parseEnvelope(path, json);
-    return { envelope, bodyOffset, size: fileSize - bodyOffset };
+    const size = fileSize - bodyOffset;
+    if (envelope.size !== undefined && envelope.size !== size) {
+      throw new CorruptQueueFile(path, `the message is ${size} bytes but was ${envelope.size} when queued (${size < envelope.size ? 'truncated' : 'appended to'})`);
+    }
+    return { envelope, bodyOffset, size };
   } finally {
     await handle.close();
   }
@@ -106,7 +112,8 @@ function parseEnvelope(path: string, json: Buffer): QueueEnvelope {
     env.recipients.length > 0 &&
     env.recipients.every((r) => r && typeof r.address === 'string' && ['pending', 'delivered', 'failed'].includes(r.status) && (r.notify === undefined || Array.isArray(r.notify))) &&
     typeof env.client === 'object' &&
-    env.client !== null;
+    env.client !== null &&
+    (env.size === undefined || (Number.isSafeInteger(env.size) && env.size >= 0));
   if (!valid) throw new CorruptQueueFile(path, 'envelope fields missing or of the wrong type');
   return env as QueueEnvelope;
 }

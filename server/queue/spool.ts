@@ -37,6 +37,11 @@ export interface QueueEntry {
   name: string;
 }
 
+/** room in the envelope of a message that may reach the disk before commit, for the `size` added there */
+const SIZE_RESERVE_BYTES = 32;
+/** the widest `size`: an envelope that fits with it fits with any real one */
+const WIDEST_SIZE = Number.MAX_SAFE_INTEGER;
+
 export class Spool {
   private readonly sync = new GroupSync();
   /** @internal group commit of whole small files, used by MessageWriter */
@@ -57,17 +62,13 @@ export class Spool {
     return join(this.dir, entry.state, entry.name);
   }
 
-  /** Starts writing a new message; nothing is visible in the queue until commit(). */
   /**
-   * Starts a queue file. `reserveBytes` leaves room in the envelope for
-   * MessageWriter.updateEnvelope to add to it after the message is written.
+   * Starts a queue file; nothing is visible in the queue until commit().
+   * `reserveBytes` leaves room in the envelope for MessageWriter.updateEnvelope
+   * to add to it after the message is written.
    */
   async beginMessage(envelope: QueueEnvelope, reserveBytes = 0): Promise<MessageWriter> {
-    const writer = new MessageWriter(this, join(this.dir, 'tmp', envelope.id), envelope.id);
-    const header = encodeHeader(envelope, reserveBytes);
-    writer.headerBytes = header.length;
-    await writer.writeChunk(header);
-    return writer;
+    return new MessageWriter(this, join(this.dir, 'tmp', envelope.id), envelope, reserveBytes);
   }
 
   /** Queues a complete message (e.g. a bounce) durably. */
@@ -184,7 +185,9 @@ export class Spool {
 /**
  * Writes one incoming message; see the durability contract on Spool. Small
  * chunks are gathered in memory and written in large pieces, so a typical
- * message costs one write, one fsync and one rename.
+ * message costs one write, one fsync and one rename. The envelope is encoded
+ * once: at commit for a message that stays in memory (with its size), or at the
+ * first flush to disk, with room for updateEnvelope and the size.
  */
 export class MessageWriter {
   private static readonly FLUSH_BYTES = 256 * 1024;
@@ -199,21 +202,34 @@ export class MessageWriter {
   private headerCopy?: Buffer;
   /** the whole file, when it was written in one piece (see committedMessage) */
   private written?: Buffer;
-  bytesWritten = 0;
-  /** bytes of the queue-file header (the envelope), not part of the message */
+  /** bytes of the message so far (the envelope not counted) */
+  messageBytes = 0;
+  /** bytes of the queue-file header (the envelope) once it is encoded */
   headerBytes = 0;
+  readonly id: string;
 
   constructor(
     private readonly spool: Spool,
     private readonly tmpPath: string,
-    readonly id: string,
-  ) {}
+    /** the envelope to write; commit() adds the message's size */
+    private envelope: QueueEnvelope,
+    private readonly reserveBytes: number,
+  ) {
+    this.id = envelope.id;
+  }
 
   async writeChunk(chunk: Buffer): Promise<void> {
     this.pending.push(chunk);
     this.pendingBytes += chunk.length;
-    this.bytesWritten += chunk.length;
+    this.messageBytes += chunk.length;
     if (this.pendingBytes >= MessageWriter.FLUSH_BYTES) await this.flush();
+  }
+
+  /** Puts the encoded header in front of the pending bytes (before anything is on disk). */
+  private prependHeader(header: Buffer): void {
+    this.pending.unshift(header);
+    this.pendingBytes += header.length;
+    this.headerBytes = header.length;
   }
 
   private takePending(owned = false): Buffer {
@@ -226,8 +242,11 @@ export class MessageWriter {
   }
 
   private async flush(): Promise<void> {
-    if (this.pendingBytes === 0) return;
-    if (!this.file) this.headerCopy = Buffer.from(this.pending[0]!);
+    if (this.pendingBytes === 0 && this.file) return;
+    if (this.headerBytes === 0) {
+      this.headerCopy = encodeHeader(this.envelope, this.reserveBytes + SIZE_RESERVE_BYTES);
+      this.prependHeader(this.headerCopy);
+    }
     const data = this.takePending();
     this.file ??= await RawFile.open(this.tmpPath, 'wx');
     await this.file.write(data);
@@ -235,22 +254,17 @@ export class MessageWriter {
 
   /**
    * Replaces the envelope before commit. While the whole file is still in memory
-   * the header is simply re-encoded; once part of it is on disk, the new envelope
-   * must fit in the room reserved by beginMessage, or this throws (and the file
-   * is unchanged).
+   * it is simply kept; once part of the file is on disk, the new envelope must fit
+   * in the room reserved by beginMessage (with room left for the size commit adds),
+   * or this throws (and the file is unchanged).
    */
   async updateEnvelope(envelope: QueueEnvelope): Promise<void> {
     if (this.finished) throw new Error('message already committed or aborted');
-    if (!this.file) {
-      const header = encodeHeader(envelope);
-      const old = this.pending[0]!;
-      this.pending[0] = header;
-      this.pendingBytes += header.length - old.length;
-      this.bytesWritten += header.length - old.length;
-      this.headerBytes = header.length;
-      return;
-    }
-    const placed = encodeEnvelopeInPlace(this.headerCopy!, envelope);
+    this.envelope = envelope;
+    if (!this.file) return;
+    // an envelope without its size yet must leave room for the widest one commit may add
+    const fits = envelope.size !== undefined || encodeEnvelopeInPlace(this.headerCopy!, { ...envelope, size: WIDEST_SIZE }) !== undefined;
+    const placed = fits ? encodeEnvelopeInPlace(this.headerCopy!, envelope) : undefined;
     if (!placed) throw new Error(`envelope of ${this.id} outgrew the room reserved for it`);
     await this.file.writeAt(placed.json, placed.position);
   }
@@ -265,6 +279,18 @@ export class MessageWriter {
 
   async commit(): Promise<QueueEntry> {
     if (this.finished) throw new Error('message already committed or aborted');
+    // the caller's envelope gets the size too: it goes on to the first delivery attempt
+    this.envelope.size = this.messageBytes;
+    if (!this.file) {
+      this.prependHeader(encodeHeader(this.envelope));
+    } else {
+      try {
+        await this.updateEnvelope(this.envelope);
+      } catch (err) {
+        await this.abort();
+        throw err;
+      }
+    }
     this.finished = true;
     const incomingDir = join(this.spool.dir, 'incoming');
     if (!this.file && this.spool.io.usable) {

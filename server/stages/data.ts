@@ -126,7 +126,7 @@ export async function receiveMessage(
   try {
     const entry = await writer.commit();
     // the size is that of the message as queued, trace header included
-    return { entry, size: writer.bytesWritten - writer.headerBytes, message: writer.committedMessage(), bodyOffset: writer.headerBytes };
+    return { entry, size: writer.messageBytes, message: writer.committedMessage(), bodyOffset: writer.headerBytes };
   } catch (err) {
     throw asSmtpError(err, 'spool commit failed');
   }

@@ -6,11 +6,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { silentLogger } from '../../server/log/logger';
-import { encodeHeader, readQueueFile } from '../../server/queue/queue-file';
+import { CorruptQueueFile, encodeHeader, readQueueFile } from '../../server/queue/queue-file';
 import { newQueueId } from '../../server/queue/queue-id';
 import { Spool } from '../../server/queue/spool';
 import type { QueueEnvelope } from '../../server/queue/envelope';
@@ -67,6 +67,65 @@ test('a committed message is in incoming/ with its envelope and exact bytes; an 
   }
 });
 
+test('a queue file records the size of its message, so one cut short or appended to is corrupt, in memory and on disk alike', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'ownrelay-spool-size-'));
+  try {
+    const spool = await Spool.open(dir, silentLogger());
+    // 20 bytes: committed from memory; 600 KiB in 1 KiB chunks: flushed to disk as it arrives
+    for (const [chunks, chunk] of [[1, Buffer.from('Subject: s\r\n\r\nhi\r\n')], [600, Buffer.alloc(1024, 'x')]] as const) {
+      const envelope = envelopeFor('alice@relay.test');
+      const writer = await spool.beginMessage(envelope);
+      for (let i = 0; i < chunks; i++) await writer.writeChunk(chunk);
+      const path = spool.pathOf(await writer.commit());
+      const info = await readQueueFile(path);
+      assert.equal(info.size, chunks * chunk.length);
+      assert.equal(info.envelope.size, info.size);
+
+      await truncate(path, info.bodyOffset + info.size - 1);
+      await assert.rejects(readQueueFile(path), (err: Error) => err instanceof CorruptQueueFile && /is \d+ bytes but was \d+ when queued \(truncated\)/.test(err.message));
+      await appendFile(path, 'xy');
+      await assert.rejects(readQueueFile(path), /\(appended to\)/);
+    }
+    // a file written before the size was recorded is read as before
+    const old = envelopeFor('alice@relay.test');
+    await writeFile(join(dir, 'incoming', old.id), Buffer.concat([encodeHeader(old), Buffer.from('hello\r\n')]));
+    assert.equal((await readQueueFile(join(dir, 'incoming', old.id))).size, 7);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('an envelope update on disk that fits always leaves room for the size commit adds', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'ownrelay-spool-room-'));
+  try {
+    const spool = await Spool.open(dir, silentLogger());
+    const reserve = 64;
+    let fitted = 0;
+    let refused = 0;
+    for (let length = 0; length <= reserve + 48; length += 4) {
+      const envelope = envelopeFor('alice@relay.test');
+      const writer = await spool.beginMessage(envelope, reserve);
+      await writer.writeChunk(Buffer.alloc(300 * 1024, 'y')); // on disk before the update
+      envelope.headers = `X-Checked: ${'z'.repeat(length)}\r\n`;
+      try {
+        await writer.updateEnvelope(envelope);
+      } catch (err) {
+        assert.match(String(err), /outgrew the room reserved for it/);
+        await writer.abort();
+        refused++;
+        continue;
+      }
+      const info = await readQueueFile(spool.pathOf(await writer.commit()));
+      assert.equal(info.envelope.headers, envelope.headers);
+      assert.equal(info.envelope.size, 300 * 1024);
+      fitted++;
+    }
+    assert.ok(fitted > 0 && refused > 0, `fitted ${fitted}, refused ${refused}`);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 test('when the spool cannot take the message, DATA gets 451 4.3.0 and no partial file remains', async () => {
   const relay = await startTestRelay();
   try {
@@ -93,19 +152,24 @@ test('an unreadable queue file is moved to corrupt/ with a log line, and the rel
     await writeFile(join(spool.dir, 'incoming', garbageId), 'this is not a queue file\r\n');
     const header = encodeHeader(envelopeFor('alice@relay.test'));
     await writeFile(join(spool.dir, 'deferred', `${Date.now() - 1000}.${truncatedId}`), header.subarray(0, header.length - 20));
+    // a whole envelope, but the message is shorter than it was when queued
+    const cutShort = { ...envelopeFor('alice@relay.test'), size: 40 };
+    await writeFile(join(spool.dir, 'deferred', `${Date.now() - 1000}.${cutShort.id}`), Buffer.concat([encodeHeader(cutShort), Buffer.from('Subject: cut\r\n\r\nhal')]));
     const relay = await startTestRelay(() => ({}), { dir });
     try {
       await relay.waitForLog((l) => l.event === 'corrupt' && l.queueId === garbageId);
       await relay.waitForLog((l) => l.event === 'corrupt' && l.queueId === truncatedId);
+      const cut = await relay.waitForLog((l) => l.event === 'corrupt' && l.queueId === cutShort.id);
+      assert.match(JSON.stringify(cut), /truncated/);
       const corrupt = await filesIn(join(spool.dir, 'corrupt'));
-      assert.equal(corrupt.length, 2);
+      assert.equal(corrupt.length, 3);
       assert.ok(corrupt.some((name) => name.startsWith(garbageId)));
       assert.match(await sendOne(relay.ports[0]!), /^250 /);
       await relay.waitForLog((l) => l.event === 'delivered');
       // the file is removed just after the delivery is logged
       await waitFor(async () => (await spoolCounts(spool.dir)).incoming === 0);
       const counts = await spoolCounts(spool.dir);
-      assert.deepEqual(counts, { tmp: 0, incoming: 0, active: 0, deferred: 0, hold: 0, corrupt: 2 });
+      assert.deepEqual(counts, { tmp: 0, incoming: 0, active: 0, deferred: 0, hold: 0, corrupt: 3 });
     } finally {
       await relay.stop();
     }
