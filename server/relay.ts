@@ -23,6 +23,7 @@ import { AddressGuard } from './delivery/address-guard';
 import { MaildirTransport } from './delivery/maildir';
 import { MxResolver } from './delivery/mx-resolver';
 import { type OutboundTlsTestOptions, outboundTlsParts } from './delivery/mta-sts-setup';
+import { RecipientVerifier } from './delivery/recipient-verifier';
 import { Router } from './delivery/router';
 import { SmtpDelivery } from './delivery/smtp-transport';
 import { tlsReportDir, tlsReportFrom } from './delivery/tls-report';
@@ -64,6 +65,9 @@ export interface ReloadResult {
   /** top-level keys (or key paths) that changed but apply only after a restart */
   needsRestart: string[];
 }
+
+/** how long a client's RCPT may wait for the next hop's answer about a recipient (then 450) */
+const RECIPIENT_PROBE_TIMEOUT_MS = 10_000;
 
 export class Relay {
   readonly startedAt = new Date();
@@ -112,17 +116,27 @@ export class Relay {
     const errors = new DeliveryErrors({ file: join(config.paths.state, DELIVERY_ERRORS_FILE), logger });
     const resolver = new MxResolver(config.dns.servers);
     const guard = new AddressGuard(config.delivery.allowedDestinations);
+    const outboundTls = outboundTlsParts(config, resolver, guard, logger, options.outboundTls);
     const smtp = new SmtpDelivery({
       hostname: config.hostname,
       resolver,
       guard,
-      ...outboundTlsParts(config, resolver, guard, logger, options.outboundTls),
+      ...outboundTls,
       connectTimeoutMs: config.delivery.connectTimeoutMs,
       commandTimeoutMs: config.delivery.commandTimeoutMs,
       maxRecipientsPerTransaction: config.delivery.maxRecipientsPerTransaction,
       logger,
       onSessionOpened: (secure) => metrics.outboundSession(secure),
       ...(options.mxPort !== undefined ? { mxPort: options.mxPort } : {}),
+    });
+    const verifier = new RecipientVerifier({
+      hostname: config.hostname,
+      resolver,
+      guard,
+      connectTimeoutMs: Math.min(config.delivery.connectTimeoutMs, RECIPIENT_PROBE_TIMEOUT_MS),
+      probeTimeoutMs: RECIPIENT_PROBE_TIMEOUT_MS,
+      logger,
+      ca: outboundTls.ca,
     });
     const router = Relay.router(config, smtp, dkimKeys, logger);
     const scheduler = new Scheduler({
@@ -158,6 +172,7 @@ export class Relay {
       authThrottle: new AuthThrottle(config.limits.auth),
       sendingLimiter: new SendingLimiter(),
       onQueued: (entry, preloaded) => scheduler.enqueue(entry, preloaded),
+      verifier,
     };
     const listeners = config.listeners.map((listener, index) => new SmtpListener(index, listener, { ...listenerDeps }));
     const relay = new Relay(config, spool, scheduler, smtp, router, listeners, listenerDeps, metrics, errors, logger, options, tls);

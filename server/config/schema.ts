@@ -76,12 +76,21 @@ export const DomainSchema = z
       .default({})
       .describe('local part -> mailbox of this domain (e.g. root: postmaster)'),
     forwardTo: NextHopSchema.optional().describe('next hop for delivery: forward'),
+    verifyRecipients: z
+      .boolean()
+      .default(false)
+      .describe(
+        'forward domains: before accepting a recipient from a client that may not relay, ask forwardTo whether it takes it (MAIL FROM:<> and RCPT TO, no message), so mail for unknown users is refused at once (550 5.1.1) instead of bounced later to a sender that may be forged; answers are cached (a day, an hour for unknown users)',
+      ),
     dmarcRejectPolicy: dmarcRejectPolicy.optional().describe('overrides inbound.dmarcRejectPolicy for mail to this domain'),
   })
   .strict()
   .superRefine((domain, ctx) => {
     if (domain.delivery === 'forward' && !domain.forwardTo) {
       ctx.addIssue({ code: 'custom', path: ['forwardTo'], message: 'required when delivery is forward' });
+    }
+    if (domain.verifyRecipients && domain.delivery !== 'forward') {
+      ctx.addIssue({ code: 'custom', path: ['verifyRecipients'], message: 'applies only to delivery: forward (a maildir domain knows its mailboxes)' });
     }
   });
 

@@ -13,7 +13,9 @@ import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerAuthenticat
 import type { ListenerConfig, RelayConfig } from '../config/schema';
 import type { Logger } from '../log/logger';
 import type { RelayMetrics } from '../metrics/relay-metrics';
-import { isInternationalized, type QueueEnvelope } from '../queue/envelope';
+import { baseLocalPart, ROLE_MAILBOXES } from '../delivery/local-mailboxes';
+import type { RecipientVerifier } from '../delivery/recipient-verifier';
+import { domainOf, isInternationalized, localPartOf, type QueueEnvelope } from '../queue/envelope';
 import { newQueueId } from '../queue/queue-id';
 import type { QueueEntry, Spool } from '../queue/spool';
 import { roomForMessage } from '../queue/spool-space';
@@ -49,6 +51,8 @@ export interface ListenerDeps {
   /** called after a message is durably queued (and before the 250 is sent) */
   onQueued(entry: QueueEntry, preloaded?: PreloadedMessage): void;
   metrics?: RelayMetrics;
+  /** asks the next hop of forward domains with verifyRecipients about strangers' recipients */
+  verifier?: RecipientVerifier;
 }
 
 /** What a reload replaces in a running listener (the certificate store, AUTH and sending counts live on). */
@@ -235,14 +239,29 @@ export class SmtpListener {
   }
 
   /** Records the verdict and turns a refusal into the error smtp-server sends (421 after too many). */
-  private settle(state: SessionState, verdict: Verdict, cb: Callback): void {
+  /**
+   * Answers a command by its verdict. A refused MAIL FROM or RCPT TO is logged
+   * (`"event":"rejected"`, like Postfix's "NOQUEUE: reject" lines), so the
+   * administrator can see why a client's mail never arrived.
+   */
+  private settle(state: SessionState, verdict: Verdict, cb: Callback, about?: { session: SMTPServerSession; address: string }): void {
     state.transaction.trail.push(verdict);
     if (verdict.action === 'accept') return cb();
+    if (about) this.logRefusal(verdict.stage, verdict.error, about.session, about.address);
     state.errors++;
     if (state.errors >= this.deps.config.limits.maxErrors) {
       return cb(new SmtpError(421, '4.7.0', 'Too many errors, closing connection', `too many errors (${state.errors})`));
     }
     cb(verdict.error);
+  }
+
+  private logRefusal(stage: string, error: SmtpError, session: SMTPServerSession, address: string): void {
+    const command = stage === 'sender' ? 'MAIL FROM' : 'RCPT TO';
+    const from = stage === 'sender' ? address : session.envelope.mailFrom ? session.envelope.mailFrom.address : undefined;
+    this.deps.logger.info(
+      { event: 'rejected', command, listener: this.name, client: session.remoteAddress, helo: session.hostNameAppearsAs, user: session.user, from, ...(stage === 'sender' ? {} : { to: address }), code: error.responseCode, status: error.enhancedStatus, reason: error.reason },
+      `reject: ${command} from ${session.remoteAddress}: ${error.toReply()} (${error.reason})`,
+    );
   }
 
   /**
@@ -290,7 +309,7 @@ export class SmtpListener {
     const state = this.sessions.get(session.id);
     state.transaction = newTransaction();
     const client = this.client(session);
-    if (isInternationalized(address.address) && !(address.args && address.args.SMTPUTF8)) return this.settle(state, needsSmtpUtf8('sender'), cb);
+    if (isInternationalized(address.address) && !(address.args && address.args.SMTPUTF8)) return this.settle(state, needsSmtpUtf8('sender'), cb, { session, address: address.address });
     const verdict = this.deps.policy.checkSender(client, address.address);
     const user = client.user !== undefined ? this.deps.policy.user(client.user) : undefined;
     if (verdict.action === 'accept') {
@@ -298,32 +317,56 @@ export class SmtpListener {
       if (!space.room) {
         const reason = `spool has ${space.freeBytes} bytes free, needs ${space.neededBytes}`;
         this.deps.logger.error({ event: 'spool-full', client: session.remoteAddress, listener: this.name, freeBytes: space.freeBytes, neededBytes: space.neededBytes }, `refusing new mail: ${reason}`);
-        return this.settle(state, refuse('sender', 452, '4.3.1', 'Insufficient system storage, try again later', reason), cb);
+        return this.settle(state, refuse('sender', 452, '4.3.1', 'Insufficient system storage, try again later', reason), cb, { session, address: address.address });
       }
     }
     const sending = verdict.action === 'accept' && user ? this.deps.sendingLimiter.check(user, this.deps.config.limits.sending) : { over: false as const };
-    if (!sending.over) return this.settle(state, verdict, cb);
+    if (!sending.over) return this.settle(state, verdict, cb, { session, address: address.address });
     const reason = `${user!.name} is over its limit of ${sending.limit} messages per hour`;
     if (sending.action === 'hold') {
       state.transaction.hold = reason;
-      return this.settle(state, verdict, cb);
+      return this.settle(state, verdict, cb, { session, address: address.address });
     }
     this.deps.logger.warn({ event: 'sending-limit', user: user!.name, client: session.remoteAddress, limit: sending.limit, action: 'defer' }, reason);
-    this.settle(state, refuse('sender', 450, '4.7.1', `Sending limit of ${sending.limit} messages per hour reached, try again later`, reason), cb);
+    this.settle(state, refuse('sender', 450, '4.7.1', `Sending limit of ${sending.limit} messages per hour reached, try again later`, reason), cb, { session, address: address.address });
   }
 
-  private onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb: Callback): void {
+  private async onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb: Callback): Promise<void> {
     const state = this.sessions.get(session.id);
-    if (isInternationalized(address.address) && !(session.envelope as { smtpUtf8?: boolean }).smtpUtf8) return this.settle(state, needsSmtpUtf8('recipient'), cb);
+    if (isInternationalized(address.address) && !(session.envelope as { smtpUtf8?: boolean }).smtpUtf8) return this.settle(state, needsSmtpUtf8('recipient'), cb, { session, address: address.address });
     const recipient = this.normalizeRecipient(address.address);
-    const verdict = this.deps.policy.checkRecipient(this.client(session), recipient);
+    const client = this.client(session);
+    let verdict = this.deps.policy.checkRecipient(client, recipient);
+    if (verdict.action === 'accept') verdict = await this.verifyAtNextHop(client, recipient, verdict);
     if (verdict.action === 'accept') {
       const { transaction } = state;
       if (!transaction.recipients.includes(recipient)) transaction.recipients.push(recipient);
       const dsn = recipientDsn(address);
       if (dsn) (transaction.dsn ??= new Map()).set(recipient, dsn);
     }
-    this.settle(state, verdict, cb);
+    this.settle(state, verdict, cb, { session, address: address.address });
+  }
+
+  /**
+   * A stranger's recipient at a forward domain with verifyRecipients must be one
+   * its next hop takes (see recipient-verifier.ts); postmaster and abuse always are.
+   * The next hop's own reply is logged, not shown to the client.
+   */
+  private async verifyAtNextHop(client: ClientContext, recipient: string, accepted: Verdict): Promise<Verdict> {
+    const { policy, verifier } = this.deps;
+    const domain = policy.localDomain(domainOf(recipient));
+    if (!verifier || !domain?.verifyRecipients || !domain.forwardTo || policy.mayRelay(client)) return accepted;
+    if (ROLE_MAILBOXES.includes(baseLocalPart(localPartOf(recipient)).toLowerCase())) return accepted;
+    const hop = domain.forwardTo.host;
+    const verification = await verifier.verify(recipient, domain.forwardTo);
+    switch (verification.result) {
+      case 'deliverable':
+        return accept('recipient', `forward domain ${domain.name}, verified at ${hop}`);
+      case 'undeliverable':
+        return refuse('recipient', 550, '5.1.1', `<${recipient}>: Recipient address rejected: undeliverable address`, `${hop} refused <${recipient}>: ${verification.reply}`);
+      case 'unknown':
+        return refuse('recipient', 450, '4.1.1', `<${recipient}>: Recipient address rejected: unverified address, try again later`, `could not verify <${recipient}> at ${hop}: ${verification.reason}`);
+    }
   }
 
   private normalizeRecipient(address: string): string {
