@@ -257,6 +257,7 @@ export class SmtpListener {
 
   private logRefusal(stage: string, error: SmtpError, session: SMTPServerSession, address: string): void {
     const command = stage === 'sender' ? 'MAIL FROM' : 'RCPT TO';
+    this.deps.metrics?.commandRejected(this.listener.role, stage === 'sender' ? 'mail' : 'rcpt', error.responseCode);
     const from = stage === 'sender' ? address : session.envelope.mailFrom ? session.envelope.mailFrom.address : undefined;
     this.deps.logger.info(
       { event: 'rejected', command, listener: this.name, client: session.remoteAddress, helo: session.hostNameAppearsAs, user: session.user, from, ...(stage === 'sender' ? {} : { to: address }), code: error.responseCode, status: error.enhancedStatus, reason: error.reason },

@@ -53,6 +53,7 @@ export class RelayMetrics {
   private readonly inboundTls: Counter<'role' | 'tls'>;
   private readonly outboundTls: Counter<'tls'>;
   private readonly authFailures: Counter<'role'>;
+  private readonly commandsRejected: Counter<'role' | 'command' | 'code'>;
   private readonly connectionsTotal: Counter<'role'>;
   private readonly connectionsOpen: Gauge<'role'>;
 
@@ -80,6 +81,7 @@ export class RelayMetrics {
     this.inboundTls = new Counter({ name: 'ownrelay_inbound_messages_tls_total', help: 'accepted messages by whether the session was encrypted', labelNames: ['role', 'tls'], registers });
     this.outboundTls = new Counter({ name: 'ownrelay_outbound_sessions_total', help: 'outbound SMTP sessions opened, by whether they are encrypted', labelNames: ['tls'], registers });
     this.authFailures = new Counter({ name: 'ownrelay_auth_failures_total', help: 'failed SMTP AUTH attempts', labelNames: ['role'], registers });
+    this.commandsRejected = new Counter({ name: 'ownrelay_commands_rejected_total', help: 'MAIL FROM and RCPT TO commands refused, by reply code', labelNames: ['role', 'command', 'code'], registers });
     this.connectionsTotal = new Counter({ name: 'ownrelay_connections_total', help: 'SMTP connections accepted', labelNames: ['role'], registers });
     this.connectionsOpen = new Gauge({ name: 'ownrelay_connections_open', help: 'SMTP connections open now', labelNames: ['role'], registers });
     // one listing of the spool per scrape, shared by both gauges
@@ -168,6 +170,10 @@ export class RelayMetrics {
 
   authFailed(role: ListenerRole): void {
     this.authFailures.inc({ role });
+  }
+
+  commandRejected(role: ListenerRole, command: 'mail' | 'rcpt', code: number): void {
+    this.commandsRejected.inc({ role, command, code: String(code) });
   }
 
   messageReceived(role: ListenerRole, recipients: readonly string[], secure: boolean): void {

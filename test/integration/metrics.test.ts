@@ -90,6 +90,14 @@ test('metrics scraped over HTTP move with received, delivered and deferred mail,
     const transport = nodemailer.createTransport({ host: '127.0.0.1', port: relay.ports[1]!, requireTLS: true, tls: { rejectUnauthorized: false }, auth: { user: 'nobody', pass: 'wrong password' } });
     await assert.rejects(transport.verify(), (err: { responseCode?: number }) => err.responseCode === 535);
     transport.close();
+    // a recipient refused at RCPT is counted by its code
+    const refused = await SmtpDialog.connect(relay.ports[0]!);
+    await refused.read();
+    await refused.command('EHLO client.test');
+    await refused.command('MAIL FROM:<app@sender.test>');
+    assert.equal((await refused.command('RCPT TO:<nobody@relay.test>')).code, 550);
+    await refused.command('QUIT');
+    refused.close();
     // a connection that stays open while we scrape
     const open = await SmtpDialog.connect(relay.ports[0]!);
     await open.read();
@@ -107,7 +115,9 @@ test('metrics scraped over HTTP move with received, delivered and deferred mail,
     // the destination offers STARTTLS, and next hops take it opportunistically
     assert.ok(value(after, 'ownrelay_outbound_sessions_total', { tls: 'yes' }) >= 1);
     assert.equal(value(after, 'ownrelay_auth_failures_total', { role: 'submission' }), 1);
-    assert.equal(value(after, 'ownrelay_connections_total', { role: 'mx' }), 4);
+    assert.equal(value(after, 'ownrelay_commands_rejected_total', { role: 'mx', command: 'rcpt', code: '550' }), 1);
+    assert.equal(value(after, 'ownrelay_commands_rejected_total', { command: 'mail' }), 0);
+    assert.equal(value(after, 'ownrelay_connections_total', { role: 'mx' }), 5);
     assert.equal(value(after, 'ownrelay_connections_open', { role: 'mx' }), 1);
     assert.equal(value(after, 'ownrelay_queue_messages', { state: 'deferred' }), 1);
     assert.equal(value(after, 'ownrelay_queue_messages', { state: 'hold' }), 0);
