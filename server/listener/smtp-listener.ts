@@ -238,9 +238,9 @@ export class SmtpListener {
     return { remoteAddress: session.remoteAddress, user: user || undefined, role: this.listener.role };
   }
 
-  /** Records the verdict and turns a refusal into the error smtp-server sends (421 after too many). */
   /**
-   * Answers a command by its verdict. A refused MAIL FROM or RCPT TO is logged
+   * Records the verdict and turns a refusal into the error smtp-server sends (421
+   * after too many). A refused MAIL FROM or RCPT TO (`about`) is logged
    * (`"event":"rejected"`, like Postfix's "NOQUEUE: reject" lines), so the
    * administrator can see why a client's mail never arrived.
    */

@@ -262,11 +262,19 @@ export class MessageWriter {
     if (this.finished) throw new Error('message already committed or aborted');
     this.envelope = envelope;
     if (!this.file) return;
-    // an envelope without its size yet must leave room for the widest one commit may add
-    const fits = envelope.size !== undefined || encodeEnvelopeInPlace(this.headerCopy!, { ...envelope, size: WIDEST_SIZE }) !== undefined;
-    const placed = fits ? encodeEnvelopeInPlace(this.headerCopy!, envelope) : undefined;
-    if (!placed) throw new Error(`envelope of ${this.id} outgrew the room reserved for it`);
-    await this.file.writeAt(placed.json, placed.position);
+    // room must stay for the widest size commit may add
+    if (!encodeEnvelopeInPlace(this.headerCopy!, { ...envelope, size: WIDEST_SIZE })) throw this.outgrown();
+    await this.writeInPlace(envelope);
+  }
+
+  private async writeInPlace(envelope: QueueEnvelope): Promise<void> {
+    const placed = encodeEnvelopeInPlace(this.headerCopy!, envelope);
+    if (!placed) throw this.outgrown();
+    await this.file!.writeAt(placed.json, placed.position);
+  }
+
+  private outgrown(): Error {
+    return new Error(`envelope of ${this.id} outgrew the room reserved for it`);
   }
 
   /**
@@ -285,7 +293,7 @@ export class MessageWriter {
       this.prependHeader(encodeHeader(this.envelope));
     } else {
       try {
-        await this.updateEnvelope(this.envelope);
+        await this.writeInPlace(this.envelope);
       } catch (err) {
         await this.abort();
         throw err;

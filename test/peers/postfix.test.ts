@@ -180,6 +180,61 @@ describe('the relay delivering to a Postfix destination that takes two recipient
   });
 });
 
+describe('a forward domain whose next hop is Postfix, with verifyRecipients', () => {
+  let dir: string;
+  let relay: RelayProcess;
+  let destination: PostfixInstance;
+
+  before(async () => {
+    requirePostfix();
+    dir = writeTempDir('ownrelay-postfix-verify');
+    for (const sub of ['spool', 'mail', 'state']) mkdirSync(join(dir, sub));
+    destination = await startPostfix({ hostname: 'store.test', destinationDomains: ['fwd.test'], recipientAccess: { 'ghost@fwd.test': '550 5.1.1 User unknown' } });
+    relay = await startRelayProcess(`
+hostname: relay.test
+listeners:
+  - { role: mx, address: 127.0.0.1, port: 0, earlyTalkerCheck: false }
+domains:
+  - { name: fwd.test, delivery: forward, forwardTo: { host: 127.0.0.1, port: ${destination.port}, tls: none }, verifyRecipients: true }
+relay: { networks: [192.0.2.0/24] }
+paths: { spool: ${dir}/spool, mail: ${dir}/mail, state: ${dir}/state }
+delivery:
+  allowedDestinations: [127.0.0.0/8]
+`);
+  });
+
+  after(async () => {
+    await relay?.stop().catch((err: unknown) => console.error(err));
+    await destination?.stop();
+    if (dir) removeDir(dir);
+  });
+
+  test('Postfix\'s answer to a probe decides the RCPT: a user it refuses gets 550 5.1.1, the message goes to the others', { timeout: 60_000 }, async () => {
+    const dialog = await SmtpDialog.connect(relay.ports[0]!);
+    try {
+      await dialog.read();
+      await dialog.command('EHLO client.test');
+      assert.equal((await dialog.command('MAIL FROM:<someone@elsewhere.test>')).code, 250);
+      assert.equal((await dialog.command('RCPT TO:<ghost@fwd.test>')).text, '550 5.1.1 <ghost@fwd.test>: Recipient address rejected: undeliverable address');
+      assert.equal((await dialog.command('RCPT TO:<user@fwd.test>')).code, 250);
+      assert.equal((await dialog.command('DATA')).code, 354);
+      dialog.write('Subject: verified\r\n\r\nhello\r\n.\r\n');
+      assert.equal((await dialog.read()).code, 250);
+      await dialog.command('QUIT');
+    } finally {
+      dialog.close();
+    }
+    await destination.waitForDelivered(1, 30_000);
+    assert.match(destination.deliveredMessages()[0]!, /^Delivered-To: user@fwd\.test$/m);
+    // the probes: the null sender, refused or accepted at RCPT, no message
+    await waitUntil(() => /reject: RCPT from [^:]*: 550 5\.1\.1 <ghost@fwd\.test>: Recipient address rejected: User unknown; from=<> to=<ghost@fwd\.test>/.test(destination.log()), 10_000, () => destination.log());
+    await relay.waitForLog((l) => l.event === 'delivered', 30_000);
+    assert.equal(destination.deliveredCount(), 1);
+    const rejected = relay.logLines().find((l) => l.event === 'rejected' && l.to === 'ghost@fwd.test');
+    assert.match(String(rejected?.reason), /^127\.0\.0\.1 refused <ghost@fwd\.test>: 550 5\.1\.1 <ghost@fwd\.test>: Recipient address rejected: User unknown$/);
+  });
+});
+
 describe('DSN parameters passed on to a Postfix destination that offers DSN', () => {
   let dir: string;
   let relay: RelayProcess;
