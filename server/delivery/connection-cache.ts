@@ -69,6 +69,17 @@ export class SessionError extends Error {
   }
 }
 
+/**
+ * The server greeted with this relay's own name (RFC 5321 5.2: "mail for X loops
+ * back to myself", as Postfix says): a wrong MX or route that points here. It is
+ * a permanent failure, never retried on other hosts.
+ */
+export class MailLoopError extends SessionError {
+  constructor(message: string) {
+    super(message, false, true);
+  }
+}
+
 export class Session {
   /** transactions started on this session */
   transactions = 0;
@@ -134,12 +145,12 @@ export function openSession(endpoint: Endpoint, settings: SessionSettings, plain
 
   return new Promise<Session>((resolve, reject) => {
     let settled = false;
-    const fail = (message: string, tlsHandshake: boolean, replied: boolean, cause?: SmtpError): void => {
+    const fail = (message: string, tlsHandshake: boolean, replied: boolean, cause?: SmtpError, loop = false): void => {
       if (settled) return;
       settled = true;
       connection.close();
       logger.debug({ reason: message }, 'SMTP session setup failed');
-      reject(new SessionError(message, tlsHandshake, replied, cause));
+      reject(loop ? new MailLoopError(message) : new SessionError(message, tlsHandshake, replied, cause));
     };
     // nodemailer emits 'error' for socket failures at any time; without a listener it would throw
     connection.on('error', (err: SmtpError) => {
@@ -167,6 +178,10 @@ export function openSession(endpoint: Endpoint, settings: SessionSettings, plain
       if (verify && (connection._socket as TLSSocket).authorized !== true) {
         return fail(`${name}: the certificate was not verified`, false, false);
       }
+      const greeted = ehloName(connection.lastServerResponse);
+      if (greeted !== undefined && greeted.toLowerCase() === settings.hostname.toLowerCase()) {
+        return fail(`${name} greets as ${greeted}, this relay's own name: mail for it loops back to myself`, false, true, undefined, true);
+      }
       const ready = (): void => {
         settled = true;
         // nodemailer sets this too; commands are written in whole batches, Nagle would only delay them
@@ -185,6 +200,11 @@ export function openSession(endpoint: Endpoint, settings: SessionSettings, plain
       });
     });
   });
+}
+
+/** The name a server gives in the first line of its EHLO reply ("250-mx.example.org Hello"). */
+function ehloName(reply: string | false | undefined): string | undefined {
+  return typeof reply === 'string' ? /^250[ -](\S+)/.exec(reply)?.[1] : undefined;
 }
 
 /** The reply of the server when there was one, otherwise what went wrong locally. */

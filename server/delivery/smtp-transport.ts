@@ -15,6 +15,9 @@
  * STARTTLS with a verified certificate, else the recipients are deferred. TLS
  * reports are the exception (RFC 8460 5.3): they go with opportunistic TLS.
  *
+ * A server that greets with this relay's own name is a mail loop (a wrong MX or
+ * route): its recipients fail at once with 5.4.6, without trying other hosts.
+ *
  * A connection lost after message bytes were sent is deferred rather than tried
  * on the next host: the first host may have taken the message, and a later
  * retry is less harmful than a certain duplicate.
@@ -50,6 +53,7 @@ import {
   type SmtpError,
   describeError,
   endpointName,
+  MailLoopError,
   oneLine,
   openSession,
   sessionKey,
@@ -141,7 +145,7 @@ export class SmtpDelivery {
     const results: RecipientResult[] = [];
     let waiting = message.recipients;
     while (waiting.length > 0) {
-      const batch = waiting.length <= limit ? message.recipients === waiting ? message : { ...message, recipients: waiting } : { ...message, recipients: waiting.slice(0, limit) };
+      const batch = waiting === message.recipients && waiting.length <= limit ? message : { ...message, recipients: waiting.slice(0, limit) };
       const outcome = await this.deliverTransaction(hosts, route, batch, observer);
       const overLimit = outcome.filter(isOverRecipientLimit);
       if (overLimit.length === 0 && waiting.length <= limit) return results.length === 0 ? outcome : [...results, ...outcome];
@@ -207,6 +211,7 @@ export class SmtpDelivery {
     try {
       session = await this.open(endpoint, observer);
     } catch (err) {
+      if (err instanceof MailLoopError) return done(everyone(message, 'failed', { reason: `554 5.4.6 ${err.message}`, remoteHost: endpoint.host }));
       const failure: Failure = { reason: err instanceof Error ? err.message : String(err) };
       if (err instanceof SessionError && err.replied) failure.remoteHost = endpoint.host;
       return { kind: 'next', failure };

@@ -345,6 +345,16 @@ describe('SmtpDelivery', () => {
 
   const seven = ['r1', 'r2', 'r3', 'r4', 'r5', 'r6', 'r7'].map((name) => `${name}@example.test`);
 
+  it('fails the recipients with 5.4.6 at once when the server greets with the relay\'s own name (a mail loop), trying no other host', async () => {
+    const { sink, delivery } = await setUp({ server: { name: 'RELAY.origin.test' } });
+    const results = await delivery.deliverViaMx('failover.test', outbound(['a@failover.test', 'b@failover.test']));
+    assert.deepEqual(results.map((r) => r.outcome), ['failed', 'failed']);
+    assert.match(results[0]!.reply, /^554 5\.4\.6 first\.failover\.test\[127\.0\.0\.1\]:\d+ greets as RELAY\.origin\.test, this relay's own name: mail for it loops back to myself$/);
+    assert.equal(results[0]!.remoteHost, 'first.failover.test');
+    assert.equal(sink.connections, 1, 'the second MX is not tried');
+    assert.equal(sink.received.length, 0);
+  });
+
   it('tells a refusal for too many recipients from other 452 and 552 replies', () => {
     const refused = (reply: string) => isOverRecipientLimit({ address: 'a@example.test', outcome: reply.startsWith('5') ? 'failed' : 'deferred', reply });
     for (const reply of ['452 4.5.3 Error: too many recipients', '452 Too many recipients', '552 5.5.3 Too many recipients', '452-4.5.3 Your message has too many recipients.']) assert.ok(refused(reply), reply);
