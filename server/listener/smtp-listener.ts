@@ -60,6 +60,9 @@ export type ReloadableDeps = Pick<ListenerDeps, 'config' | 'policy' | 'authentic
 
 type Callback = (err?: Error | null) => void;
 
+/** smtp-server's connection errors: the client's address on the error, or in `meta` for a failed implicit-TLS handshake */
+type ConnectionError = Error & { code?: string; remoteAddress?: string; meta?: { remoteAddress?: string } };
+
 /** longest SMTP command line answered normally (RFC 5321 says 512; Postfix takes 2048) */
 const MAX_COMMAND_LINE_BYTES = 2048;
 
@@ -133,7 +136,7 @@ export class SmtpListener {
       },
     });
     this.unsubscribeTls = deps.tls.onChange(() => this.server.updateSecureContext(deps.tls.secureContextOptions()));
-    this.server.on('error', (err) => deps.logger.warn({ event: 'smtp-error', listener: this.name, err: err.message }, 'SMTP connection error'));
+    this.server.on('error', (err: ConnectionError) => this.logConnectionError(err));
   }
 
   listen(): Promise<number> {
@@ -236,6 +239,21 @@ export class SmtpListener {
   private client(session: SMTPServerSession): ClientContext {
     const user = session.user as string | undefined;
     return { remoteAddress: session.remoteAddress, user: user || undefined, role: this.listener.role };
+  }
+
+  /**
+   * A connection that failed below SMTP. A TLS handshake that fails (a scanner, a
+   * client speaking plain text to the implicit-TLS port, an outdated TLS version)
+   * is everyday noise on a public server: logged at info with OpenSSL's reason
+   * alone. Anything else is a warning. Both name the client.
+   */
+  private logConnectionError(err: ConnectionError): void {
+    const client = err.remoteAddress ?? err.meta?.remoteAddress;
+    const tls = /SSL routines|TLS/.test(err.message) || (err.code ?? '').startsWith('ERR_SSL');
+    const reason = tls ? (/SSL routines:[^:]*:([^:]+)/.exec(err.message)?.[1] ?? err.message.trim()) : err.message.trim();
+    const fields = { event: tls ? 'tls-error' : 'smtp-error', listener: this.name, client, code: err.code, err: reason };
+    if (tls) this.deps.logger.info(fields, `TLS handshake with ${client ?? 'a client'} failed: ${reason}`);
+    else this.deps.logger.warn(fields, `SMTP connection error from ${client ?? 'a client'}: ${reason}`);
   }
 
   /**

@@ -6,7 +6,9 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
+import net from 'node:net';
 import { join } from 'node:path';
+import tls from 'node:tls';
 import { SmtpDialog } from '../helpers/smtp-dialog';
 import { filesIn, spoolCounts, waitFor } from '../helpers/spool-files';
 import { startTestRelay, type TestRelay } from '../helpers/test-relay';
@@ -236,4 +238,74 @@ test('a message that already passed 50 hops is refused as a mail loop with 554 5
   fine.write(`${received(48)}Subject: long route\r\n\r\nbody\r\n.\r\n`);
   assert.equal((await fine.read()).code, 250);
   fine.close();
+});
+
+test('plain text on the implicit-TLS port is logged at info with the client and OpenSSL\'s reason, and the port goes on serving', async () => {
+  const tlsRelay = await startTestRelay();
+  try {
+    const socket = net.connect(tlsRelay.ports[2]!, '127.0.0.1');
+    socket.on('error', () => undefined);
+    socket.write('EHLO client.test\r\n');
+    const line = await tlsRelay.waitForLog((l) => l.event === 'tls-error');
+    socket.destroy();
+    assert.equal(line.level, 30);
+    assert.equal(line.client, '127.0.0.1');
+    assert.equal(line.err, 'wrong version number');
+    assert.equal(line.msg, 'TLS handshake with 127.0.0.1 failed: wrong version number');
+    const secure = tls.connect({ port: tlsRelay.ports[2]!, host: '127.0.0.1', rejectUnauthorized: false });
+    const greeting = await new Promise<string>((resolve, reject) => secure.once('data', (d: Buffer) => resolve(d.toString())).once('error', reject));
+    secure.destroy();
+    assert.match(greeting, /^220 /);
+  } finally {
+    await tlsRelay.stop();
+  }
+});
+
+test('two hundred sessions of random commands, parameters and bytes, cut at random points, leave the relay serving, with nothing half-written', { timeout: 120_000 }, async () => {
+  const fuzzed = await startTestRelay(() => ({ relay: { networks: ['192.0.2.0/24'] }, limits: { maxErrors: 1000 } }));
+  let seed = 20261129;
+  const random = (n: number): number => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed % n;
+  };
+  const commands = ['EHLO x', 'HELO x', 'MAIL FROM:<a@b.test>', 'MAIL FROM:<>', 'RCPT TO:<alice@relay.test>', 'RCPT TO:<x@elsewhere.test>', 'DATA', '.', 'RSET', 'NOOP', 'QUIT', 'STARTTLS', 'AUTH PLAIN', 'AUTH LOGIN', 'AUTH PLAIN AGFsaWNlAHg=', 'VRFY alice', 'EXPN x', 'HELP', 'BDAT 10 LAST', 'MAIL FROM:<a@b.test> SIZE=99999999999', 'MAIL FROM:<a@b.test> BODY=8BITMIME SMTPUTF8', 'RCPT TO:<alice@relay.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;x+40y', 'MAIL FROM:<a@b.test> RET=HDRS ENVID=abc+2B', 'RCPT TO:<"a@b"@relay.test>', 'RCPT TO:<@x.test:alice@relay.test>', 'RCPT TO:<alice%x.test@relay.test>', 'RCPT TO:<postmaster>', 'XCLIENT ADDR=1.2.3.4', 'PROXY TCP4 1.2.3.4 5.6.7.8 1 2'];
+  const junk = (): string => Array.from({ length: random(40) }, () => String.fromCharCode(random(256))).join('');
+  const line = (): string => {
+    const kind = random(10);
+    return kind < 6 ? commands[random(commands.length)]! : kind < 8 ? commands[random(commands.length)]! + junk() : junk();
+  };
+  const session = (port: number): Promise<void> =>
+    new Promise((resolve) => {
+      const socket = net.connect(port, '127.0.0.1');
+      socket.on('error', () => resolve());
+      socket.on('data', () => undefined);
+      socket.on('close', () => resolve());
+      let text = '';
+      for (let i = 1 + random(30); i > 0; i--) {
+        text += line() + (random(10) === 0 ? '\n' : random(20) === 0 ? '\r' : '\r\n');
+        if (random(15) === 0) text += `Subject: x\r\n\r\nbody\r\n${random(2) ? '.\r\n' : ''}`;
+      }
+      const bytes = Buffer.from(text, 'latin1');
+      let sent = 0;
+      const writeSome = (): void => {
+        if (sent >= bytes.length || socket.destroyed) return void setTimeout(() => socket.end(), random(50));
+        const size = 1 + random(64);
+        socket.write(bytes.subarray(sent, sent + size));
+        sent += size;
+        setTimeout(writeSome, random(3));
+      };
+      writeSome();
+      setTimeout(() => socket.destroy(), 5_000);
+    });
+  try {
+    for (let round = 0; round < 10; round++) await Promise.all(Array.from({ length: 20 }, (_, i) => session(fuzzed.ports[i % 2]!)));
+    assert.deepEqual(fuzzed.logs.filter((l) => (l.level as number) >= 50), [], 'no error-level log line');
+    await stillAcceptsMail(fuzzed.ports[0]!);
+    // every message that got a 250 is queued whole or delivered; nothing is left half-written
+    await waitFor(async () => (await spoolCounts(join(fuzzed.dir, 'spool'))).tmp === 0, 10_000, 'no partial file in tmp/');
+    const counts = await spoolCounts(join(fuzzed.dir, 'spool'));
+    assert.equal(counts.corrupt, 0);
+  } finally {
+    await fuzzed.stop();
+  }
 });
