@@ -26,10 +26,15 @@ export function receivedHeader(info: ReceivedInfo): Buffer {
   const tls = info.tlsVersion ? `\r\n\t(using ${clean(info.tlsVersion)}${info.tlsCipher ? ` with cipher ${clean(info.tlsCipher)}` : ''})` : '';
   const forClause = info.recipient ? `\r\n\tfor <${clean(info.recipient)}>` : '';
   const text =
-    `Received: from ${clean(info.helo) || 'unknown'} ([${clean(info.remoteAddress)}])` +
+    `Received: from ${clean(info.helo) || 'unknown'} (${addressLiteral(clean(info.remoteAddress))})` +
     `\r\n\tby ${info.hostname} (ownrelay) with ${info.protocol} id ${info.queueId}${tls}${forClause};` +
     `\r\n\t${rfc5322Date(info.date)}\r\n`;
   return Buffer.from(text, 'utf8');
+}
+
+/** RFC 5321 4.1.3: [192.0.2.1], or [IPv6:2001:db8::1] */
+function addressLiteral(address: string): string {
+  return address.includes(':') ? `[IPv6:${address}]` : `[${address}]`;
 }
 
 export function protocolName(secure: boolean, authenticated: boolean): string {

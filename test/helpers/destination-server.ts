@@ -33,6 +33,8 @@ export interface DestinationOptions {
   credentials?: { key: string; cert: string };
   /** do not offer DSN (RFC 3461) */
   noDsn?: boolean;
+  /** the loopback address to listen on (default 127.0.0.1; ::1 for IPv6) */
+  host?: string;
 }
 
 export interface DestinationServer {
@@ -116,7 +118,7 @@ export async function startDestination(options: DestinationOptions = {}): Promis
   });
   // a client killed mid-session (crash tests) resets its connection: not an error here
   server.on('error', () => undefined);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  await new Promise<void>((resolve) => server.listen(0, options.host ?? '127.0.0.1', () => resolve()));
   state.port = (server.server.address() as AddressInfo).port;
   state.close = () => new Promise((resolve) => server.close(() => resolve()));
   return state;
