@@ -7,7 +7,7 @@
  */
 import { open, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { domainOf, type QueueEnvelope } from '../queue/envelope';
+import { addedHeaders, domainOf, type QueueEnvelope } from '../queue/envelope';
 import { readQueueFile } from '../queue/queue-file';
 import { QUEUE_STATES, parseEntryName, type QueueEntry, type QueueState } from '../queue/spool';
 
@@ -189,12 +189,17 @@ export class QueueView {
 
   private async headers(entry: QueueEntry): Promise<string> {
     try {
-      const { bodyOffset } = await readQueueFile(this.path(entry));
+      const { bodyOffset, envelope } = await readQueueFile(this.path(entry));
       const handle = await open(this.path(entry), 'r');
       try {
         const buffer = Buffer.alloc(HEADER_LIMIT_BYTES);
         const { bytesRead } = await handle.read(buffer, 0, buffer.length, bodyOffset);
-        const text = buffer.subarray(0, bytesRead).toString('utf8');
+        // as the message will be passed on: with the fields the relay adds
+        const added = addedHeaders(envelope);
+        const head = buffer.subarray(0, bytesRead);
+        const at = added?.inserted ? Math.min(added.inserted.at, head.length) : 0;
+        const parts = added ? [added.before, head.subarray(0, at), added.inserted?.bytes, head.subarray(at)] : [head];
+        const text = Buffer.concat(parts.filter((part): part is Buffer => part !== undefined)).toString('utf8');
         const end = text.search(/\r?\n\r?\n/);
         return end >= 0 ? text.slice(0, end) : text;
       } finally {

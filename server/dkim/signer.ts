@@ -17,7 +17,7 @@
  *   unsigned mail that the domain's DMARC policy would quarantine.
  */
 import type { dkimSign as DkimSign } from 'mailauth';
-import { openWithPrefix } from '../delivery/prefixed-message';
+import { openWithAddedHeaders } from '../delivery/prefixed-message';
 import type { OutboundMessage } from '../delivery/types';
 import type { DkimSigningKey } from './keys';
 import { fromDomain, readHeaderBlock } from './header-block';
@@ -77,7 +77,7 @@ export class DkimSigner {
     return {
       ...message,
       size: message.size + signatures.length,
-      open: openWithPrefix(signatures, () => message.open()),
+      open: openWithAddedHeaders({ before: signatures, length: signatures.length }, () => message.open()),
     };
   }
 }

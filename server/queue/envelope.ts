@@ -87,6 +87,12 @@ export interface QueueEnvelope {
    */
   headers?: string;
   /**
+   * Header fields this relay inserts `at` that many bytes into the message when it
+   * passes it on: right after its own Received field (a Date or Message-ID the
+   * customer's own mail lacked), so the trace fields stay one block at the top.
+   */
+  insertedHeaders?: { at: number; text: string };
+  /**
    * Bytes of the message after the envelope, written at commit: a queue file whose
    * message is shorter or longer is corrupt (a truncated file is never delivered).
    * Absent in files written before this field existed.
@@ -112,9 +118,20 @@ export function ownMessageEnvelope(opts: { to: string[]; hostname: string; sourc
   };
 }
 
-/** The bytes of envelope.headers, or undefined when there are none. */
-export function addedHeaders(envelope: QueueEnvelope): Buffer | undefined {
-  return envelope.headers ? Buffer.from(envelope.headers, 'utf8') : undefined;
+/** What the relay adds to a message when it passes it on: fields in front, and fields inserted at an offset. */
+export interface AddedHeaders {
+  before?: Buffer;
+  inserted?: { at: number; bytes: Buffer };
+  /** bytes added in all */
+  length: number;
+}
+
+/** The header fields envelope.headers and envelope.insertedHeaders add, or undefined when there are none. */
+export function addedHeaders(envelope: QueueEnvelope): AddedHeaders | undefined {
+  const before = envelope.headers ? Buffer.from(envelope.headers, 'utf8') : undefined;
+  const inserted = envelope.insertedHeaders ? { at: envelope.insertedHeaders.at, bytes: Buffer.from(envelope.insertedHeaders.text, 'utf8') } : undefined;
+  if (!before && !inserted) return undefined;
+  return { ...(before ? { before } : {}), ...(inserted ? { inserted } : {}), length: (before?.length ?? 0) + (inserted?.bytes.length ?? 0) };
 }
 
 export function pendingRecipients(envelope: QueueEnvelope): RecipientState[] {

@@ -35,7 +35,7 @@ import { routeName, type Route, type RouteGroup, type Router } from '../delivery
 import { queueBounce, queueDelayWarning, queueSuccessNotice } from '../delivery/bounce';
 import type { RecipientResult } from '../delivery/types';
 import type { Logger } from '../log/logger';
-import { openWithPrefix } from '../delivery/prefixed-message';
+import { openWithAddedHeaders } from '../delivery/prefixed-message';
 import { outboundDsn } from '../delivery/dsn-passing';
 import { addedHeaders, pendingRecipients, wantsNotice, type QueueEnvelope, type RecipientState } from './envelope';
 import { retryPlan } from './retry-schedule';
@@ -385,7 +385,7 @@ export class Scheduler {
               from: envelope.from,
               recipients: group.recipients,
               size: info.size + (added?.length ?? 0),
-              open: added ? openWithPrefix(added, openQueued) : openQueued,
+              open: added ? openWithAddedHeaders(added, openQueued) : openQueued,
               queueId: envelope.id,
               receivedAt: envelope.receivedAt,
               ...(dsn ? { dsn } : {}),

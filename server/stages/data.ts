@@ -12,7 +12,7 @@
  * inbound checks; their header fields are stored with the envelope (they are
  * known only at the end) and put in front of the message when it is passed on.
  * With `fillHeaders` (submission), a missing Date or Message-ID is added the same
- * way (see missing-headers.ts).
+ * way (see missing-headers.ts), but below this relay's Received field.
  */
 import { PassThrough, type Readable } from 'node:stream';
 import type { InspectedMessage } from '../inbound/authentication';
@@ -92,8 +92,9 @@ export async function receiveMessage(
     throw new SmtpError(554, '5.6.0', 'Bare CR or LF in message; lines must end with CRLF', 'bare CR or LF in DATA');
   }
   const filled = options.fillHeaders ? missingHeaderFields(headerText, options.fillHeaders) : '';
+  // below this relay's Received field, so the trace fields stay one block at the top
+  if (filled !== '') envelope.insertedHeaders = { at: traceHeader.length, text: filled };
   if (filled !== '' && !inspection) {
-    envelope.headers = filled;
     try {
       await writer.updateEnvelope(envelope);
     } catch (err) {
@@ -112,11 +113,11 @@ export async function receiveMessage(
       throw inspected.refusal;
     }
     try {
-      envelope.headers = inspected.headers + filled;
+      envelope.headers = inspected.headers;
       await writer.updateEnvelope(envelope);
     } catch {
       // only a message already partly on disk with huge results gets here: keep the summary
-      envelope.headers = inspected.compactHeaders + filled;
+      envelope.headers = inspected.compactHeaders;
       await writer.updateEnvelope(envelope).catch(async (err: unknown) => {
         await writer!.abort();
         throw asSmtpError(err, 'spool write failed');

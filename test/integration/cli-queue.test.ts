@@ -96,6 +96,8 @@ test('queue list/show/summary/hold/delete/flush/release steer deferred mail, and
     const shown = await runCli(['--config', config, 'queue', 'show', ids.a!]);
     assert.equal(shown.code, 0, shown.stderr);
     assert.match(shown.stdout, /Subject: message a/);
+    // the headers as they will be passed on: with the Message-ID the relay adds, below its Received
+    assert.match(shown.stdout, new RegExp(`\\n {2}Received: from client\\.test [^]*?\\n {2}Date: .*\\n {2}Message-ID: <${ids.a}@relay\\.test>\\n {2}Subject: message a\\n`));
     assert.match(shown.stdout, /last reply: .*451/);
     assert.match(shown.stdout, /^DSN: +RET=FULL ENVID=env-a$/m);
     assert.match(shown.stdout, /^ +pending +<a@stuck\.test> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;list@sender\.test$/m);

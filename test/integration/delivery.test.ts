@@ -117,6 +117,9 @@ test('submitted mail without Date or Message-ID gets them (RFC 6409); mail that 
     assert.equal(bareText.match(/^Message-ID: /gim)?.length, 1);
     assert.match(bareText, new RegExp(`^Message-ID: <${queueId}@relay\\.test>\r$`, 'm'));
     assert.match(bareText, /^Date: \w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} \+0000\r$/m);
+    // the trace fields stay one block at the top: the relay's Received first, the added fields below it
+    const belowReceived = /^Received: from [^\r]*\r\n(?:\t[^\r]*\r\n)*(?:Date|Message-ID): [^\r]*\r\n(?:Date|Message-ID): [^\r]*\r\nSubject: bare\r\n/;
+    assert.match(bareText, belowReceived);
     const completeText = complete!.raw.toString('latin1');
     assert.deepEqual(completeText.match(/^Message-ID: .*$/gim), ['Message-ID: <mine@relay.test>']);
     assert.equal(completeText.match(/^Date: /gim)?.length, 1);
@@ -128,6 +131,7 @@ test('submitted mail without Date or Message-ID gets them (RFC 6409); mail that 
     const bigId = /queued as (\S+)/.exec(sentBig.response)![1]!;
     const [, , bigMessage] = await destination.waitForMessages(3);
     assert.match(bigMessage!.raw.toString('latin1'), new RegExp(`^Message-ID: <${bigId}@relay\\.test>\r$`, 'm'));
+    assert.match(bigMessage!.raw.toString('latin1'), /^Received: from [^\r]*\r\n(?:\t[^\r]*\r\n)*(?:Date|Message-ID): [^\r]*\r\n(?:Date|Message-ID): [^\r]*\r\nSubject: big\r\n/);
 
     // from outside (not allowed to relay) to a local mailbox: nothing is added
     const outside = nodemailer.createTransport({ host: '127.0.0.1', port: relay.ports[0], secure: false, ignoreTLS: true });
