@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { freePort, postfixAvailable, runSmtpSource, startPostfix, waitUntil, type PostfixInstance } from '../helpers/postfix';
+import { freePort, postfixAvailable, runSmtpSource, startPostfix, waitUntil, type PostfixInstance, type PostfixOptions } from '../helpers/postfix';
 import { removeDir, startRelayProcess, writeTempDir, type LogLine, type RelayProcess } from '../helpers/relay-process';
 import { SmtpDialog } from '../helpers/smtp-dialog';
 
@@ -43,6 +43,27 @@ function requirePostfix(): void {
 
 function events(relay: RelayProcess, name: string): LogLine[] {
   return relay.logLines().filter((l) => l.event === name);
+}
+
+/**
+ * Hooks for a suite with the relay (config from `relayYaml`) in front of a private
+ * Postfix destination; the returned fields are set once `before` has run.
+ */
+function relayBeforePostfix(name: string, destinationOptions: PostfixOptions, relayYaml: (dir: string, destinationPort: number) => string): { dir: string; relay: RelayProcess; destination: PostfixInstance } {
+  const world = {} as { dir: string; relay: RelayProcess; destination: PostfixInstance };
+  before(async () => {
+    requirePostfix();
+    world.dir = writeTempDir(name);
+    for (const sub of ['spool', 'mail', 'state']) mkdirSync(join(world.dir, sub));
+    world.destination = await startPostfix(destinationOptions);
+    world.relay = await startRelayProcess(relayYaml(world.dir, world.destination.port));
+  });
+  after(async () => {
+    await world.relay?.stop().catch((err: unknown) => console.error(err));
+    await world.destination?.stop();
+    if (world.dir) removeDir(world.dir);
+  });
+  return world;
 }
 
 describe('a Postfix sender relaying through the relay to a Postfix destination', () => {
@@ -95,29 +116,10 @@ describe('a Postfix sender relaying through the relay to a Postfix destination',
 });
 
 describe('the relay delivering to a Postfix destination that first answers 450 for a recipient', () => {
-  let dir: string;
-  let relay: RelayProcess;
-  let destination: PostfixInstance;
-
-  before(async () => {
-    requirePostfix();
-    dir = writeTempDir('ownrelay-postfix-retry');
-    for (const sub of ['spool', 'mail', 'state']) mkdirSync(join(dir, sub));
-    destination = await startPostfix({
-      hostname: 'dest.test',
-      destinationDomains: ['dest.test'],
-      recipientAccess: { 'later@dest.test': '450 4.2.1 Mailbox busy, try again later' },
-    });
-    relay = await startRelayProcess(relayConfig(dir, destination.port));
-  });
-
-  after(async () => {
-    await relay?.stop().catch((err: unknown) => console.error(err));
-    await destination?.stop();
-    if (dir) removeDir(dir);
-  });
+  const world = relayBeforePostfix('ownrelay-postfix-retry', { hostname: 'dest.test', destinationDomains: ['dest.test'], recipientAccess: { 'later@dest.test': '450 4.2.1 Mailbox busy, try again later' } }, relayConfig);
 
   test('the message is deferred, kept, and delivered by a later retry once Postfix accepts the recipient', { timeout: 120_000 }, async () => {
+    const { relay, destination } = world;
     const sent = await runSmtpSource({ port: relay.ports[1]!, messages: 1, from: 'app@client.test', to: 'later@dest.test' });
     assert.equal(sent.code, 0, `the relay must accept the message: ${sent.stdout}${sent.stderr}`);
 
@@ -144,25 +146,10 @@ describe('the relay delivering to a Postfix destination that first answers 450 f
 });
 
 describe('the relay delivering to a Postfix destination that takes two recipients per transaction', () => {
-  let dir: string;
-  let relay: RelayProcess;
-  let destination: PostfixInstance;
-
-  before(async () => {
-    requirePostfix();
-    dir = writeTempDir('ownrelay-postfix-rcpt-limit');
-    for (const sub of ['spool', 'mail', 'state']) mkdirSync(join(dir, sub));
-    destination = await startPostfix({ hostname: 'dest.test', destinationDomains: ['dest.test'], main: { smtpd_recipient_limit: '2' } });
-    relay = await startRelayProcess(relayConfig(dir, destination.port));
-  });
-
-  after(async () => {
-    await relay?.stop().catch((err: unknown) => console.error(err));
-    await destination?.stop();
-    if (dir) removeDir(dir);
-  });
+  const world = relayBeforePostfix('ownrelay-postfix-rcpt-limit', { hostname: 'dest.test', destinationDomains: ['dest.test'], main: { smtpd_recipient_limit: '2' } }, relayConfig);
 
   test('a message to five recipients reaches all five at once, in three transactions, with no deferral', { timeout: 60_000 }, async () => {
+    const { relay, destination } = world;
     const sent = await runSmtpSource({ port: relay.ports[1]!, messages: 1, recipients: 5, from: 'app@client.test', to: 'user@dest.test' });
     assert.equal(sent.code, 0, `the relay must accept the message: ${sent.stdout}${sent.stderr}`);
 
@@ -181,35 +168,20 @@ describe('the relay delivering to a Postfix destination that takes two recipient
 });
 
 describe('a forward domain whose next hop is Postfix, with verifyRecipients', () => {
-  let dir: string;
-  let relay: RelayProcess;
-  let destination: PostfixInstance;
-
-  before(async () => {
-    requirePostfix();
-    dir = writeTempDir('ownrelay-postfix-verify');
-    for (const sub of ['spool', 'mail', 'state']) mkdirSync(join(dir, sub));
-    destination = await startPostfix({ hostname: 'store.test', destinationDomains: ['fwd.test'], recipientAccess: { 'ghost@fwd.test': '550 5.1.1 User unknown' } });
-    relay = await startRelayProcess(`
+  const world = relayBeforePostfix('ownrelay-postfix-verify', { hostname: 'store.test', destinationDomains: ['fwd.test'], recipientAccess: { 'ghost@fwd.test': '550 5.1.1 User unknown' } }, (dir, port) => `
 hostname: relay.test
 listeners:
   - { role: mx, address: 127.0.0.1, port: 0, earlyTalkerCheck: false }
 domains:
-  - { name: fwd.test, delivery: forward, forwardTo: { host: 127.0.0.1, port: ${destination.port}, tls: none }, verifyRecipients: true }
+  - { name: fwd.test, delivery: forward, forwardTo: { host: 127.0.0.1, port: ${port}, tls: none }, verifyRecipients: true }
 relay: { networks: [192.0.2.0/24] }
 paths: { spool: ${dir}/spool, mail: ${dir}/mail, state: ${dir}/state }
 delivery:
   allowedDestinations: [127.0.0.0/8]
 `);
-  });
-
-  after(async () => {
-    await relay?.stop().catch((err: unknown) => console.error(err));
-    await destination?.stop();
-    if (dir) removeDir(dir);
-  });
 
   test('Postfix\'s answer to a probe decides the RCPT: a user it refuses gets 550 5.1.1, the message goes to the others', { timeout: 60_000 }, async () => {
+    const { relay, destination } = world;
     const dialog = await SmtpDialog.connect(relay.ports[0]!);
     try {
       await dialog.read();
