@@ -107,7 +107,7 @@ export function markdownReport(rows: ResultRow[], info: MachineInfo, relayMode: 
     '- `smtp-source -s SESSIONS -m N -l SIZE` sends N messages, one message per connection (as Postfix\'s own figures are measured), to the MTA under test on 127.0.0.1.',
     '- ownrelay: its submission listener (no greeting delay), loopback in `relay.networks` so no AUTH, `delivery.routes` to the sink with `tls: none`, default delivery concurrency.',
     '- Postfix: a private instance with default settings except `relayhost = [127.0.0.1]:SINK` and no TLS.',
-    '- Both pass every message on to a fresh `smtp-sink`. Each case first sends a warm-up batch (a fifth of N, at most 500) that is not timed; then rate = messages counted at the sink / seconds from the start of smtp-source to the last message at the sink.',
+    '- Both pass every message on to a fresh `smtp-sink`. Each case first sends a warm-up batch of N messages that is not timed (the relay\'s JIT compiler settles over a few thousand messages); then rate = messages counted at the sink / seconds from the start of smtp-source to the last message at the sink.',
     '- The relay runs as the shipped bundle does on a server, with the settings of its `#!` line: `' + bundleShebang().slice(2) + ' dist/ownrelay.js` (with `--bundle`), or from the TypeScript sources with tsx.',
     '- Peak RSS: the larger of VmHWM at the end and VmRSS sampled every 100 ms, of the relay\'s process.',
     '- CPU ms/msg: busy CPU time of the whole machine (the MTA, smtp-source, smtp-sink and the kernel) during the timed phase, per message.',
