@@ -113,7 +113,9 @@ function parseEnvelope(path: string, json: Buffer): QueueEnvelope {
     env.recipients.every((r) => r && typeof r.address === 'string' && ['pending', 'delivered', 'failed'].includes(r.status) && (r.notify === undefined || Array.isArray(r.notify))) &&
     typeof env.client === 'object' &&
     env.client !== null &&
-    (env.size === undefined || (Number.isSafeInteger(env.size) && env.size >= 0));
+    (env.size === undefined || (Number.isSafeInteger(env.size) && env.size >= 0)) &&
+    (env.headers === undefined || typeof env.headers === 'string') &&
+    (env.insertedHeaders === undefined || (Number.isSafeInteger(env.insertedHeaders?.at) && env.insertedHeaders!.at >= 0 && typeof env.insertedHeaders?.text === 'string'));
   if (!valid) throw new CorruptQueueFile(path, 'envelope fields missing or of the wrong type');
   return env as QueueEnvelope;
 }

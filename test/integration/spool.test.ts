@@ -95,6 +95,23 @@ test('a queue file records the size of its message, so one cut short or appended
   }
 });
 
+test('an envelope whose added fields or size have the wrong shape is corrupt, not delivered', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'ownrelay-spool-shape-'));
+  try {
+    const bad = [{ size: -1 }, { size: '7' }, { headers: 5 }, { insertedHeaders: 'Date: x' }, { insertedHeaders: { at: -1, text: 'x' } }, { insertedHeaders: { at: 3 } }];
+    for (const fields of bad) {
+      const path = join(dir, newQueueId());
+      await writeFile(path, Buffer.concat([encodeHeader({ ...envelopeFor('alice@relay.test'), ...fields } as unknown as QueueEnvelope), Buffer.from('hello\r\n')]));
+      await assert.rejects(readQueueFile(path), /envelope fields missing or of the wrong type/, JSON.stringify(fields));
+    }
+    const good = join(dir, newQueueId());
+    await writeFile(good, Buffer.concat([encodeHeader({ ...envelopeFor('alice@relay.test'), size: 7, headers: 'A: b\r\n', insertedHeaders: { at: 0, text: 'C: d\r\n' } }), Buffer.from('hello\r\n')]));
+    assert.equal((await readQueueFile(good)).envelope.insertedHeaders?.text, 'C: d\r\n');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 test('an envelope update on disk that fits always leaves room for the size commit adds', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'ownrelay-spool-room-'));
   try {
