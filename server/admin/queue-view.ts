@@ -7,6 +7,8 @@
  */
 import { open, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { openWithAddedHeaders } from '../delivery/prefixed-message';
 import { addedHeaders, domainOf, type QueueEnvelope } from '../queue/envelope';
 import { readQueueFile } from '../queue/queue-file';
 import { QUEUE_STATES, parseEntryName, type QueueEntry, type QueueState } from '../queue/spool';
@@ -197,9 +199,7 @@ export class QueueView {
         // as the message will be passed on: with the fields the relay adds
         const added = addedHeaders(envelope);
         const head = buffer.subarray(0, bytesRead);
-        const at = added?.inserted ? Math.min(added.inserted.at, head.length) : 0;
-        const parts = added ? [added.before, head.subarray(0, at), added.inserted?.bytes, head.subarray(at)] : [head];
-        const text = Buffer.concat(parts.filter((part): part is Buffer => part !== undefined)).toString('utf8');
+        const text = (added ? Buffer.concat(await openWithAddedHeaders(added, () => Readable.from([head]))().toArray()) : head).toString('utf8');
         const end = text.search(/\r?\n\r?\n/);
         return end >= 0 ? text.slice(0, end) : text;
       } finally {

@@ -67,6 +67,29 @@ export class AddressGuard {
     this.allowedSingles = new NetworkList(allowedCidrs.filter(isSingleAddress));
   }
 
+  /**
+   * The addresses of `host` that delivery may connect to, in the resolver's order;
+   * `refused` names the others with the reason, `failure` says why the lookup gave
+   * nothing (it failed, or the host has no address).
+   */
+  async usableAddresses(host: string, resolver: { resolveHost(host: string): Promise<string[]> }): Promise<{ addresses: string[]; refused: string[]; failure?: string }> {
+    let all: string[];
+    try {
+      all = await resolver.resolveHost(host);
+    } catch (err) {
+      return { addresses: [], refused: [], failure: `address lookup for ${host} failed: ${err instanceof Error ? err.message : String(err)}` };
+    }
+    if (all.length === 0) return { addresses: [], refused: [], failure: `${host} has no A or AAAA records` };
+    const addresses: string[] = [];
+    const refused: string[] = [];
+    for (const address of all) {
+      const verdict = this.check(address);
+      if (verdict.allowed) addresses.push(address);
+      else refused.push(`${host}[${address}]: ${verdict.reason}`);
+    }
+    return { addresses, refused };
+  }
+
   check(ip: string): GuardVerdict {
     if (!ipaddr.isValid(ip)) return { allowed: false, reason: `"${ip}" is not an IP address` };
     const address = embeddedIPv4(ipaddr.parse(ip));

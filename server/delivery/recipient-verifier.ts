@@ -110,22 +110,15 @@ export class RecipientVerifier {
     else this.running--;
   }
 
-  /** Asks each allowed address of the next hop in turn until one answers the RCPT. */
+  /**
+   * Asks each allowed address of the next hop in turn until one answers the RCPT.
+   * (Credentials over an unencrypted session are refused by openSession.)
+   */
   private async probe(recipient: string, hop: NextHop): Promise<Verification> {
-    if (hop.auth && hop.tls === 'none') return { result: 'unknown', reason: `next hop ${hop.host}: AUTH is configured but tls is none` };
-    let addresses: string[];
-    try {
-      addresses = await this.opts.resolver.resolveHost(hop.host);
-    } catch (err) {
-      return { result: 'unknown', reason: `address lookup for ${hop.host} failed: ${err instanceof Error ? err.message : String(err)}` };
-    }
-    let last: Verification = { result: 'unknown', reason: `${hop.host} has no usable address` };
-    for (const address of addresses) {
-      const verdict = this.opts.guard.check(address);
-      if (!verdict.allowed) {
-        last = { result: 'unknown', reason: `${hop.host}[${address}]: ${verdict.reason}` };
-        continue;
-      }
+    const usable = await this.opts.guard.usableAddresses(hop.host, this.opts.resolver);
+    const reason = usable.failure ?? (usable.refused.length > 0 ? usable.refused.join('; ') : `${hop.host} has no usable address`);
+    let last: Verification = { result: 'unknown', reason };
+    for (const address of usable.addresses) {
       const endpoint: Endpoint = { host: hop.host, address, port: hop.port, tls: hop.tls, verifyCertificate: hop.verifyCertificate, auth: hop.auth };
       last = await this.probeEndpoint(endpoint, recipient);
       if (last.result !== 'unknown') break;

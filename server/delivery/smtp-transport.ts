@@ -170,20 +170,10 @@ export class SmtpDelivery {
     const refused: string[] = [];
     let last: Failure | undefined;
     for (const host of hosts) {
-      let addresses: string[];
-      try {
-        addresses = await this.opts.resolver.resolveHost(host);
-      } catch (err) {
-        last = { reason: `address lookup for ${host} failed: ${err instanceof Error ? err.message : String(err)}` };
-        continue;
-      }
-      if (addresses.length === 0) last = { reason: `${host} has no A or AAAA records` };
-      for (const address of addresses) {
-        const verdict = this.opts.guard.check(address);
-        if (!verdict.allowed) {
-          refused.push(`${host}[${address}]: ${verdict.reason}`);
-          continue;
-        }
+      const usable = await this.opts.guard.usableAddresses(host, this.opts.resolver);
+      refused.push(...usable.refused);
+      if (usable.failure) last = { reason: usable.failure };
+      for (const address of usable.addresses) {
         const outcome = await this.attempt({ ...route, host, address }, message, observer);
         if (outcome.kind === 'done') return outcome.results;
         last = outcome.failure;
