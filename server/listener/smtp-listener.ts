@@ -18,7 +18,6 @@ import type { RecipientVerifier } from '../delivery/recipient-verifier';
 import { domainOf, isInternationalized, localPartOf, type QueueEnvelope } from '../queue/envelope';
 import { newQueueId } from '../queue/queue-id';
 import type { QueueEntry, Spool } from '../queue/spool';
-import { roomForMessage } from '../queue/spool-space';
 import type { PreloadedMessage } from '../queue/scheduler';
 import type { InboundAuthenticator } from '../inbound/authentication';
 import type { AuthThrottle } from '../stages/auth-throttle';
@@ -332,7 +331,7 @@ export class SmtpListener {
     const verdict = this.deps.policy.checkSender(client, address.address);
     const user = client.user !== undefined ? this.deps.policy.user(client.user) : undefined;
     if (verdict.action === 'accept') {
-      const space = roomForMessage(this.deps.spool.dir, this.deps.config.limits.spoolMinFreeBytes, declaredSize(address));
+      const space = this.deps.spool.space.roomForMessage(this.deps.config.limits.spoolMinFreeBytes, declaredSize(address));
       if (!space.room) {
         const reason = `spool has ${space.freeBytes} bytes free, needs ${space.neededBytes}`;
         this.deps.logger.error({ event: 'spool-full', client: session.remoteAddress, listener: this.name, freeBytes: space.freeBytes, neededBytes: space.neededBytes }, `refusing new mail: ${reason}`);

@@ -22,6 +22,7 @@ import type { Logger } from '../log/logger';
 import type { QueueEnvelope } from './envelope';
 import { GroupSync } from './group-sync';
 import { SpoolIoThread } from './spool-io-thread';
+import { SpoolSpace } from './spool-space';
 import { CorruptQueueFile, encodeEnvelopeInPlace, encodeHeader, openMessage, readQueueFile, type QueueFileInfo } from './queue-file';
 import { isQueueId } from './queue-id';
 
@@ -46,11 +47,15 @@ export class Spool {
   private readonly sync = new GroupSync();
   /** @internal group commit of whole small files, used by MessageWriter */
   readonly io = new SpoolIoThread();
+  /** free space on the spool's file system, for taking new mail */
+  readonly space: SpoolSpace;
 
   private constructor(
     readonly dir: string,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    this.space = new SpoolSpace(dir);
+  }
 
   static async open(dir: string, logger: Logger): Promise<Spool> {
     await mkdir(dir, { recursive: true, mode: 0o700 });
