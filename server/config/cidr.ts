@@ -28,9 +28,30 @@ export function parseAddress(text: string): ipaddr.IPv4 | ipaddr.IPv6 | undefine
   return ipaddr.process(text);
 }
 
+/**
+ * Wraps `answer`, a function whose result depends only on the address text, so
+ * that addresses seen before are answered from memory: a relay sees the same
+ * few clients and destinations again and again, and parsing the text is most of
+ * the cost of a check. At most `limit` answers are kept; the oldest goes first.
+ * Answers must never be undefined (and callers must not change them).
+ */
+export function rememberAnswers<T>(answer: (address: string) => T, limit = 4096): (address: string) => T {
+  const answers = new Map<string, T>();
+  return (address) => {
+    const known = answers.get(address);
+    if (known !== undefined) return known;
+    const fresh = answer(address);
+    if (answers.size >= limit) answers.delete(answers.keys().next().value!);
+    answers.set(address, fresh);
+    return fresh;
+  };
+}
+
 /** A compiled list of networks; `contains` answers for any textual IP address. */
 export class NetworkList {
   private readonly ranges: Range[];
+  /** whether an address is in the list; answered from memory for addresses seen before */
+  readonly contains: (text: string) => boolean = rememberAnswers((text) => this.lookup(text));
 
   constructor(cidrs: readonly string[]) {
     this.ranges = cidrs.map((text) => {
@@ -43,7 +64,7 @@ export class NetworkList {
     });
   }
 
-  contains(text: string): boolean {
+  private lookup(text: string): boolean {
     const address = parseAddress(text);
     if (!address) return false;
     return this.ranges.some(([network, bits]) => network.kind() === address.kind() && address.match(network, bits));

@@ -17,7 +17,7 @@
  * for a lab must not also open the metadata service.
  */
 import ipaddr from 'ipaddr.js';
-import { NetworkList } from '../config/cidr';
+import { NetworkList, rememberAnswers } from '../config/cidr';
 
 export type GuardVerdict = { allowed: true } | { allowed: false; reason: string };
 
@@ -61,6 +61,8 @@ const SIIT = ipaddr.parseCIDR('::ffff:0:0:0/96') as [ipaddr.IPv6, number];
 export class AddressGuard {
   private readonly allowed: NetworkList;
   private readonly allowedSingles: NetworkList;
+  /** the verdict on an address; answered from memory for addresses seen before (verdicts are frozen) */
+  readonly check: (ip: string) => GuardVerdict = rememberAnswers((ip) => Object.freeze(this.judge(ip)));
 
   constructor(allowedCidrs: readonly string[]) {
     this.allowed = new NetworkList(allowedCidrs);
@@ -90,7 +92,7 @@ export class AddressGuard {
     return { addresses, refused };
   }
 
-  check(ip: string): GuardVerdict {
+  private judge(ip: string): GuardVerdict {
     if (!ipaddr.isValid(ip)) return { allowed: false, reason: `"${ip}" is not an IP address` };
     const address = embeddedIPv4(ipaddr.parse(ip));
     const normalized = address.toNormalizedString();

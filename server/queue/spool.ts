@@ -49,12 +49,15 @@ export class Spool {
   readonly io = new SpoolIoThread();
   /** free space on the spool's file system, for taking new mail */
   readonly space: SpoolSpace;
+  /** each state directory's path (and tmp/'s), joined once: every message's paths start with one */
+  private readonly dirs: Readonly<Record<QueueState | 'tmp', string>>;
 
   private constructor(
     readonly dir: string,
     private readonly logger: Logger,
   ) {
     this.space = new SpoolSpace(dir);
+    this.dirs = Object.fromEntries(['tmp', ...QUEUE_STATES].map((sub) => [sub, join(dir, sub)])) as Record<QueueState | 'tmp', string>;
   }
 
   static async open(dir: string, logger: Logger): Promise<Spool> {
@@ -64,7 +67,7 @@ export class Spool {
   }
 
   pathOf(entry: QueueEntry): string {
-    return join(this.dir, entry.state, entry.name);
+    return `${this.dirs[entry.state]}/${entry.name}`;
   }
 
   /**
@@ -73,7 +76,7 @@ export class Spool {
    * to add to it after the message is written.
    */
   async beginMessage(envelope: QueueEnvelope, reserveBytes = 0): Promise<MessageWriter> {
-    return new MessageWriter(this, join(this.dir, 'tmp', envelope.id), envelope, reserveBytes);
+    return new MessageWriter(this, `${this.dirs.tmp}/${envelope.id}`, envelope, reserveBytes);
   }
 
   /** Queues a complete message (e.g. a bounce) durably. */
@@ -179,7 +182,12 @@ export class Spool {
 
   /** @internal used by MessageWriter */
   incomingPath(id: string): string {
-    return join(this.dir, 'incoming', id);
+    return `${this.dirs.incoming}/${id}`;
+  }
+
+  /** @internal used by MessageWriter */
+  stateDir(state: QueueState): string {
+    return this.dirs[state];
   }
 
   isCorruptError(err: unknown): err is CorruptQueueFile {
@@ -305,7 +313,7 @@ export class MessageWriter {
       }
     }
     this.finished = true;
-    const incomingDir = join(this.spool.dir, 'incoming');
+    const incomingDir = this.spool.stateDir('incoming');
     if (!this.file && this.spool.io.usable) {
       // the whole message is in memory: one job for the group-commit thread
       this.written = await this.spool.io.commit(this.tmpPath, this.spool.incomingPath(this.id), incomingDir, this.takePending(true));

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { AddressGuard } from '../../server/delivery/address-guard';
+import { NetworkList, rememberAnswers } from '../../server/config/cidr';
 
 const guard = new AddressGuard([]);
 
@@ -123,5 +124,61 @@ describe('AddressGuard', () => {
     const lab = new AddressGuard(['169.254.169.254/32', 'fd00:ec2::254']);
     assert.deepEqual(lab.check('169.254.169.254'), { allowed: true });
     assert.deepEqual(lab.check('fd00:ec2::254'), { allowed: true });
+  });
+
+  it('answers an address seen before the same way, from memory', () => {
+    const lab = new AddressGuard(['127.0.0.0/8']);
+    for (let i = 0; i < 3; i++) {
+      assert.deepEqual(lab.check('127.0.0.1'), { allowed: true });
+      assert.match(refusalOf(lab, '10.0.0.1'), /private/);
+      assert.match(refusalOf(lab, 'not-an-ip'), /not an IP address/);
+    }
+    // a remembered verdict cannot be changed by one caller for the next
+    assert.ok(Object.isFrozen(lab.check('10.0.0.1')));
+  });
+});
+
+describe('NetworkList', () => {
+  it('matches addresses and ranges, IPv4-mapped clients included, again and again', () => {
+    const list = new NetworkList(['127.0.0.0/8', '2001:db8::/32', '192.0.2.7']);
+    for (let i = 0; i < 3; i++) {
+      assert.equal(list.contains('127.0.0.1'), true);
+      assert.equal(list.contains('::ffff:127.0.0.1'), true);
+      assert.equal(list.contains('2001:db8::25'), true);
+      assert.equal(list.contains('192.0.2.7'), true);
+      assert.equal(list.contains('192.0.2.8'), false);
+      assert.equal(list.contains('::1'), false);
+      assert.equal(list.contains('bogus'), false);
+    }
+  });
+});
+
+describe('rememberAnswers', () => {
+  it('asks once per address and keeps at most its limit, forgetting the oldest first', () => {
+    const asked: string[] = [];
+    const lengthOf = rememberAnswers((text) => {
+      asked.push(text);
+      return text.length;
+    }, 2);
+    assert.equal(lengthOf('a'), 1);
+    assert.equal(lengthOf('bb'), 2);
+    assert.equal(lengthOf('a'), 1);
+    assert.deepEqual(asked, ['a', 'bb']);
+    // a third address pushes out the oldest ('a'), which is then asked again
+    assert.equal(lengthOf('ccc'), 3);
+    assert.equal(lengthOf('bb'), 2);
+    assert.equal(lengthOf('a'), 1);
+    assert.deepEqual(asked, ['a', 'bb', 'ccc', 'a']);
+  });
+
+  it('remembers false answers too', () => {
+    let calls = 0;
+    const never = rememberAnswers(() => {
+      calls++;
+      return false;
+    });
+    never('x');
+    never('x');
+    assert.equal(calls, 1);
   });
 });
