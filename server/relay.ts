@@ -24,6 +24,7 @@ import { MaildirTransport } from './delivery/maildir';
 import { MxResolver } from './delivery/mx-resolver';
 import { type OutboundTlsTestOptions, outboundTlsParts } from './delivery/mta-sts-setup';
 import { RecipientVerifier } from './delivery/recipient-verifier';
+import { DnsblChecker, blocklistResolver } from './inbound/dnsbl';
 import { Router } from './delivery/router';
 import { SmtpDelivery } from './delivery/smtp-transport';
 import { tlsReportDir, tlsReportFrom } from './delivery/tls-report';
@@ -169,6 +170,7 @@ export class Relay {
       logger,
       metrics,
       authenticator: config.inbound.authentication ? new InboundAuthenticator(config) : undefined,
+      blocklists: dnsblChecker(config, logger),
       authThrottle: new AuthThrottle(config.limits.auth),
       sendingLimiter: new SendingLimiter(),
       onQueued: (entry, preloaded) => scheduler.enqueue(entry, preloaded),
@@ -261,6 +263,7 @@ export class Relay {
       config: next,
       policy: new RelayPolicy(next),
       authenticator: next.inbound.authentication ? new InboundAuthenticator(next) : undefined,
+      blocklists: dnsblChecker(next, this.logger),
     };
     // bind the listeners that change first: if one cannot listen, nothing has changed yet
     const plan = next.listeners.map((cfg, index) => {
@@ -334,4 +337,11 @@ export class Relay {
     this.deliveryErrors.close();
     this.logger.info({ event: 'stopped' }, 'stopped');
   }
+}
+
+/** The checker of inbound.dnsbl, through the relay's resolvers; undefined when no list is configured. */
+function dnsblChecker(config: RelayConfig, logger: Logger): DnsblChecker | undefined {
+  if (config.inbound.dnsbl.length === 0) return undefined;
+  const zones = config.inbound.dnsbl.map((entry) => (typeof entry === 'string' ? { zone: entry } : entry));
+  return new DnsblChecker(zones, blocklistResolver(config.dns.servers), logger);
 }

@@ -11,7 +11,7 @@ import { z } from 'zod';
 import { isValidCidr } from './cidr';
 import { parseHash } from '../stages/password';
 import { AcmeSettingsSchema, MtaStsPolicySettingsSchema } from '../tls/settings-schema';
-import { DoctorSettingsSchema } from '../doctor/settings';
+import { DoctorSettingsSchema, dnsZone } from '../doctor/settings';
 import { tlsReportFrom } from '../delivery/tls-report';
 
 const hostname = z
@@ -273,7 +273,7 @@ export const RelayConfigSchema = z
         servers: z
           .array(z.string().min(1))
           .default([])
-          .describe('resolvers for MX/A/AAAA lookups as ip or ip:port; empty uses the system resolver'),
+          .describe('resolvers for MX/A/AAAA and blocklist lookups as ip or ip:port; empty uses the system resolver'),
       })
       .strict()
       .prefault({})
@@ -285,6 +285,23 @@ export const RelayConfigSchema = z
           .default(true)
           .describe('check SPF, DKIM, DMARC and ARC of mail from other servers on mx listeners and record the results in an Authentication-Results header (clients in relay.networks and authenticated users are not checked)'),
         dmarcRejectPolicy: dmarcRejectPolicy.default('refuse'),
+        dnsbl: z
+          .array(
+            z.union([
+              dnsZone,
+              z
+                .object({
+                  zone: dnsZone,
+                  codes: z
+                    .array(z.string().regex(/^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/, 'an answer in 127.0.0.0/8 such as 127.0.0.2'))
+                    .min(1)
+                    .describe('the answers that mean "listed" (default: any in 127.0.0.0/8 but the error codes 127.255.255.x)'),
+                })
+                .strict(),
+            ]),
+          )
+          .default([])
+          .describe('DNS blocklists such as zen.spamhaus.org, asked about each client of an mx listener: a listed client gets 554 5.7.1 for every recipient but postmaster and abuse (relay.networks are not asked); ask them through a resolver of your own (dns.servers), as lists refuse public ones'),
       })
       .strict()
       .prefault({})

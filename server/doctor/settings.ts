@@ -6,7 +6,8 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 
-const dnsZone = z
+/** a DNS zone name, such as a blocklist's */
+export const dnsZone = z
   .string()
   .regex(/^(?=.{1,253}$)([a-zA-Z0-9_]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9_]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/, 'a DNS zone such as zen.spamhaus.org');
 

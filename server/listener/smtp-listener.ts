@@ -20,6 +20,7 @@ import { newQueueId } from '../queue/queue-id';
 import type { QueueEntry, Spool } from '../queue/spool';
 import type { PreloadedMessage } from '../queue/scheduler';
 import type { InboundAuthenticator } from '../inbound/authentication';
+import type { DnsblChecker } from '../inbound/dnsbl';
 import type { AuthThrottle } from '../stages/auth-throttle';
 import type { SendingLimiter } from '../stages/sending-limit';
 import { receiveMessage, type ReceiveOptions } from '../stages/data';
@@ -52,10 +53,12 @@ export interface ListenerDeps {
   metrics?: RelayMetrics;
   /** asks the next hop of forward domains with verifyRecipients about strangers' recipients */
   verifier?: RecipientVerifier;
+  /** the DNS blocklists of inbound.dnsbl, asked about the clients of mx listeners */
+  blocklists?: DnsblChecker;
 }
 
 /** What a reload replaces in a running listener (the certificate store, AUTH and sending counts live on). */
-export type ReloadableDeps = Pick<ListenerDeps, 'config' | 'policy' | 'authenticator'>;
+export type ReloadableDeps = Pick<ListenerDeps, 'config' | 'policy' | 'authenticator' | 'blocklists'>;
 
 type Callback = (err?: Error | null) => void;
 
@@ -122,6 +125,7 @@ export class SmtpListener {
       onConnect: (session, cb) => {
         const refusal = this.admit(session);
         if (refusal) return cb(refusal);
+        this.askBlocklists(session);
         if (this.deps.metrics) {
           this.counted.add(session.id);
           this.deps.metrics.connectionOpened(listener.role);
@@ -233,6 +237,30 @@ export class SmtpListener {
     if (this.clients.admit(session.id, session.remoteAddress, limit)) return undefined;
     this.deps.logger.warn({ event: 'connection-limit', listener: this.name, client: session.remoteAddress, limit }, `refused a connection from ${session.remoteAddress}: it has ${limit} open already`);
     return new SmtpError(421, '4.7.0', 'Too many connections from your address, try again later', `over ${limit} connections from ${session.remoteAddress}`);
+  }
+
+  /**
+   * Starts the blocklist lookups for a client of an mx listener at connect, so
+   * the answer is there by RCPT TO (the customer's own hosts are never asked).
+   */
+  private askBlocklists(session: SMTPServerSession): void {
+    const { blocklists, policy } = this.deps;
+    if (!blocklists || this.listener.role !== 'mx' || policy.mayRelay(this.client(session))) return;
+    this.sessions.get(session.id).blocklisted = blocklists.check(session.remoteAddress);
+  }
+
+  /**
+   * A client on a DNS blocklist gets 554 for every recipient but postmaster and
+   * abuse (so a listed sender can still reach a human), in Postfix's words. The
+   * refusal comes at RCPT TO, as Postfix's does, so the log names the sender and
+   * the recipient.
+   */
+  private async checkBlocklists(state: SessionState, session: SMTPServerSession, recipient: string, accepted: Verdict): Promise<Verdict> {
+    if (!state.blocklisted || isRoleMailbox(recipient)) return accepted;
+    const verdict = await state.blocklisted;
+    if (!verdict.listed) return accepted;
+    const ip = session.remoteAddress;
+    return refuse('recipient', 554, '5.7.1', `Service unavailable; Client host [${ip}] blocked using ${verdict.zone}${verdict.text ? `; ${verdict.text}` : ''}`, `client ${ip} is listed on ${verdict.zone} (${verdict.codes.join(', ')})`);
   }
 
   private client(session: SMTPServerSession): ClientContext {
@@ -355,6 +383,7 @@ export class SmtpListener {
     const recipient = this.normalizeRecipient(address.address);
     const client = this.client(session);
     let verdict = this.deps.policy.checkRecipient(client, recipient);
+    if (verdict.action === 'accept') verdict = await this.checkBlocklists(state, session, recipient, verdict);
     if (verdict.action === 'accept') verdict = await this.verifyAtNextHop(client, recipient, verdict);
     if (verdict.action === 'accept') {
       const { transaction } = state;
@@ -374,7 +403,7 @@ export class SmtpListener {
     const { policy, verifier } = this.deps;
     const domain = policy.localDomain(domainOf(recipient));
     if (!verifier || !domain?.verifyRecipients || !domain.forwardTo || policy.mayRelay(client)) return accepted;
-    if (ROLE_MAILBOXES.includes(baseLocalPart(localPartOf(recipient)).toLowerCase())) return accepted;
+    if (isRoleMailbox(recipient)) return accepted;
     const hop = domain.forwardTo.host;
     const verification = await verifier.verify(recipient, domain.forwardTo);
     switch (verification.result) {
@@ -479,4 +508,9 @@ function declaredSize(address: SMTPServerAddress): number {
 
 function needsSmtpUtf8(stage: 'sender' | 'recipient'): Verdict {
   return refuse(stage, 553, '5.6.7', 'Non-ASCII addresses need the SMTPUTF8 parameter on MAIL FROM', `non-ASCII ${stage} address without SMTPUTF8`);
+}
+
+/** postmaster@ and abuse@ (with any +detail), which every domain has */
+function isRoleMailbox(recipient: string): boolean {
+  return ROLE_MAILBOXES.includes(baseLocalPart(localPartOf(recipient)));
 }

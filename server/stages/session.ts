@@ -3,6 +3,7 @@
  * smtp-server keeps the parsed envelope; we keep our normalized recipients,
  * the verdict trail and the error count (too many errors -> 421).
  */
+import type { DnsblVerdict } from '../inbound/dnsbl';
 import type { RecipientDsn } from '../queue/envelope';
 import type { Verdict } from './verdict';
 
@@ -21,6 +22,8 @@ export interface SessionState {
   /** failed AUTH attempts on this connection */
   authFailures: number;
   transaction: Transaction;
+  /** the DNS blocklists' verdict on the client, asked at connect (mx listeners, strangers only) */
+  blocklisted?: Promise<DnsblVerdict>;
 }
 
 export function newTransaction(): Transaction {

@@ -1,23 +1,14 @@
 /**
  * DNS blocklists: each of the server's addresses on `doctor.ipBlocklists`
  * (reversed octets or nibbles + zone) and the mail domain on
- * `doctor.domainBlocklists`. A listing answers an A record in 127.0.0.0/8.
- * Answers in 127.255.255.0/24 are Spamhaus's error codes (252: bad query,
- * 254: a public or open resolver asked, 255: too many queries), and answers
- * outside 127/8 come from resolvers that rewrite NXDOMAIN: both mean the list
- * did not answer, so "cannot tell", never "listed".
+ * `doctor.domainBlocklists`. Answers are read as the relay's own inbound
+ * blocklist check reads them (classifyBlocklistAnswer): error codes and
+ * rewritten NXDOMAINs mean "cannot tell", never "listed".
  */
-import ipaddr from 'ipaddr.js';
-import { reverseName } from './address';
+import { blocklistQueryName, classifyBlocklistAnswer } from '../../inbound/dnsbl';
 import type { Check, DoctorContext } from '../types';
 
 type Verdict = { kind: 'clean' } | { kind: 'listed'; line: string } | { kind: 'unknown'; line: string };
-
-const REFUSAL_MEANINGS: Record<string, string> = {
-  '127.255.255.252': 'the list says the query was malformed',
-  '127.255.255.254': 'the list refuses queries from public or shared resolvers',
-  '127.255.255.255': 'the list refuses this resolver for sending too many queries',
-};
 
 export const blocklistCheck: Check = {
   id: 'blocklists',
@@ -25,7 +16,7 @@ export const blocklistCheck: Check = {
   async run(context) {
     const { ips, domain, config } = context;
     const queries = [
-      ...ips.flatMap((ip) => config.doctor.ipBlocklists.map((zone) => ({ subject: ip, zone, name: `${reversedLabels(ip)}.${zone}` }))),
+      ...ips.flatMap((ip) => config.doctor.ipBlocklists.map((zone) => ({ subject: ip, zone, name: blocklistQueryName(ip, zone) }))),
       ...config.doctor.domainBlocklists.map((zone) => ({ subject: domain, zone, name: `${domain}.${zone}` })),
     ];
     if (queries.length === 0) return { status: 'warn', detail: 'no blocklists configured (doctor.ipBlocklists, doctor.domainBlocklists)', fix: 'list zones such as zen.spamhaus.org in doctor.ipBlocklists' };
@@ -56,17 +47,10 @@ async function lookup({ dns }: DoctorContext, query: { subject: string; zone: st
   const answer = await dns.a(query.name);
   if (answer.kind === 'none') return { kind: 'clean' };
   if (answer.kind === 'error') return { kind: 'unknown', line: `${query.subject} on ${query.zone}: cannot tell (${answer.message})` };
-  const codes = answer.records;
-  const refusal = codes.find((code) => code.startsWith('127.255.255.'));
-  if (refusal) return { kind: 'unknown', line: `${query.subject} on ${query.zone}: cannot tell, the list answered ${refusal}: ${REFUSAL_MEANINGS[refusal] ?? 'an error code, not a listing'}` };
-  const outside = codes.find((code) => !ipaddr.IPv4.isValid(code) || ipaddr.IPv4.parse(code).range() !== 'loopback');
-  if (outside) return { kind: 'unknown', line: `${query.subject} on ${query.zone}: cannot tell, the answer ${outside} is not a blocklist code (a resolver that rewrites NXDOMAIN?)` };
+  const verdict = classifyBlocklistAnswer(answer.records);
+  if (verdict.kind === 'clean') return verdict;
+  if (verdict.kind === 'unknown') return { kind: 'unknown', line: `${query.subject} on ${query.zone}: cannot tell, ${verdict.reason}` };
   const reason = await dns.txt(query.name);
   const text = reason.kind === 'records' ? `: ${reason.records.join(' ')}` : '';
-  return { kind: 'listed', line: `${query.subject} is LISTED on ${query.zone} (${codes.join(', ')})${text}` };
-}
-
-/** the DNSBL query labels of an address: 7.2.0.192 / nibbles for IPv6 */
-function reversedLabels(ip: string): string {
-  return reverseName(ip).replace(/\.(in-addr|ip6)\.arpa$/, '');
+  return { kind: 'listed', line: `${query.subject} is LISTED on ${query.zone} (${verdict.codes.join(', ')})${text}` };
 }
