@@ -25,6 +25,7 @@ import { MxResolver } from './delivery/mx-resolver';
 import { type OutboundTlsTestOptions, outboundTlsParts } from './delivery/mta-sts-setup';
 import { RecipientVerifier } from './delivery/recipient-verifier';
 import { DnsblChecker, blocklistResolver } from './inbound/dnsbl';
+import { httpsReportPoster, type ReportPoster } from './delivery/tls-report-post';
 import { Router } from './delivery/router';
 import { SmtpDelivery } from './delivery/smtp-transport';
 import { tlsReportDir, tlsReportFrom } from './delivery/tls-report';
@@ -178,7 +179,7 @@ export class Relay {
     };
     const listeners = config.listeners.map((listener, index) => new SmtpListener(index, listener, { ...listenerDeps }));
     const relay = new Relay(config, spool, scheduler, smtp, router, listeners, listenerDeps, metrics, errors, logger, options, tls);
-    relay.tlsReportSender = Relay.tlsReportSender(config, spool, scheduler, resolver, logger);
+    relay.tlsReportSender = Relay.tlsReportSender(config, spool, scheduler, resolver, logger, httpsReportPoster({ resolver, guard, ca: outboundTls.ca, userAgent: `ownrelay (${config.hostname})` }));
     relay.tlsReportSender?.start();
     try {
       for (const listener of listeners) await listener.listen();
@@ -202,7 +203,7 @@ export class Relay {
   }
 
   /** The sender of daily TLS reports, when they are to be sent (the schema made sure a DKIM key signs their From domain). */
-  private static tlsReportSender(config: RelayConfig, spool: Spool, scheduler: Scheduler, resolver: MxResolver, logger: Logger): TlsReportSender | undefined {
+  private static tlsReportSender(config: RelayConfig, spool: Spool, scheduler: Scheduler, resolver: MxResolver, logger: Logger, post: ReportPoster): TlsReportSender | undefined {
     const { tlsReports } = config.delivery;
     if (!tlsReports.enabled || !tlsReports.send) return undefined;
     return new TlsReportSender({
@@ -213,6 +214,7 @@ export class Relay {
       hostname: config.hostname,
       from: tlsReportFrom(config),
       logger,
+      post,
     });
   }
 

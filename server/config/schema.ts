@@ -254,7 +254,7 @@ export const RelayConfigSchema = z
             send: z
               .boolean()
               .default(false)
-              .describe("email each finished UTC day's report to the mailto: addresses in the domain's _smtp._tls record (RFC 8460); needs a DKIM key for the domain of `from`"),
+              .describe("send each finished UTC day's report to the rua of the domain's _smtp._tls record (RFC 8460): an email to its mailto: addresses, an HTTPS POST to its https: URIs; needs a DKIM key for the domain of `from`"),
             from: z
               .string()
               .regex(/^[^\s@<>]+@[^\s@<>]+$/, 'an address like tlsrpt@example.com')

@@ -5,8 +5,8 @@
  * report gzipped (application/tlsrpt+gzip, base64), with the TLS-Report-Domain
  * and TLS-Report-Submitter fields and the Subject and file name RFC 8460 asks for.
  *
- * Only mailto: destinations are used; https: ones are listed apart so the caller
- * can say they were skipped.
+ * mailto: destinations get the email; https: ones are listed apart, for a POST
+ * of the report (tls-report-post.ts).
  */
 import { randomBytes } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
@@ -17,11 +17,11 @@ import type { TlsReport } from './tls-report';
 export interface TlsRptRecord {
   /** mailto: addresses, decoded, in the record's order */
   mailto: string[];
-  /** https: URIs (not used for sending) */
+  /** https: URIs, in the record's order */
   https: string[];
 }
 
-/** At most this many mail addresses get one report: a record is not a mailing list. */
+/** At most this many mail addresses (and as many https: URIs) get one report: a record is not a mailing list. */
 export const MAX_REPORT_ADDRESSES = 5;
 
 const ADDRESS = /^[^\s@<>()\\,;:"[\]\x00-\x1f\x7f]+@[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/i;
@@ -43,7 +43,9 @@ export function parseTlsRptRecord(txt: readonly (readonly string[])[]): TlsRptRe
   if (rua === undefined) return undefined;
   const record: TlsRptRecord = { mailto: [], https: [] };
   for (const uri of rua.split(',').map((u) => u.trim())) {
-    if (/^https:\/\//i.test(uri)) record.https.push(uri);
+    if (/^https:\/\//i.test(uri)) {
+      if (URL.canParse(uri) && !record.https.includes(uri)) record.https.push(uri);
+    }
     else if (/^mailto:/i.test(uri)) {
       let address: string;
       try {
@@ -70,11 +72,16 @@ export interface TlsReportEmailInput {
 
 const CRLF = '\r\n';
 
+/** The report as RFC 8460 sends it: gzipped JSON (application/tlsrpt+gzip). */
+export function gzippedReport(report: TlsReport): Buffer {
+  return gzipSync(Buffer.from(JSON.stringify(report)));
+}
+
 /** The email (CRLF line ends, ready to queue) that carries `report`. */
 export function tlsReportEmail(input: TlsReportEmailInput): Buffer {
   const { report, domain, submitter } = input;
   const now = input.now ?? new Date();
-  const gz = gzipSync(Buffer.from(JSON.stringify(report)));
+  const gz = gzippedReport(report);
   const begin = Math.floor(Date.parse(report['date-range']['start-datetime']) / 1000);
   const end = Math.floor(Date.parse(report['date-range']['end-datetime']) / 1000);
   const filename = `${submitter}!${domain}!${begin}!${end}.json.gz`;

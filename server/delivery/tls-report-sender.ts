@@ -1,16 +1,21 @@
 /**
- * Sends each finished UTC day's TLS reports (RFC 8460) to the mailto: addresses
- * in the `rua` of the policy domain's `_smtp._tls` TXT record, through the relay's
- * own queue.
+ * Sends each finished UTC day's TLS reports (RFC 8460) to the destinations in
+ * the `rua` of the policy domain's `_smtp._tls` TXT record: an email through the
+ * relay's own queue to the mailto: addresses, and an HTTPS POST to each https:
+ * URI (tls-report-post.ts).
  *
  * Contract:
  * - `sendDue(now)` looks at the day records (tls-report-store.ts) of the last
  *   MAX_AGE_DAYS days before `now`'s UTC day. A record without a `.sent` file
  *   beside it is reported: its email is queued durably (null sender, so a report
- *   that cannot be delivered never bounces), and only then is the `.sent` file
- *   written, so a crash in between sends a report twice (receivers tell
- *   duplicates apart by Report-ID), never not at all.
- * - A domain without a usable record (none, several, or no mailto: address) gets
+ *   that cannot be delivered never bounces), it is posted, and only then is the
+ *   `.sent` file written, so a crash in between sends a report twice (receivers
+ *   tell duplicates apart by Report-ID), never not at all.
+ * - An https: destination that did not take the report (no answer, a status
+ *   other than 2xx) is listed as pending in the `.sent` file and gets the same
+ *   report again in each later round, until it takes it or the day is older
+ *   than MAX_AGE_DAYS. The email is never queued twice for that.
+ * - A domain without a usable record (none, several, or no usable address) gets
  *   a `.sent` file that says why, and no report. A DNS failure leaves no file:
  *   the next round tries again.
  * - The relay signs the report with the DKIM key of the From domain (RFC 8460 5.3
@@ -22,8 +27,9 @@ import { join } from 'node:path';
 import type { Logger } from '../log/logger';
 import { ownMessageEnvelope, type QueueEnvelope } from '../queue/envelope';
 import type { QueueEntry, Spool } from '../queue/spool';
-import { buildTlsReport, type TlsReportMeta } from './tls-report';
-import { MAX_REPORT_ADDRESSES, parseTlsRptRecord, tlsReportEmail } from './tls-report-message';
+import { buildTlsReport, type TlsReport, type TlsReportMeta } from './tls-report';
+import { MAX_REPORT_ADDRESSES, gzippedReport, parseTlsRptRecord, tlsReportEmail } from './tls-report-message';
+import type { ReportPoster } from './tls-report-post';
 import type { TlsDayRecord } from './tls-report-store';
 
 /** Days older than this are not reported any more. */
@@ -45,6 +51,8 @@ export interface TlsReportSenderOptions {
   from: string;
   logger: Logger;
   firstDelayMs?: number;
+  /** submits a report to an https: destination; without it those are not used */
+  post?: ReportPoster;
 }
 
 export interface SendOutcome {
@@ -52,8 +60,28 @@ export interface SendOutcome {
   domain: string;
   /** the report's queue id, when one was queued */
   queueId?: string;
-  /** why none was queued */
+  /** why none was sent */
   skipped?: string;
+  /** https: destinations that took the report in this round */
+  posted?: string[];
+  /** https: destinations that did not, tried again in the next round */
+  pending?: string[];
+}
+
+/** An https: destination that has not taken the report yet, and why. */
+interface PendingPost {
+  uri: string;
+  reason: string;
+}
+
+/** What the `.sent` file beside a day record says. */
+interface SentMark {
+  at?: string;
+  queueId?: string;
+  to?: string[];
+  skipped?: string;
+  posted?: string[];
+  pending?: PendingPost[];
 }
 
 export class TlsReportSender {
@@ -100,13 +128,13 @@ export class TlsReportSender {
       const names = await listOrEmpty(join(this.opts.dir, day));
       for (const name of names.sort()) {
         const domain = RECORD_FILE.exec(name)?.[1];
-        if (!domain || names.includes(`${domain}.sent`)) continue;
+        if (!domain) continue;
         try {
-          const outcome = await this.report(day, domain);
+          const outcome = names.includes(`${domain}.sent`) ? await this.postAgain(day, domain) : await this.report(day, domain);
           if (outcome) outcomes.push(outcome);
         } catch (err) {
           // e.g. an unreadable record or a full spool: the other domains go on, this one is tried next round
-          this.opts.logger.error({ event: 'tls-report-error', domain, day, err: String(err) }, `could not queue the TLS report for ${domain} (${day}); trying again in the next round`);
+          this.opts.logger.error({ event: 'tls-report-error', domain, day, err: String(err) }, `could not send the TLS report for ${domain} (${day}); trying again in the next round`);
         }
       }
     }
@@ -125,29 +153,74 @@ export class TlsReportSender {
     }
     const record = parseTlsRptRecord(txt);
     const to = record?.mailto.slice(0, MAX_REPORT_ADDRESSES) ?? [];
-    if (to.length === 0) {
-      const skipped = !record ? `no single v=TLSRPTv1 record at _smtp._tls.${domain}` : record.https.length > 0 ? 'only https: report addresses, which are not used' : 'no usable mailto: report address';
+    const uris = this.opts.post ? (record?.https.slice(0, MAX_REPORT_ADDRESSES) ?? []) : [];
+    if (to.length === 0 && uris.length === 0) {
+      const skipped = !record ? `no single v=TLSRPTv1 record at _smtp._tls.${domain}` : record.https.length > 0 ? 'only https: report addresses, which are not used' : 'no usable report address';
       await this.mark(day, domain, { skipped });
       logger.info({ event: 'tls-report-skipped', domain, day, reason: skipped }, `no TLS report for ${domain} (${day}): ${skipped}`);
       return { day, domain, skipped };
     }
-    const text = await readFile(join(this.opts.dir, day, `${domain}.json`), 'utf8');
-    const dayRecord = JSON.parse(text) as TlsDayRecord;
-    const message = tlsReportEmail({ report: buildTlsReport(dayRecord, this.meta), domain, submitter: this.opts.hostname, from: this.opts.from, to });
-    const envelope: QueueEnvelope = { ...ownMessageEnvelope({ to, hostname: this.opts.hostname, source: 'tls-report' }), tlsReport: true };
-    const entry = await this.opts.spool.enqueue(envelope, message);
-    this.opts.enqueue(entry);
-    await this.mark(day, domain, { queueId: entry.id, to });
-    logger.info({ event: 'tls-report-queued', domain, day, queueId: entry.id, to }, `TLS report for ${domain} (${day}) queued as ${entry.id} to ${to.join(', ')}`);
-    return { day, domain, queueId: entry.id };
+    const report = await this.readReport(day, domain);
+    let queueId: string | undefined;
+    if (to.length > 0) {
+      const message = tlsReportEmail({ report, domain, submitter: this.opts.hostname, from: this.opts.from, to });
+      const envelope: QueueEnvelope = { ...ownMessageEnvelope({ to, hostname: this.opts.hostname, source: 'tls-report' }), tlsReport: true };
+      const entry = await this.opts.spool.enqueue(envelope, message);
+      this.opts.enqueue(entry);
+      queueId = entry.id;
+      logger.info({ event: 'tls-report-queued', domain, day, queueId, to }, `TLS report for ${domain} (${day}) queued as ${queueId} to ${to.join(', ')}`);
+    }
+    const posts = await this.postAll(day, domain, report, uris);
+    await this.mark(day, domain, { ...(queueId ? { queueId, to } : {}), ...posts });
+    return { day, domain, ...(queueId ? { queueId } : {}), ...outcomeOf(posts) };
   }
 
-  private async mark(day: string, domain: string, what: Record<string, unknown>): Promise<void> {
+  /** A later round for a reported day: the https: destinations still pending get the report again. */
+  private async postAgain(day: string, domain: string): Promise<SendOutcome | undefined> {
+    const file = join(this.opts.dir, day, `${domain}.sent`);
+    const mark = JSON.parse(await readFile(file, 'utf8')) as SentMark;
+    const pending = Array.isArray(mark.pending) ? mark.pending.map((p) => p.uri).filter((uri) => typeof uri === 'string') : [];
+    if (pending.length === 0 || !this.opts.post) return undefined;
+    const posts = await this.postAll(day, domain, await this.readReport(day, domain), pending);
+    await this.mark(day, domain, { ...mark, posted: [...(mark.posted ?? []), ...(posts.posted ?? [])], pending: posts.pending ?? [] });
+    return { day, domain, ...outcomeOf(posts) };
+  }
+
+  private async readReport(day: string, domain: string): Promise<TlsReport> {
+    const text = await readFile(join(this.opts.dir, day, `${domain}.json`), 'utf8');
+    return buildTlsReport(JSON.parse(text) as TlsDayRecord, this.meta);
+  }
+
+  /** POSTs the report to each URI in turn; never throws. */
+  private async postAll(day: string, domain: string, report: TlsReport, uris: string[]): Promise<Pick<SentMark, 'posted' | 'pending'>> {
+    if (uris.length === 0 || !this.opts.post) return {};
+    const body = gzippedReport(report);
+    const posted: string[] = [];
+    const pending: PendingPost[] = [];
+    for (const uri of uris) {
+      try {
+        await this.opts.post(uri, body);
+        posted.push(uri);
+        this.opts.logger.info({ event: 'tls-report-posted', domain, day, uri }, `TLS report for ${domain} (${day}) posted to ${uri}`);
+      } catch (err) {
+        const reason = err instanceof Error ? err.message : String(err);
+        pending.push({ uri, reason });
+        this.opts.logger.warn({ event: 'tls-report-post-failed', domain, day, uri, reason }, `TLS report for ${domain} (${day}) not taken by ${uri}, trying again in the next round: ${reason}`);
+      }
+    }
+    return { posted, pending };
+  }
+
+  private async mark(day: string, domain: string, what: SentMark): Promise<void> {
     const file = join(this.opts.dir, day, `${domain}.sent`);
     const temporary = `${file}.${process.pid}.tmp`;
-    await writeFile(temporary, `${JSON.stringify({ at: new Date().toISOString(), ...what })}\n`);
+    await writeFile(temporary, `${JSON.stringify({ ...what, at: new Date().toISOString() })}\n`);
     await rename(temporary, file);
   }
+}
+
+function outcomeOf(posts: Pick<SentMark, 'posted' | 'pending'>): Pick<SendOutcome, 'posted' | 'pending'> {
+  return posts.posted === undefined ? {} : { posted: posts.posted, pending: (posts.pending ?? []).map((p) => p.uri) };
 }
 
 async function listOrEmpty(dir: string): Promise<string[]> {

@@ -2,12 +2,16 @@
  * Sending the daily TLS reports (RFC 8460) end to end on loopback: sessions are
  * recorded for yesterday, the relay reads the policy domain's _smtp._tls record
  * from a real DNS server on 127.0.0.1, queues the report, DKIM-signs it and
- * delivers it to a real smtp-server acting as the MX of the rua address, where
- * the test unpacks the gzipped JSON and verifies the signature with mailauth.
+ * delivers it to a real smtp-server acting as the MX of the rua mailto: address,
+ * where the test unpacks the gzipped JSON and verifies the signature with
+ * mailauth; and it POSTs the report to the rua https: URI, a real HTTPS server
+ * with a certificate of a test CA.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
@@ -18,8 +22,42 @@ import { TlsReportStore } from '../../server/delivery/tls-report-store';
 import { loopbackResolver, writeTestDkimKeys, type TestKeyFiles } from '../helpers/dkim-keys';
 import { startDnsServer, type DnsServerHandle } from '../helpers/dns-server';
 import { startDestination } from '../helpers/destination-server';
+import { createTestCa, type TestCa } from '../helpers/mta-sts-peers';
 import { startTestRelay, type TestRelay } from '../helpers/test-relay';
 
+/** An HTTPS server taking TLS reports: it records each request and answers `status`. */
+interface ReportReceiver {
+  port: number;
+  requests: Array<{ method: string; url: string; headers: Record<string, unknown>; body: Buffer }>;
+  status: number;
+  close(): Promise<void>;
+}
+
+async function startReportReceiver(credentials: { key: string; cert: string }): Promise<ReportReceiver> {
+  const server = https.createServer({ ...credentials, minVersion: 'TLSv1.2' }, (request, response) => {
+    const chunks: Buffer[] = [];
+    request.on('data', (chunk: Buffer) => chunks.push(chunk));
+    request.on('end', () => {
+      receiver.requests.push({ method: request.method ?? '', url: request.url ?? '', headers: request.headers, body: Buffer.concat(chunks) });
+      response.writeHead(receiver.status, { 'content-type': 'text/plain' }).end(receiver.status < 300 ? '' : 'try later');
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  const receiver: ReportReceiver = {
+    port: (server.address() as AddressInfo).port,
+    requests: [],
+    status: 201,
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+  return receiver;
+}
+
+let ca: TestCa;
+let receiver: ReportReceiver;
 let dns: DnsServerHandle;
 let keyDir: string;
 let keyFiles: TestKeyFiles;
@@ -31,18 +69,26 @@ before(async () => {
   keyDir = await mkdtemp(join(tmpdir(), 'ownrelay-tlsrpt-'));
   keyFiles = await writeTestDkimKeys(keyDir);
   keys = await loadDkimKeys([{ domain: 'relay.test', selector: 'rsa1', privateKeyFile: keyFiles.rsaFile }]);
+  ca = await createTestCa();
+  receiver = await startReportReceiver(await ca.issue(['reports.test']));
   dns = await startDnsServer({
-    '_smtp._tls.dest.test': { TXT: ['v=TLSRPTv1; rua=https://reports.example/v1,mailto:tls-reports@reports.test'] },
+    '_smtp._tls.dest.test': { TXT: [`v=TLSRPTv1; rua=https://reports.test:${receiver.port}/v1?k=1,mailto:tls-reports@reports.test`] },
+    '_smtp._tls.web.test': { TXT: [`v=TLSRPTv1;rua=https://reports.test:${receiver.port}/web`] },
+    '_smtp._tls.wrongname.test': { TXT: [`v=TLSRPTv1;rua=https://wrongname.test:${receiver.port}/`] },
+    '_smtp._tls.inside.test': { TXT: ['v=TLSRPTv1;rua=https://inside.test/'] },
+    'wrongname.test': { A: ['127.0.0.1'] },
+    'inside.test': { A: ['10.1.2.3'] },
     '_smtp._tls.quiet.test': { TXT: ['v=spf1 -all'] },
     '_smtp._tls.broken.test': { TXT: ['v=TLSRPTv1; rua=mailto:tls-reports@reports.test'] },
-    'reports.test': { MX: [{ exchange: 'mx.reports.test', priority: 10 }] },
     'mx.reports.test': { A: ['127.0.0.1'] },
+    'reports.test': { MX: [{ exchange: 'mx.reports.test', priority: 10 }], A: ['127.0.0.1'] },
     'rsa1._domainkey.relay.test': { TXT: [keys[0]!.dnsRecord] },
   });
 });
 
 after(async () => {
   await dns.close();
+  await receiver.close();
   await rm(keyDir, { recursive: true, force: true });
 });
 
@@ -69,7 +115,7 @@ async function reportingRelay(mxPort: number, tlsReports: Record<string, unknown
       dkim: { keys: [{ domain: 'relay.test', selector: 'rsa1', privateKeyFile: keyFiles.rsaFile }] },
       delivery: { allowedDestinations: ['127.0.0.0/8'], tlsReports: { enabled: true, dir: join(dir, 'tls-reports'), send: true, from: 'tlsrpt@relay.test', ...tlsReports } },
     }),
-    { mxPort },
+    { mxPort, outboundTls: { extraCaPem: [ca.cert] } },
   );
 }
 
@@ -86,18 +132,23 @@ function partsOf(raw: string): Map<string, { headers: string; body: string }> {
   return parts;
 }
 
-test("yesterday's report goes to the rua mailto: address, signed, gzipped JSON with the counts; once", async () => {
+test("yesterday's report goes to the rua mailto: address, signed, gzipped JSON with the counts, and is POSTed to the https: one; once", async () => {
   const destination = await startDestination();
   const relay = await reportingRelay(destination.port);
+  receiver.requests.length = 0;
+  receiver.status = 201;
   try {
     const dir = join(relay.dir, 'tls-reports');
     const day = await recordYesterday(dir, 'dest.test');
     const outcomes = await relay.relay.tlsReportSender!.sendDue();
+    const uri = `https://reports.test:${receiver.port}/v1?k=1`;
     assert.equal(outcomes.length, 1);
     assert.equal(outcomes[0]!.domain, 'dest.test');
+    assert.deepEqual(outcomes[0]!.posted, [uri]);
+    assert.deepEqual(outcomes[0]!.pending, []);
     const [message] = await destination.waitForMessages(1);
     assert.equal(message!.from, '', 'the null sender: a report that cannot be delivered never bounces');
-    assert.deepEqual(message!.to, ['tls-reports@reports.test'], 'mailto: only; the https: address is not used');
+    assert.deepEqual(message!.to, ['tls-reports@reports.test']);
     const raw = message!.raw.toString('latin1');
     assert.match(raw, /^TLS-Report-Domain: dest\.test$/m);
     assert.match(raw, /^TLS-Report-Submitter: relay\.test$/m);
@@ -119,11 +170,92 @@ test("yesterday's report goes to the rua mailto: address, signed, gzipped JSON w
     assert.deepEqual(report.policies[0].summary, { 'total-successful-session-count': 2, 'total-failure-session-count': 1 });
     assert.equal(report.policies[0]['failure-details'][0]['result-type'], 'certificate-expired');
 
+    // RFC 8460 5.3.2: the same report, gzipped, in one POST
+    assert.equal(receiver.requests.length, 1);
+    const request = receiver.requests[0]!;
+    assert.equal(request.method, 'POST');
+    assert.equal(request.url, '/v1?k=1');
+    assert.equal(request.headers['content-type'], 'application/tlsrpt+gzip');
+    assert.equal(request.headers['user-agent'], 'ownrelay (relay.test)');
+    assert.deepEqual(JSON.parse(gunzipSync(request.body).toString('utf8')), report);
+
     const marker = JSON.parse(await readFile(join(dir, day, 'dest.test.sent'), 'utf8'));
     assert.equal(marker.queueId, outcomes[0]!.queueId);
+    assert.deepEqual(marker.posted, [uri]);
     assert.deepEqual(await relay.relay.tlsReportSender!.sendDue(), [], 'a day is reported once');
     await new Promise((r) => setTimeout(r, 300));
     assert.equal(destination.messages.length, 1);
+    assert.equal(receiver.requests.length, 1);
+  } finally {
+    await relay.stop();
+    await destination.close();
+  }
+});
+
+test('an https: destination that does not take the report gets it again in the next round; the email is not queued twice', async () => {
+  const destination = await startDestination();
+  const relay = await reportingRelay(destination.port);
+  receiver.requests.length = 0;
+  receiver.status = 503;
+  try {
+    const dir = join(relay.dir, 'tls-reports');
+    const day = await recordYesterday(dir, 'dest.test');
+    const uri = `https://reports.test:${receiver.port}/v1?k=1`;
+    const first = await relay.relay.tlsReportSender!.sendDue();
+    assert.deepEqual(first.map((o) => [o.posted, o.pending]), [[[], [uri]]]);
+    assert.ok(first[0]!.queueId);
+    const failure = await relay.waitForLog((l) => l.event === 'tls-report-post-failed');
+    assert.match(String(failure.reason), /HTTP status 503: try later/);
+    const marker = JSON.parse(await readFile(join(dir, day, 'dest.test.sent'), 'utf8'));
+    assert.deepEqual(marker.pending.map((p: { uri: string }) => p.uri), [uri]);
+    await destination.waitForMessages(1);
+
+    // still refusing: pending again
+    assert.deepEqual((await relay.relay.tlsReportSender!.sendDue()).map((o) => o.pending), [[uri]]);
+    receiver.status = 200;
+    const third = await relay.relay.tlsReportSender!.sendDue();
+    assert.deepEqual(third, [{ day, domain: 'dest.test', posted: [uri], pending: [] }]);
+    assert.equal(receiver.requests.length, 3);
+    // the three POSTs carried one report (receivers tell duplicates apart by its Report-ID)
+    assert.equal(new Set(receiver.requests.map((r) => gunzipSync(r.body).toString('utf8'))).size, 1);
+    assert.deepEqual(await relay.relay.tlsReportSender!.sendDue(), []);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(destination.messages.length, 1, 'the email was queued once');
+    const done = JSON.parse(await readFile(join(dir, day, 'dest.test.sent'), 'utf8'));
+    assert.deepEqual([done.queueId, done.posted, done.pending], [first[0]!.queueId, [uri], []]);
+  } finally {
+    await relay.stop();
+    await destination.close();
+  }
+});
+
+test('https: destinations alone get the report; a wrong certificate or an address delivery may not use leaves it pending', async () => {
+  const destination = await startDestination();
+  const relay = await reportingRelay(destination.port);
+  receiver.requests.length = 0;
+  receiver.status = 200;
+  try {
+    const dir = join(relay.dir, 'tls-reports');
+    const day = await recordYesterday(dir, 'web.test');
+    await recordYesterday(dir, 'wrongname.test');
+    await recordYesterday(dir, 'inside.test');
+    const outcomes = await relay.relay.tlsReportSender!.sendDue();
+    assert.deepEqual(
+      outcomes.map((o) => [o.domain, o.queueId, o.posted, o.pending]),
+      [
+        ['inside.test', undefined, [], ['https://inside.test/']],
+        ['web.test', undefined, [`https://reports.test:${receiver.port}/web`], []],
+        ['wrongname.test', undefined, [], [`https://wrongname.test:${receiver.port}/`]],
+      ],
+    );
+    assert.deepEqual(receiver.requests.map((r) => r.url), ['/web']);
+    const reasons = relay.logs.filter((l) => l.event === 'tls-report-post-failed').map((l) => String(l.reason));
+    assert.match(reasons[0]!, /10\.1\.2\.3 is a private address, not allowed by delivery\.allowedDestinations/);
+    assert.match(reasons[1]!, /wrongname\.test/i);
+    assert.match(reasons[1]!, /altnames|certificate/i);
+    assert.equal(JSON.parse(await readFile(join(dir, day, 'web.test.sent'), 'utf8')).queueId, undefined);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(destination.messages.length, 0, 'no email without a mailto: address');
   } finally {
     await relay.stop();
     await destination.close();

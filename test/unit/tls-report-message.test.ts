@@ -22,6 +22,11 @@ describe('parseTlsRptRecord', () => {
     assert.deepEqual(record?.mailto, ['d@x.test']);
   });
 
+  test('leaves out https: URIs that do not parse, and repeats', () => {
+    const record = parseTlsRptRecord([['v=TLSRPTv1; rua=https://[bad/,https://r.x.test:8443/v1?k=1,https://r.x.test:8443/v1?k=1,http://plain.x.test/']]);
+    assert.deepEqual(record?.https, ['https://r.x.test:8443/v1?k=1']);
+  });
+
   test('caps a report at a handful of addresses', () => {
     assert.equal(MAX_REPORT_ADDRESSES, 5);
   });
