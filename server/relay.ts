@@ -24,7 +24,7 @@ import { MaildirTransport } from './delivery/maildir';
 import { MxResolver } from './delivery/mx-resolver';
 import { type OutboundTlsTestOptions, outboundTlsParts } from './delivery/mta-sts-setup';
 import { RecipientVerifier } from './delivery/recipient-verifier';
-import { DnsblChecker, blocklistResolver } from './inbound/dnsbl';
+import { DnsblChecker, blocklistResolver, configuredZones } from './inbound/dnsbl';
 import { httpsReportPoster, type ReportPoster } from './delivery/tls-report-post';
 import { Router } from './delivery/router';
 import { SmtpDelivery } from './delivery/smtp-transport';
@@ -344,6 +344,5 @@ export class Relay {
 /** The checker of inbound.dnsbl, through the relay's resolvers; undefined when no list is configured. */
 function dnsblChecker(config: RelayConfig, logger: Logger): DnsblChecker | undefined {
   if (config.inbound.dnsbl.length === 0) return undefined;
-  const zones = config.inbound.dnsbl.map((entry) => (typeof entry === 'string' ? { zone: entry } : entry));
-  return new DnsblChecker(zones, blocklistResolver(config.dns.servers), logger);
+  return new DnsblChecker(configuredZones(config.inbound.dnsbl), blocklistResolver(config.dns.servers), logger);
 }

@@ -10,7 +10,7 @@
 import net from 'node:net';
 import type { RelayConfig } from '../config/schema';
 import { addressCheck, mxCheck, ptrCheck } from './checks/address';
-import { blocklistCheck } from './checks/blocklists';
+import { blocklistCheck, inboundBlocklistCheck } from './checks/blocklists';
 import { certificateCheck } from './checks/certificate';
 import { dkimCheck } from './checks/dkim';
 import { mtaStsCheck } from './checks/mta-sts';
@@ -34,6 +34,7 @@ export const CHECKS: readonly Check[] = [
   certificateCheck,
   outboundCheck,
   blocklistCheck,
+  inboundBlocklistCheck,
   openRelayCheck,
 ];
 

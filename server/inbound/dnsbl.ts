@@ -30,6 +30,11 @@ export interface DnsblZone {
 
 export type DnsblVerdict = { listed: false } | { listed: true; zone: string; codes: string[]; text?: string };
 
+/** The zones of `inbound.dnsbl`, where a zone alone stands for `{ zone }`. */
+export function configuredZones(entries: readonly (string | DnsblZone)[]): DnsblZone[] {
+  return entries.map((entry) => (typeof entry === 'string' ? { zone: entry } : entry));
+}
+
 /** the DNS lookups a DnsblChecker makes (node:dns's Resolver has them) */
 export interface DnsblResolver {
   resolve4(name: string): Promise<string[]>;

@@ -215,6 +215,37 @@ describe('ownrelay doctor: DNS records', () => {
     assert.match(result(report, 'blocklists').detail, /doctor\.test is LISTED on dbl\.doctor-lists\.test \(127\.0\.1\.2\)/);
   });
 
+  test('inbound blocklists are asked about their test entries: one that lists everyone fails, one that refuses the resolver or is not a list warns', async () => {
+    const lists = (dnsbl: unknown[]) => ({ config: { ...world.configWithDkim(world.relay.relay.config), inbound: { ...world.relay.relay.config.inbound, dnsbl } } as RelayConfig });
+    const zone = world.zoneWith((z) => {
+      z['2.0.0.127.good.inbound-lists.test'] = { A: ['127.0.0.2'] };
+      z['2.0.0.127.picky.inbound-lists.test'] = { A: ['127.0.0.2'] };
+      z['1.0.0.127.everyone.inbound-lists.test'] = { A: ['127.0.0.2'] };
+      z['2.0.0.127.everyone.inbound-lists.test'] = { A: ['127.0.0.2'] };
+      z['2.0.0.127.refusing.inbound-lists.test'] = { A: ['127.255.255.254'] };
+    });
+
+    const good = result(await world.doctorOn(zone, lists(['good.inbound-lists.test', { zone: 'picky.inbound-lists.test', codes: ['127.0.0.2'] }])), 'inbound-blocklists');
+    assert.equal(good.status, 'pass', good.detail);
+    assert.match(good.detail, /^good\.inbound-lists\.test answers its test address 127\.0\.0\.2 \(127\.0\.0\.2\) and not 127\.0\.0\.1$/m);
+
+    const everyone = await world.doctorOn(zone, lists(['good.inbound-lists.test', 'everyone.inbound-lists.test']));
+    const broken = result(everyone, 'inbound-blocklists');
+    assert.equal(broken.status, 'fail');
+    assert.match(broken.detail, /everyone\.inbound-lists\.test lists 127\.0\.0\.1 \(127\.0\.0\.2\), which no list may: it would refuse every client/);
+    assert.match(broken.fix ?? '', /remove the list/);
+    assert.equal(everyone.ok, false);
+
+    const unusable = await world.doctorOn(zone, lists(['refusing.inbound-lists.test', 'typo.inbound-lists.test', { zone: 'picky.inbound-lists.test', codes: ['127.0.0.9'] }]));
+    const warned = result(unusable, 'inbound-blocklists');
+    assert.equal(warned.status, 'warn');
+    assert.match(warned.detail, /refusing\.inbound-lists\.test: cannot tell, the list answered 127\.255\.255\.254: the list refuses queries from public or shared resolvers/);
+    assert.match(warned.detail, /typo\.inbound-lists\.test does not list its test address 127\.0\.0\.2/);
+    assert.match(warned.detail, /picky\.inbound-lists\.test answers 127\.0\.0\.2 for its test address 127\.0\.0\.2, none of the codes configured for it/);
+    assert.match(warned.fix ?? '', /resolver of your own/);
+    assert.equal(unusable.ok, true);
+  });
+
   test('an MTA-STS policy whose mx lines miss the MX fails; a missing _mta-sts record fails', async () => {
     world.policy.text = renderMtaStsPolicy({ mode: 'enforce', maxAgeSeconds: 86400, mxHosts: ['old-mx.doctor.test'] }).text;
     try {

@@ -5,7 +5,7 @@
  * blocklist check reads them (classifyBlocklistAnswer): error codes and
  * rewritten NXDOMAINs mean "cannot tell", never "listed".
  */
-import { blocklistQueryName, classifyBlocklistAnswer } from '../../inbound/dnsbl';
+import { blocklistQueryName, classifyBlocklistAnswer, configuredZones } from '../../inbound/dnsbl';
 import type { Check, DoctorContext } from '../types';
 
 type Verdict = { kind: 'clean' } | { kind: 'listed'; line: string } | { kind: 'unknown'; line: string };
@@ -53,4 +53,48 @@ async function lookup({ dns }: DoctorContext, query: { subject: string; zone: st
   const reason = await dns.txt(query.name);
   const text = reason.kind === 'records' ? `: ${reason.records.join(' ')}` : '';
   return { kind: 'listed', line: `${query.subject} is LISTED on ${query.zone} (${verdict.codes.join(', ')})${text}` };
+}
+
+/**
+ * The lists of `inbound.dnsbl`, asked about their test entries (RFC 5782 5):
+ * an IPv4 list lists 127.0.0.2 and never 127.0.0.1. A list that lists
+ * 127.0.0.1 lists everyone (as a defunct list that answers every query does):
+ * the relay would refuse all mail from the Internet, so that fails. A list that
+ * refuses this resolver or does not list its test entry warns: the relay lets
+ * every client through it.
+ */
+export const inboundBlocklistCheck: Check = {
+  id: 'inbound-blocklists',
+  title: 'inbound blocklists answer',
+  async run({ config, dns }) {
+    const zones = configuredZones(config.inbound.dnsbl);
+    if (zones.length === 0) return { status: 'pass', detail: 'no inbound blocklists configured (inbound.dnsbl)' };
+    const verdicts = await Promise.all(zones.map((zone) => testEntries(dns, zone.zone, zone.codes)));
+    const detail = verdicts.map((v) => v.line).join('\n');
+    if (verdicts.some((v) => v.kind === 'fail')) {
+      return { status: 'fail', detail, fix: 'remove the list that lists everyone from inbound.dnsbl (it is broken or defunct), then `ownrelay reload`' };
+    }
+    if (verdicts.some((v) => v.kind === 'warn')) {
+      return {
+        status: 'warn',
+        detail,
+        fix: 'ask the lists through a resolver of your own (dns.servers: [127.0.0.1] with unbound on the server), not a public or cloud-shared one; check the zone names for typos',
+      };
+    }
+    return { status: 'pass', detail };
+  },
+};
+
+async function testEntries(dns: DoctorContext['dns'], zone: string, codes?: readonly string[]): Promise<{ kind: 'pass' | 'warn' | 'fail'; line: string }> {
+  const everyone = await dns.a(blocklistQueryName('127.0.0.1', zone));
+  if (everyone.kind === 'records' && classifyBlocklistAnswer(everyone.records).kind === 'listed') {
+    return { kind: 'fail', line: `${zone} lists 127.0.0.1 (${everyone.records.join(', ')}), which no list may: it would refuse every client` };
+  }
+  const test = await dns.a(blocklistQueryName('127.0.0.2', zone));
+  if (test.kind === 'none') return { kind: 'warn', line: `${zone} does not list its test address 127.0.0.2: not a blocklist, or a typo?` };
+  if (test.kind === 'error') return { kind: 'warn', line: `${zone}: cannot tell (${test.message})` };
+  const answer = classifyBlocklistAnswer(test.records, codes);
+  if (answer.kind === 'unknown') return { kind: 'warn', line: `${zone}: cannot tell, ${answer.reason}` };
+  if (answer.kind === 'clean') return { kind: 'warn', line: `${zone} answers ${test.records.join(', ')} for its test address 127.0.0.2, none of the codes configured for it` };
+  return { kind: 'pass', line: `${zone} answers its test address 127.0.0.2 (${answer.codes.join(', ')}) and not 127.0.0.1` };
 }
