@@ -171,7 +171,7 @@ export class Relay {
       logger,
       metrics,
       authenticator: config.inbound.authentication ? new InboundAuthenticator(config) : undefined,
-      blocklists: dnsblChecker(config, logger),
+      blocklists: dnsblChecker(config, logger, metrics),
       authThrottle: new AuthThrottle(config.limits.auth),
       sendingLimiter: new SendingLimiter(),
       onQueued: (entry, preloaded) => scheduler.enqueue(entry, preloaded),
@@ -265,7 +265,7 @@ export class Relay {
       config: next,
       policy: new RelayPolicy(next),
       authenticator: next.inbound.authentication ? new InboundAuthenticator(next) : undefined,
-      blocklists: dnsblChecker(next, this.logger),
+      blocklists: dnsblChecker(next, this.logger, this.metrics),
     };
     // bind the listeners that change first: if one cannot listen, nothing has changed yet
     const plan = next.listeners.map((cfg, index) => {
@@ -342,7 +342,7 @@ export class Relay {
 }
 
 /** The checker of inbound.dnsbl, through the relay's resolvers; undefined when no list is configured. */
-function dnsblChecker(config: RelayConfig, logger: Logger): DnsblChecker | undefined {
+function dnsblChecker(config: RelayConfig, logger: Logger, metrics: RelayMetrics): DnsblChecker | undefined {
   if (config.inbound.dnsbl.length === 0) return undefined;
-  return new DnsblChecker(configuredZones(config.inbound.dnsbl), blocklistResolver(config.dns.servers), logger);
+  return new DnsblChecker(configuredZones(config.inbound.dnsbl), blocklistResolver(config.dns.servers), logger, { onAnswer: (zone, answer) => metrics.dnsblAnswer(zone, answer) });
 }

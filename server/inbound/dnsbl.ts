@@ -83,15 +83,24 @@ export function blocklistResolver(servers: readonly string[], timeoutMs = DEFAUL
   return resolver;
 }
 
+export interface DnsblCheckerOptions {
+  /** hears each zone's answer to each lookup (not the ones answered from memory), e.g. for metrics */
+  onAnswer?: (zone: string, answer: BlocklistAnswer['kind']) => void;
+  now?: () => number;
+}
+
 export class DnsblChecker {
   private readonly verdicts = new Map<string, { at: number; verdict: Promise<DnsblVerdict> }>();
+  private readonly now: () => number;
 
   constructor(
     private readonly zones: readonly DnsblZone[],
     private readonly resolver: DnsblResolver,
     private readonly logger: Logger,
-    private readonly now: () => number = Date.now,
-  ) {}
+    private readonly options: DnsblCheckerOptions = {},
+  ) {
+    this.now = options.now ?? Date.now;
+  }
 
   check(ip: string): Promise<DnsblVerdict> {
     const now = this.now();
@@ -122,9 +131,9 @@ export class DnsblChecker {
       answer = classifyBlocklistAnswer(await this.resolver.resolve4(name), zone.codes);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOTFOUND' || code === 'ENODATA') return { kind: 'clean' };
-      answer = { kind: 'unknown', reason: `the lookup of ${name} failed: ${code ?? String(err)}` };
+      answer = code === 'ENOTFOUND' || code === 'ENODATA' ? { kind: 'clean' } : { kind: 'unknown', reason: `the lookup of ${name} failed: ${code ?? String(err)}` };
     }
+    this.options.onAnswer?.(zone.zone, answer.kind);
     if (answer.kind === 'unknown') {
       this.logger.warn({ event: 'dnsbl-error', client: ip, zone: zone.zone, reason: answer.reason }, `DNS blocklist ${zone.zone} could not be used for ${ip}, which is let through: ${answer.reason}`);
     }

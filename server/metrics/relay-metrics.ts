@@ -54,6 +54,7 @@ export class RelayMetrics {
   private readonly outboundTls: Counter<'tls'>;
   private readonly authFailures: Counter<'role'>;
   private readonly commandsRejected: Counter<'role' | 'command' | 'code'>;
+  private readonly dnsblAnswers: Counter<'zone' | 'answer'>;
   private readonly connectionsTotal: Counter<'role'>;
   private readonly connectionsOpen: Gauge<'role'>;
 
@@ -82,6 +83,7 @@ export class RelayMetrics {
     this.outboundTls = new Counter({ name: 'ownrelay_outbound_sessions_total', help: 'outbound SMTP sessions opened, by whether they are encrypted', labelNames: ['tls'], registers });
     this.authFailures = new Counter({ name: 'ownrelay_auth_failures_total', help: 'failed SMTP AUTH attempts', labelNames: ['role'], registers });
     this.commandsRejected = new Counter({ name: 'ownrelay_commands_rejected_total', help: 'MAIL FROM and RCPT TO commands refused, by reply code', labelNames: ['role', 'command', 'code'], registers });
+    this.dnsblAnswers = new Counter({ name: 'ownrelay_dnsbl_answers_total', help: 'answers of the DNS blocklists of inbound.dnsbl about clients: listed, clean, or unknown (the list could not be used)', labelNames: ['zone', 'answer'], registers });
     this.connectionsTotal = new Counter({ name: 'ownrelay_connections_total', help: 'SMTP connections accepted', labelNames: ['role'], registers });
     this.connectionsOpen = new Gauge({ name: 'ownrelay_connections_open', help: 'SMTP connections open now', labelNames: ['role'], registers });
     // one listing of the spool per scrape, shared by both gauges
@@ -174,6 +176,10 @@ export class RelayMetrics {
 
   commandRejected(role: ListenerRole, command: 'mail' | 'rcpt', code: number): void {
     this.commandsRejected.inc({ role, command, code: String(code) });
+  }
+
+  dnsblAnswer(zone: string, answer: 'listed' | 'clean' | 'unknown'): void {
+    this.dnsblAnswers.inc({ zone, answer });
   }
 
   messageReceived(role: ListenerRole, recipients: readonly string[], secure: boolean): void {

@@ -119,6 +119,10 @@ test('a list that answers with an error code lists nobody: the client is let thr
     assert.match(String(warning.reason), /127\.255\.255\.254: the list refuses queries from public or shared resolvers/);
     // picky.test's answer 127.0.0.4 is not one of its codes: no listing, and no error either
     assert.equal(relay.logs.filter((l) => l.event === 'dnsbl-error').length, 1);
+    // the lists' answers are counted per zone
+    const metrics = await (await fetch(`http://127.0.0.1:${relay.relay.metricsEndpoint!.port}/metrics`)).text();
+    assert.match(metrics, /^ownrelay_dnsbl_answers_total\{zone="errors\.test",answer="unknown"\} 1$/m);
+    assert.match(metrics, /^ownrelay_dnsbl_answers_total\{zone="picky\.test",answer="clean"\} 1$/m);
   } finally {
     await relay.stop();
     await dns.close();

@@ -86,7 +86,8 @@ test('a list that cannot be asked lets the client through, and the log says whic
 test('verdicts are kept for a while per address, and connections at once share one lookup', async () => {
   const { resolver, asked } = resolverOf({ '7.2.0.192.bl.test': ['127.0.0.2'] });
   let now = 1_000_000;
-  const checker = new DnsblChecker([{ zone: 'bl.test' }], resolver, capturingLogger().logger, () => now);
+  const answers: string[] = [];
+  const checker = new DnsblChecker([{ zone: 'bl.test' }], resolver, capturingLogger().logger, { now: () => now, onAnswer: (zone, answer) => answers.push(`${zone}:${answer}`) });
   const [a, b] = await Promise.all([checker.check('192.0.2.7'), checker.check('192.0.2.7')]);
   assert.equal(a.listed && b.listed, true);
   assert.equal(asked.length, 1);
@@ -99,6 +100,8 @@ test('verdicts are kept for a while per address, and connections at once share o
   // another address is asked about on its own
   assert.deepEqual(await checker.check('192.0.2.8'), { listed: false });
   assert.equal(asked.length, 3);
+  // each lookup's answer is heard once; those from memory are not
+  assert.deepEqual(answers, ['bl.test:listed', 'bl.test:listed', 'bl.test:clean']);
 });
 
 test('text that is not an IP address is never looked up', async () => {
