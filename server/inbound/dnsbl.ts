@@ -28,7 +28,8 @@ export interface DnsblZone {
   codes?: readonly string[];
 }
 
-export type DnsblVerdict = { listed: false } | { listed: true; zone: string; codes: string[]; text?: string };
+/** `address` is the client's address as the lists know it (an IPv4-mapped IPv6 address as plain IPv4) */
+export type DnsblVerdict = { listed: false } | { listed: true; address: string; zone: string; codes: string[]; text?: string };
 
 /** The zones of `inbound.dnsbl`, where a zone alone stands for `{ zone }`. */
 export function configuredZones(entries: readonly (string | DnsblZone)[]): DnsblZone[] {
@@ -121,7 +122,7 @@ export class DnsblChecker {
     const zone = this.zones[index]!.zone;
     const codes = (answers[index] as Extract<BlocklistAnswer, { kind: 'listed' }>).codes;
     const text = await this.reason(blocklistQueryName(ip, zone));
-    return { listed: true, zone, codes, ...(text ? { text } : {}) };
+    return { listed: true, address: ipaddr.process(ip).toString(), zone, codes, ...(text ? { text } : {}) };
   }
 
   private async ask(ip: string, zone: DnsblZone): Promise<BlocklistAnswer> {

@@ -259,7 +259,7 @@ export class SmtpListener {
     if (!state.blocklisted || isRoleMailbox(recipient)) return accepted;
     const verdict = await state.blocklisted;
     if (!verdict.listed) return accepted;
-    const ip = session.remoteAddress;
+    const ip = verdict.address;
     return refuse('recipient', 554, '5.7.1', `Service unavailable; Client host [${ip}] blocked using ${verdict.zone}${verdict.text ? `; ${verdict.text}` : ''}`, `client ${ip} is listed on ${verdict.zone} (${verdict.codes.join(', ')})`);
   }
 

@@ -67,10 +67,17 @@ test('the first listing zone in config order names the refusal, with its reason 
   assert.equal(verdict.listed, true);
   if (!verdict.listed) return;
   assert.equal(verdict.zone, 'first.test');
+  assert.equal(verdict.address, '192.0.2.7');
   assert.deepEqual(verdict.codes, ['127.0.0.3']);
   // no CR or LF can reach the SMTP reply, and the text is cut short
   assert.ok(verdict.text!.startsWith('see https://first.test/?ip=192.0.2.7 250 fake x'));
   assert.equal(verdict.text!.length, 200);
+});
+
+test('an IPv4 client on a dual-stack listener is named as the IPv4 address it is', async () => {
+  const { resolver } = resolverOf({ '7.2.0.192.bl.test': ['127.0.0.2'] });
+  const verdict = await new DnsblChecker([{ zone: 'bl.test' }], resolver, capturingLogger().logger).check('::ffff:192.0.2.7');
+  assert.deepEqual(verdict, { listed: true, address: '192.0.2.7', zone: 'bl.test', codes: ['127.0.0.2'] });
 });
 
 test('a list that cannot be asked lets the client through, and the log says which and why', async () => {
