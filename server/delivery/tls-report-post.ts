@@ -16,7 +16,8 @@ import https from 'node:https';
 import net from 'node:net';
 import type { AddressGuard } from './address-guard';
 
-export type ReportPoster = (uri: string, gzippedReport: Buffer) => Promise<void>;
+/** `signal` aborts the submission (it then rejects), e.g. when the relay stops. */
+export type ReportPoster = (uri: string, gzippedReport: Buffer, signal?: AbortSignal) => Promise<void>;
 
 export interface HttpsReportPosterOptions {
   /** answers an address literal as it is (MxResolver does) */
@@ -45,7 +46,7 @@ class PostFailure extends Error {
 }
 
 export function httpsReportPoster(options: HttpsReportPosterOptions): ReportPoster {
-  return async (uri, gzippedReport) => {
+  return async (uri, gzippedReport, signal) => {
     let url: URL;
     try {
       url = new URL(uri);
@@ -60,7 +61,7 @@ export function httpsReportPoster(options: HttpsReportPosterOptions): ReportPost
     let last: PostFailure | undefined;
     for (const address of addresses) {
       try {
-        return await post(url, address, gzippedReport, options);
+        return await post(url, address, gzippedReport, options, signal);
       } catch (err) {
         if (!(err instanceof PostFailure) || err.answered) throw err;
         last = err;
@@ -70,7 +71,7 @@ export function httpsReportPoster(options: HttpsReportPosterOptions): ReportPost
   };
 }
 
-function post(url: URL, address: string, body: Buffer, options: HttpsReportPosterOptions): Promise<void> {
+function post(url: URL, address: string, body: Buffer, options: HttpsReportPosterOptions, signal?: AbortSignal): Promise<void> {
   const port = url.port ? Number(url.port) : 443;
   const where = `${url.href} (${net.isIPv6(address) ? `[${address}]` : address}:${port})`;
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
@@ -86,6 +87,7 @@ function post(url: URL, address: string, body: Buffer, options: HttpsReportPoste
       rejectUnauthorized: true,
       minVersion: 'TLSv1.2',
       ...(options.ca ? { ca: options.ca } : {}),
+      ...(signal ? { signal } : {}),
     });
     const timer = setTimeout(() => request.destroy(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
     timer.unref();
@@ -101,7 +103,8 @@ function post(url: URL, address: string, body: Buffer, options: HttpsReportPoste
         resolve();
       }
     };
-    request.on('error', (err) => finish(new PostFailure(`${where}: ${err.message}`, false)));
+    // an abort answers like a receiver would: no other address is tried
+    request.on('error', (err) => finish(new PostFailure(`${where}: ${err.message}`, signal?.aborted === true)));
     request.on('response', (response) => {
       const status = response.statusCode ?? 0;
       const chunks: Buffer[] = [];

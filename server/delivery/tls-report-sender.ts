@@ -21,6 +21,8 @@
  * - The relay signs the report with the DKIM key of the From domain (RFC 8460 5.3
  *   requires a signature); the caller checks that there is one.
  * - Rounds run `firstDelayMs` after start and then every hour; they never throw.
+ *   `stop()` aborts the POSTs in flight (their destinations stay pending) and
+ *   waits for the round to end.
  */
 import { readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -87,6 +89,8 @@ interface SentMark {
 export class TlsReportSender {
   private timer: NodeJS.Timeout | undefined;
   private round: Promise<SendOutcome[]> | undefined;
+  /** aborted by stop(): a stopping relay does not wait for slow receivers */
+  private readonly stopping = new AbortController();
   private readonly meta: TlsReportMeta;
 
   constructor(private readonly opts: TlsReportSenderOptions) {
@@ -105,6 +109,7 @@ export class TlsReportSender {
 
   async stop(): Promise<void> {
     clearTimeout(this.timer);
+    this.stopping.abort();
     await this.round;
   }
 
@@ -199,7 +204,8 @@ export class TlsReportSender {
     const pending: PendingPost[] = [];
     for (const uri of uris) {
       try {
-        await this.opts.post(uri, body);
+        if (this.stopping.signal.aborted) throw new Error('the relay is stopping');
+        await this.opts.post(uri, body, this.stopping.signal);
         posted.push(uri);
         this.opts.logger.info({ event: 'tls-report-posted', domain, day, uri }, `TLS report for ${domain} (${day}) posted to ${uri}`);
       } catch (err) {

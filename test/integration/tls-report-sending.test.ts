@@ -30,6 +30,8 @@ interface ReportReceiver {
   port: number;
   requests: Array<{ method: string; url: string; headers: Record<string, unknown>; body: Buffer }>;
   status: number;
+  /** when set, requests are taken in and never answered */
+  silent: boolean;
   close(): Promise<void>;
 }
 
@@ -39,6 +41,7 @@ async function startReportReceiver(credentials: { key: string; cert: string }): 
     request.on('data', (chunk: Buffer) => chunks.push(chunk));
     request.on('end', () => {
       receiver.requests.push({ method: request.method ?? '', url: request.url ?? '', headers: request.headers, body: Buffer.concat(chunks) });
+      if (receiver.silent) return;
       response.writeHead(receiver.status, { 'content-type': 'text/plain' }).end(receiver.status < 300 ? '' : 'try later');
     });
   });
@@ -47,6 +50,7 @@ async function startReportReceiver(credentials: { key: string; cert: string }): 
     port: (server.address() as AddressInfo).port,
     requests: [],
     status: 201,
+    silent: false,
     close: () =>
       new Promise((resolve) => {
         server.closeAllConnections();
@@ -257,6 +261,32 @@ test('https: destinations alone get the report; a wrong certificate or an addres
     await new Promise((r) => setTimeout(r, 300));
     assert.equal(destination.messages.length, 0, 'no email without a mailto: address');
   } finally {
+    await relay.stop();
+    await destination.close();
+  }
+});
+
+test('a stopping relay does not wait for a receiver that never answers: the POST is aborted and stays pending', async () => {
+  const destination = await startDestination();
+  const relay = await reportingRelay(destination.port);
+  receiver.requests.length = 0;
+  receiver.silent = true;
+  try {
+    const dir = join(relay.dir, 'tls-reports');
+    const day = await recordYesterday(dir, 'web.test');
+    const round = relay.relay.tlsReportSender!.sendDue();
+    const deadline = Date.now() + 10_000;
+    while (receiver.requests.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(receiver.requests.length, 1, 'the POST reached the receiver');
+    const started = Date.now();
+    await relay.relay.tlsReportSender!.stop();
+    assert.ok(Date.now() - started < 5000, `stop took ${Date.now() - started} ms`);
+    const [outcome] = await round;
+    assert.deepEqual(outcome!.pending, [`https://reports.test:${receiver.port}/web`]);
+    const marker = JSON.parse(await readFile(join(dir, day, 'web.test.sent'), 'utf8'));
+    assert.match(marker.pending[0].reason, /abort/i);
+  } finally {
+    receiver.silent = false;
     await relay.stop();
     await destination.close();
   }
