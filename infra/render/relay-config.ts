@@ -4,6 +4,8 @@
  * the customer's domains delivered to Maildirs, the spool on its own volume, then
  * the stack's `relay` overrides deep-merged on top.
  *
+ * The base resolves through the host's own unbound first (HOST_RESOLVERS).
+ *
  * What the stack adds beyond the base, each only when asked for:
  * - `dkim.keys`: one key per domain, the files the deploy step installs under
  *   DKIM_KEY_DIR. The relay refuses to start when a configured key file is
@@ -43,6 +45,16 @@ export function dkimKeyFileName(domain: string, selector: string): string {
   if (!/^[a-z0-9][a-z0-9.-]*\.pem$/.test(name)) throw new Error(`dkimKeyFileName: ${JSON.stringify(name)} is not a safe file name`);
   return name;
 }
+
+/**
+ * The relay's resolvers on the server (`dns.servers`): first the host's own
+ * unbound (a HOST_PACKAGES package, listening on loopback only), a recursive
+ * resolver with a cache of its own, which DNS blocklists require (they refuse
+ * queries from shared resolvers, AWS's included); then AWS's resolver, reachable
+ * from every VPC, for when unbound does not answer (on a host set up before it
+ * was installed, a refused port moves on at once).
+ */
+export const HOST_RESOLVERS: readonly string[] = Object.freeze(['127.0.0.1', '169.254.169.253']);
 
 /** Mailboxes every domain gets unless overridden (RFC 2142 and RFC 5321 want them). */
 export const DEFAULT_MAILBOXES = ['postmaster', 'abuse'];
@@ -100,6 +112,7 @@ function baseConfig(input: RelayConfigRenderInput): Record<string, unknown> {
     ],
     domains: input.domains.map((name) => ({ name, delivery: 'maildir', mailboxes: [...DEFAULT_MAILBOXES] })),
     paths: { ...SERVER_PATHS },
+    dns: { servers: [...HOST_RESOLVERS] },
     ...(tls === undefined ? {} : { tls }),
     ...(selector === undefined ? {} : { dkim: { keys: input.domains.map((domain) => ({ domain, selector, privateKeyFile: dkimKeyPath(domain, selector) })) } }),
     ...(input.publicAddresses?.length ? { doctor: { publicAddresses: input.publicAddresses } } : {}),

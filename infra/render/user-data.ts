@@ -99,8 +99,12 @@ export const ALLOWED_TOP_LEVEL_KEYS: readonly string[] = Object.freeze([
   'runcmd',
 ]);
 
-/** Debian packages the relay host needs; the image carries them, the first boot only makes sure. */
-export const HOST_PACKAGES: readonly string[] = Object.freeze(['nodejs', 'unattended-upgrades', 'nftables', 'chrony', 'fail2ban']);
+/**
+ * Debian packages the relay host needs; the image carries them, the first boot only
+ * makes sure. unbound is the relay's own resolver (see HOST_RESOLVERS); Debian's
+ * package listens on loopback only.
+ */
+export const HOST_PACKAGES: readonly string[] = Object.freeze(['nodejs', 'unattended-upgrades', 'nftables', 'chrony', 'fail2ban', 'unbound']);
 
 export const SSHD_DROP_IN_PATH = '/etc/ssh/sshd_config.d/00-ownrelay.conf';
 export const RELAY_USER = RELAY_UNIT_DEFAULTS.user;

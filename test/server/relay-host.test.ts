@@ -6,7 +6,7 @@
  * - first boot: cloud-init done without errors, SSH only with the admin key and
  *   the pinned host key, no password or root login, the host firewall dropping
  *   what the security group does not admit, the spool on its own disk, whose file
- *   system grows when the disk grows;
+ *   system grows when the disk grows, the relay's own resolver on loopback;
  * - the deploy Pulumi runs, over SSH: a release starts the relay, a bad config is
  *   refused with the running relay untouched, a rollback switches back;
  * - mail: swaks submits on 587 (STARTTLS, AUTH), the relay resolves the MX through
@@ -332,6 +332,17 @@ test('first boot: the host firewall admits SSH from the admin network and the ma
   });
   assert.equal(reply, '', 'port 8080 answered from outside the host');
   await v.sshOk('sudo systemctl stop ownrelay-probe');
+});
+
+test("first boot: the relay's own resolver (unbound) runs and answers on loopback only", async () => {
+  const v = theVm();
+  assert.equal((await v.sshOk('systemctl is-active unbound.service')).trim(), 'active');
+  // no Internet here: unbound answers from its built-in local data
+  const answer = await v.sshOk(`node -e "const r = new (require('node:dns').promises.Resolver)(); r.setServers(['127.0.0.1']); r.resolve4('localhost').then((a) => console.log(a.join(',')))"`);
+  assert.equal(answer.trim(), '127.0.0.1');
+  const listening = await v.sshOk('ss -H -lnu sport = :53');
+  assert.match(listening, /127\.0\.0\.1:53/);
+  assert.doesNotMatch(listening, /(0\.0\.0\.0|\*|\[::\]):53\b/);
 });
 
 test('deploy: the Pulumi deploy step ships the bundle and config over SSH and starts the relay', async () => {

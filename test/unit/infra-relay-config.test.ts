@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ConfigError, parseConfig } from '../../server/config/load';
 import { deepMerge, dkimKeyFileName, dkimKeyPath, renderRelayConfig } from '../../infra/render/relay-config';
+import { HOST_PACKAGES } from '../../infra/render/user-data';
 
 const base = { hostname: 'mail.acme.org', domains: ['acme.org', 'acme-shop.net'], dkimSelector: 'ownrelay1', relay: {} };
 
@@ -38,6 +39,12 @@ test('every stack domain is delivered to Maildirs with postmaster and abuse, and
 test('the spool lives on the spool volume and the rest under /var/lib/ownrelay', () => {
   const { config } = renderRelayConfig(base);
   assert.deepEqual({ ...config.paths }, { spool: '/var/spool/ownrelay', mail: '/var/lib/ownrelay/mail', state: '/var/lib/ownrelay/state' });
+});
+
+test('the relay resolves through the host\'s own unbound first, then AWS\'s resolver; the stack may choose others', () => {
+  assert.deepEqual([...renderRelayConfig(base).config.dns.servers], ['127.0.0.1', '169.254.169.253']);
+  assert.ok(HOST_PACKAGES.includes('unbound'), 'the host runs the resolver the config names');
+  assert.deepEqual([...renderRelayConfig({ ...base, relay: { dns: { servers: ['10.0.0.2'] } } }).config.dns.servers], ['10.0.0.2']);
 });
 
 test('stack overrides merge into objects and replace arrays', () => {
