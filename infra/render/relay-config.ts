@@ -89,11 +89,11 @@ export interface RelayConfigRenderInput {
 
 export function renderRelayConfig(input: RelayConfigRenderInput): { yaml: string; config: RelayConfig } {
   const merged = deepMerge(baseConfig(input), input.relay);
+  // short: the first-boot copy of this text shares EC2's 16 KB of user-data with up to ten admin keys
   const header = [
-    `# ownrelay relay config for ${input.hostname}, rendered by the infra program`,
-    '# (infra/render/relay-config.ts) from the stack config. Edits made here on the',
-    '# server are replaced at the next deploy: change `ownrelay:relay` in the stack',
-    '# config (Pulumi.<stack>.yaml) and run `pulumi up` instead.',
+    `# ownrelay config for ${input.hostname}, rendered by the infra program`,
+    '# (infra/render/relay-config.ts) from the stack config. Edits here are lost at',
+    '# the next deploy: change `ownrelay:relay` in Pulumi.<stack>.yaml, then `pulumi up`.',
   ];
   const yaml = `${header.join('\n')}\n${stringify(merged, { lineWidth: 0 })}`;
   return { yaml, config: parseConfig(yaml, RENDERED_SOURCE) };
