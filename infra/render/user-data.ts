@@ -102,7 +102,8 @@ export const ALLOWED_TOP_LEVEL_KEYS: readonly string[] = Object.freeze([
 /**
  * Debian packages the relay host needs; the image carries them, the first boot only
  * makes sure. unbound is the relay's own resolver (see HOST_RESOLVERS); Debian's
- * package listens on loopback only.
+ * package listens on loopback only (with the DNSSEC root key of dns-root-data, which
+ * it recommends, so apt installs it too).
  */
 export const HOST_PACKAGES: readonly string[] = Object.freeze(['nodejs', 'unattended-upgrades', 'nftables', 'chrony', 'fail2ban', 'unbound']);
 

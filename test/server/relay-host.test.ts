@@ -336,7 +336,13 @@ test('first boot: the host firewall admits SSH from the admin network and the ma
 
 test("first boot: the relay's own resolver (unbound) runs and answers on loopback only", async () => {
   const v = theVm();
-  assert.equal((await v.sshOk('systemctl is-active unbound.service')).trim(), 'active');
+  let state = '';
+  try {
+    await waitUntil(async () => (state = (await v.ssh('systemctl is-active unbound.service')).stdout.trim()) === 'active', 60_000, () => `unbound is ${state}`, 1000);
+  } catch (err) {
+    const status = await v.ssh('systemctl status --no-pager unbound.service; sudo journalctl -b --no-pager -u unbound | tail -n 20');
+    throw new Error(`${(err as Error).message}; it says:\n${status.stdout}`);
+  }
   // no Internet here: unbound answers from its built-in local data
   const answer = await v.sshOk(`node -e "const r = new (require('node:dns').promises.Resolver)(); r.setServers(['127.0.0.1']); r.resolve4('localhost').then((a) => console.log(a.join(',')))"`);
   assert.equal(answer.trim(), '127.0.0.1');

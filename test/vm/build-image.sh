@@ -26,10 +26,12 @@ image_size=3G
 #   systemd systemd-sysv dbus        init
 #   linux-image-amd64                kernel and initrd (virtio drivers, iso9660 for the seed)
 #   cloud-init python3-cffi-backend  first boot (debootstrap misses cryptography's virtual dependency)
+#   dns-root-data                    what apt adds to the user-data's unbound (a Recommends, which
+#                                    debootstrap leaves out): unbound does not start without its key
 #   ifupdown isc-dhcp-client         the network cloud-init configures
 #   openssh-server sudo              admin logins
 #   iproute2 procps util-linux e2fsprogs   ss, mountpoint, mkfs for the spool disk
-base_packages=(systemd systemd-sysv dbus linux-image-amd64 cloud-init python3-cffi-backend ifupdown isc-dhcp-client openssh-server sudo iproute2 procps util-linux e2fsprogs)
+base_packages=(systemd systemd-sysv dbus linux-image-amd64 cloud-init python3-cffi-backend dns-root-data ifupdown isc-dhcp-client openssh-server sudo iproute2 procps util-linux e2fsprogs)
 
 if [ "$#" -eq 0 ]; then
   echo "usage: $0 PACKAGE...  (the user-data's host packages)" >&2
