@@ -8,6 +8,7 @@
  * result is asserted safe before it is returned.
  */
 import type { DomainConfig } from '../config/schema';
+import { localPartOf } from '../queue/envelope';
 
 export type MailboxResolution = { mailbox: string } | { reason: string };
 
@@ -34,6 +35,11 @@ export function assertSafePathComponent(name: string, what: string): void {
   if (name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\\') || name.includes('\0')) {
     throw new Error(`unsafe ${what} name for a directory: ${JSON.stringify(name)}`);
   }
+}
+
+/** Whether `address` is postmaster@ or abuse@ (with any +detail) of its domain. */
+export function isRoleMailbox(address: string): boolean {
+  return ROLE_MAILBOXES.includes(baseLocalPart(localPartOf(address)));
 }
 
 /** Lower-cases and drops a "+detail" suffix: "User+Tag" -> "user". */

@@ -61,7 +61,7 @@ export function httpsReportPoster(options: HttpsReportPosterOptions): ReportPost
     let last: PostFailure | undefined;
     for (const address of addresses) {
       try {
-        return await post(url, address, gzippedReport, options, signal);
+        return await post(url, host, address, gzippedReport, options, signal);
       } catch (err) {
         if (!(err instanceof PostFailure) || err.answered) throw err;
         last = err;
@@ -71,7 +71,8 @@ export function httpsReportPoster(options: HttpsReportPosterOptions): ReportPost
   };
 }
 
-function post(url: URL, address: string, body: Buffer, options: HttpsReportPosterOptions, signal?: AbortSignal): Promise<void> {
+/** One POST to one address of `host` (the URI's host, an IPv6 literal without its brackets). */
+function post(url: URL, host: string, address: string, body: Buffer, options: HttpsReportPosterOptions, signal?: AbortSignal): Promise<void> {
   const port = url.port ? Number(url.port) : 443;
   const where = `${url.href} (${net.isIPv6(address) ? `[${address}]` : address}:${port})`;
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
@@ -79,7 +80,8 @@ function post(url: URL, address: string, body: Buffer, options: HttpsReportPoste
     const request = https.request({
       host: address,
       port,
-      servername: net.isIP(url.hostname) ? undefined : url.hostname,
+      // SNI and the certificate check name the host; an address literal is checked as that address
+      servername: net.isIP(host) ? undefined : host,
       path: `${url.pathname}${url.search}`,
       method: 'POST',
       headers: { host: url.host, 'content-type': 'application/tlsrpt+gzip', 'content-length': body.length, 'user-agent': options.userAgent },

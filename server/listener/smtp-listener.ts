@@ -13,9 +13,9 @@ import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerAuthenticat
 import type { ListenerConfig, RelayConfig } from '../config/schema';
 import type { Logger } from '../log/logger';
 import type { RelayMetrics } from '../metrics/relay-metrics';
-import { baseLocalPart, ROLE_MAILBOXES } from '../delivery/local-mailboxes';
+import { isRoleMailbox } from '../delivery/local-mailboxes';
 import type { RecipientVerifier } from '../delivery/recipient-verifier';
-import { domainOf, isInternationalized, localPartOf, type QueueEnvelope } from '../queue/envelope';
+import { domainOf, isInternationalized, type QueueEnvelope } from '../queue/envelope';
 import { newQueueId } from '../queue/queue-id';
 import type { QueueEntry, Spool } from '../queue/spool';
 import type { PreloadedMessage } from '../queue/scheduler';
@@ -508,9 +508,4 @@ function declaredSize(address: SMTPServerAddress): number {
 
 function needsSmtpUtf8(stage: 'sender' | 'recipient'): Verdict {
   return refuse(stage, 553, '5.6.7', 'Non-ASCII addresses need the SMTPUTF8 parameter on MAIL FROM', `non-ASCII ${stage} address without SMTPUTF8`);
-}
-
-/** postmaster@ and abuse@ (with any +detail), which every domain has */
-function isRoleMailbox(recipient: string): boolean {
-  return ROLE_MAILBOXES.includes(baseLocalPart(localPartOf(recipient)));
 }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { DomainSchema, type DomainConfig } from '../../server/config/schema';
-import { assertSafePathComponent, resolveLocalMailbox } from '../../server/delivery/local-mailboxes';
+import { assertSafePathComponent, isRoleMailbox, resolveLocalMailbox } from '../../server/delivery/local-mailboxes';
 
 function domain(extra: Partial<Record<'mailboxes' | 'aliases', unknown>> = {}): DomainConfig {
   return DomainSchema.parse({ name: 'example.org', delivery: 'maildir', ...extra });
@@ -104,5 +104,12 @@ describe('assertSafePathComponent', () => {
   test('accepts ordinary names, including ones with inner dots', () => {
     assert.doesNotThrow(() => assertSafePathComponent('john.doe', 'mailbox'));
     assert.doesNotThrow(() => assertSafePathComponent('...x', 'mailbox'));
+  });
+});
+
+describe('isRoleMailbox', () => {
+  test('postmaster and abuse, in any case and with any +detail, are role mailboxes; others are not', () => {
+    for (const address of ['postmaster@example.org', 'Abuse+x@example.org', 'POSTMASTER', 'abuse@sub.example.org']) assert.equal(isRoleMailbox(address), true, address);
+    for (const address of ['alice@example.org', 'postmasters@example.org', 'x-abuse@example.org', 'postmaster.x@example.org']) assert.equal(isRoleMailbox(address), false, address);
   });
 });
