@@ -16,7 +16,10 @@
  *   the refusal, with its TXT record (the list's reason, often a link) when it
  *   has one.
  * - Verdicts are kept per address for CACHE_MS (at most CACHE_ENTRIES addresses),
- *   and a client's connections share one lookup in flight.
+ *   and a client's connections share one lookup in flight. A "not listed" that a
+ *   list could not vouch for (it could not be asked) is kept only UNSURE_CACHE_MS:
+ *   long enough not to ask a failing list again for every connection, short
+ *   enough that a listed client is refused soon after the list is back.
  */
 import { Resolver } from 'node:dns/promises';
 import ipaddr from 'ipaddr.js';
@@ -52,6 +55,7 @@ const REFUSAL_MEANINGS: Record<string, string> = {
 };
 
 export const CACHE_MS = 5 * 60_000;
+export const UNSURE_CACHE_MS = 30_000;
 export const CACHE_ENTRIES = 10_000;
 /** the most of a list's TXT reason put in an SMTP reply */
 const MAX_REASON_CHARS = 200;
@@ -91,7 +95,8 @@ export interface DnsblCheckerOptions {
 }
 
 export class DnsblChecker {
-  private readonly verdicts = new Map<string, { at: number; verdict: Promise<DnsblVerdict> }>();
+  /** `keepMs` is CACHE_MS until the lookup turns out unsure */
+  private readonly verdicts = new Map<string, { at: number; keepMs: number; verdict: Promise<DnsblVerdict> }>();
   private readonly now: () => number;
 
   constructor(
@@ -106,19 +111,24 @@ export class DnsblChecker {
   check(ip: string): Promise<DnsblVerdict> {
     const now = this.now();
     const known = this.verdicts.get(ip);
-    if (known && now - known.at < CACHE_MS && now >= known.at) return known.verdict;
+    if (known && now - known.at < known.keepMs && now >= known.at) return known.verdict;
     if (known) this.verdicts.delete(ip);
     if (this.verdicts.size >= CACHE_ENTRIES) this.verdicts.delete(this.verdicts.keys().next().value!);
-    const verdict = this.lookUp(ip);
-    this.verdicts.set(ip, { at: now, verdict });
-    return verdict;
+    const entry = { at: now, keepMs: CACHE_MS, verdict: Promise.resolve<DnsblVerdict>({ listed: false }) };
+    entry.verdict = this.lookUp(ip, () => (entry.keepMs = UNSURE_CACHE_MS));
+    this.verdicts.set(ip, entry);
+    return entry.verdict;
   }
 
-  private async lookUp(ip: string): Promise<DnsblVerdict> {
+  /** `unsure` is called when no list lists `ip` but one of them could not be asked. */
+  private async lookUp(ip: string, unsure: () => void): Promise<DnsblVerdict> {
     if (!ipaddr.isValid(ip)) return { listed: false };
     const answers = await Promise.all(this.zones.map((zone) => this.ask(ip, zone)));
     const index = answers.findIndex((answer) => answer.kind === 'listed');
-    if (index < 0) return { listed: false };
+    if (index < 0) {
+      if (answers.some((answer) => answer.kind === 'unknown')) unsure();
+      return { listed: false };
+    }
     const zone = this.zones[index]!.zone;
     const codes = (answers[index] as Extract<BlocklistAnswer, { kind: 'listed' }>).codes;
     const text = await this.reason(blocklistQueryName(ip, zone));

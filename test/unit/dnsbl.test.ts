@@ -6,7 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CACHE_MS, DnsblChecker, blocklistQueryName, classifyBlocklistAnswer, type DnsblResolver } from '../../server/inbound/dnsbl';
+import { CACHE_MS, UNSURE_CACHE_MS, DnsblChecker, blocklistQueryName, classifyBlocklistAnswer, type DnsblResolver } from '../../server/inbound/dnsbl';
 import { createLogger } from '../../server/log/logger';
 import { Writable } from 'node:stream';
 
@@ -109,6 +109,29 @@ test('verdicts are kept for a while per address, and connections at once share o
   assert.equal(asked.length, 3);
   // each lookup's answer is heard once; those from memory are not
   assert.deepEqual(answers, ['bl.test:listed', 'bl.test:listed', 'bl.test:clean']);
+});
+
+test('a "not listed" that a list could not vouch for is kept only briefly; a listing found meanwhile still counts', async () => {
+  let now = 1_000_000;
+  const a: Record<string, string[] | Error> = { '7.2.0.192.down.test': Object.assign(new Error('queryA ETIMEOUT'), { code: 'ETIMEOUT' }) };
+  const { resolver, asked } = resolverOf(a);
+  const checker = new DnsblChecker([{ zone: 'up.test' }, { zone: 'down.test' }], resolver, capturingLogger().logger, { now: () => now });
+  assert.deepEqual(await checker.check('192.0.2.7'), { listed: false });
+  assert.equal(asked.length, 2);
+  now += UNSURE_CACHE_MS - 1;
+  await checker.check('192.0.2.7');
+  assert.equal(asked.length, 2, 'kept while the list may still be down');
+  // the list is back and lists the client: it is refused once the short verdict runs out
+  a['7.2.0.192.down.test'] = ['127.0.0.2'];
+  now += 1;
+  const verdict = await checker.check('192.0.2.7');
+  assert.equal(asked.length, 4);
+  assert.equal(verdict.listed && verdict.zone, 'down.test');
+  // a listing is kept the full time even when another list failed
+  a['7.2.0.192.up.test'] = Object.assign(new Error('queryA ESERVFAIL'), { code: 'ESERVFAIL' });
+  now += CACHE_MS - 1;
+  assert.equal((await checker.check('192.0.2.7')).listed, true);
+  assert.equal(asked.length, 4);
 });
 
 test('text that is not an IP address is never looked up', async () => {
