@@ -34,8 +34,18 @@ export type MxPlan =
 const NO_DATA = new Set(['ENODATA', 'ENOTFOUND']);
 
 const DEFAULT_TIMEOUT_MS = 10_000;
-/** tries per query; c-ares doubles the wait on each retry, so timeoutMs / 3 per try fits the budget */
+/** tries per query; c-ares doubles the wait on each retry, so budget / 3 per try fits the budget */
 const TRIES = 2;
+
+/**
+ * A resolver asking `servers` ("ip", "ip:port" or "[ipv6]:port"; empty: the
+ * system's) whose queries end, retry included, within about `budgetMs`.
+ */
+export function boundedResolver(servers: readonly string[], budgetMs: number): Resolver {
+  const resolver = new Resolver({ timeout: Math.max(Math.ceil(budgetMs / 3), 50), tries: TRIES });
+  if (servers.length > 0) resolver.setServers([...servers]);
+  return resolver;
+}
 
 export class MxResolver {
   private readonly resolver: Resolver;
@@ -47,8 +57,7 @@ export class MxResolver {
    */
   constructor(servers: readonly string[], timeoutMs?: number) {
     this.timeoutMs = timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    this.resolver = new Resolver({ timeout: Math.max(Math.ceil(this.timeoutMs / 3), 50), tries: TRIES });
-    if (servers.length > 0) this.resolver.setServers([...servers]);
+    this.resolver = boundedResolver(servers, this.timeoutMs);
   }
 
   async resolveDomain(domain: string): Promise<MxPlan> {

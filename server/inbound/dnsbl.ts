@@ -21,8 +21,8 @@
  *   long enough not to ask a failing list again for every connection, short
  *   enough that a listed client is refused soon after the list is back.
  */
-import { Resolver } from 'node:dns/promises';
 import ipaddr from 'ipaddr.js';
+import { boundedResolver } from '../delivery/mx-resolver';
 import type { Logger } from '../log/logger';
 
 export interface DnsblZone {
@@ -83,9 +83,7 @@ export function classifyBlocklistAnswer(codes: readonly string[], wanted?: reado
 
 /** A resolver for blocklist queries: the relay's dns.servers (empty: the system's), `timeoutMs` per query, retries included. */
 export function blocklistResolver(servers: readonly string[], timeoutMs = DEFAULT_TIMEOUT_MS): DnsblResolver {
-  const resolver = new Resolver({ timeout: Math.max(Math.ceil(timeoutMs / 3), 50), tries: 2 });
-  if (servers.length > 0) resolver.setServers([...servers]);
-  return resolver;
+  return boundedResolver(servers, timeoutMs);
 }
 
 export interface DnsblCheckerOptions {
