@@ -21,12 +21,18 @@
  *    are put back (it still runs the old ones); if it does not come back after a
  *    restart, config, keys and release are switched back and it is restarted on them.
  * The previous release is kept for `rollback`; older ones beyond KEEP_RELEASES go.
+ * Before step 3, a host set up before a package joined HOST_PACKAGES (user-data
+ * installs them only at first boot) gets the missing ones from apt; a host that
+ * cannot install them (no mirror, apt busy for minutes) is deployed anyway, with a
+ * warning naming them: the relay runs without them (unbound, say, only makes DNS
+ * blocklists usable).
  *
  * Every path is under a root directory (`/` on a server), so tests run the very
  * same script on a scratch directory with stand-in restart and reload commands.
  */
 
 import { createHash } from 'node:crypto';
+import { HOST_PACKAGES } from './user-data';
 
 export const KEEP_RELEASES = 3;
 
@@ -79,11 +85,20 @@ export interface DeployScriptOptions {
    * answer, exits 3 when no relay runs, and otherwise non-zero when it refused
    */
   reloadCommand?: string;
+  /** prints the names of the HOST_PACKAGES that are not installed, one per line */
+  missingPackagesCommand?: string;
+  /** installs the packages named by its arguments ("$@") */
+  installPackagesCommand?: string;
 }
 
 const DEFAULT_RESTART = 'systemctl restart ownrelay.service && sleep 2 && systemctl is-active --quiet ownrelay.service';
 // through the admin socket rather than `systemctl reload` (SIGHUP), which cannot tell whether the relay accepted the config
 const DEFAULT_RELOAD = '"$BASE/current/ownrelay.js" reload --json --config "$CONFIG"';
+// "ok installed" (or "hold ok installed"); "not-installed" and "config-files" are not
+const DEFAULT_MISSING_PACKAGES = `for p in ${HOST_PACKAGES.join(' ')}; do dpkg-query -W -f='\${Status}' "$p" 2>/dev/null | grep -q ' installed$' || echo "$p"; done`;
+// waits for unattended-upgrades' lock rather than failing at once
+const APT = 'DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=300';
+const DEFAULT_INSTALL_PACKAGES = `${APT} update >&2 && ${APT} install -y "$@" >&2`;
 
 // node is there (the relay runs on it); the relay's own check is server/dkim/keys.ts
 const CHECK_KEY_JS = 'const k=require("crypto").createPrivateKey(require("fs").readFileSync(process.argv[1]));'
@@ -95,6 +110,8 @@ export function renderDeployScript(options: DeployScriptOptions = {}): string {
   const root = (options.root ?? '/').replace(/\/+$/, '');
   const restart = options.restartCommand ?? DEFAULT_RESTART;
   const reload = options.reloadCommand ?? DEFAULT_RELOAD;
+  const missingPackages = options.missingPackagesCommand ?? DEFAULT_MISSING_PACKAGES;
+  const installPackages = options.installPackagesCommand ?? DEFAULT_INSTALL_PACKAGES;
   return `#!/bin/sh
 # ownrelay deploy: rendered by infra/render/deploy-script.ts
 #   deploy <staging-dir> <version>   staging-dir holds ownrelay.js, ownrelay.yaml and dkim/*.pem (optional)
@@ -109,6 +126,17 @@ CLI='${root}/usr/local/bin/ownrelay'
 fail() { echo "ownrelay-deploy: $*" >&2; exit 1; }
 restart() { ${restart}; }
 reload_relay() { ${reload}; }
+missing_packages() { ${missingPackages}; }
+install_packages() { ${installPackages}; }
+
+ensure_packages() { # the host packages a first boot installs, for hosts older than one of them
+  missing=$(missing_packages | tr '\\n' ' ' | sed 's/ *$//')
+  [ -n "$missing" ] || return 0
+  echo "ownrelay-deploy: installing host packages this host lacks: $missing"
+  # word splitting wanted: one argument per package
+  # shellcheck disable=SC2086
+  install_packages $missing || echo "ownrelay-deploy: warning: could not install $missing; the relay runs without them (install them with: apt-get install $missing)" >&2
+}
 
 switch_to() { # <release dir>
   ln -sfn "$1" "$BASE/current.new"
@@ -195,6 +223,7 @@ deploy() {
   # the new release judges the new config, and the keys are checked too; a refusal changes nothing
   "$release/ownrelay.js" check-config "$staging/ownrelay.yaml" || fail "the new config is invalid; nothing was changed"
   check_keys "$staging/dkim"
+  ensure_packages
   old_release=$(readlink "$BASE/current" 2>/dev/null || true)
   if [ -f "$CONFIG" ]; then cp -p "$CONFIG" "$CONFIG.previous"; fi
   mkdir -p "$KEYS"

@@ -29,7 +29,13 @@ before(async () => {
   script = join(root, 'ownrelay-deploy');
   writeFileSync(
     script,
-    renderDeployScript({ root, restartCommand: `echo restart >> '${root}/restarts.log' && [ ! -f '${root}/fail-restart' ]` }),
+    renderDeployScript({
+      root,
+      restartCommand: `echo restart >> '${root}/restarts.log' && [ ! -f '${root}/fail-restart' ]`,
+      // stand-ins for dpkg and apt: the packages named in missing-packages are "missing", and each install is recorded
+      missingPackagesCommand: `cat '${root}/missing-packages' 2>/dev/null || true`,
+      installPackagesCommand: `echo "$@" >> '${root}/package-installs.log' && [ ! -f '${root}/fail-install' ]`,
+    }),
     { mode: 0o755 },
   );
 });
@@ -183,7 +189,11 @@ test('with the same release, a new config and key are reloaded by the running re
   const relayRoot = writeTempDir('ownrelay-deploy-reload');
   const relayScript = join(relayRoot, 'ownrelay-deploy');
   // the real reload (the script's default), a stand-in restart
-  writeFileSync(relayScript, renderDeployScript({ root: relayRoot, restartCommand: `echo restart >> '${relayRoot}/restarts.log'` }), { mode: 0o755 });
+  writeFileSync(
+    relayScript,
+    renderDeployScript({ root: relayRoot, restartCommand: `echo restart >> '${relayRoot}/restarts.log'`, missingPackagesCommand: 'true', installPackagesCommand: 'false' }),
+    { mode: 0o755 },
+  );
   const run = (...args: string[]) => spawnSync('/bin/sh', [relayScript, ...args], { encoding: 'utf8' });
   const keyFile = join(relayRoot, 'etc', 'ownrelay', 'dkim', 'one.test.s1.pem');
   const relayConfig = (extra: string, keyPath = keyFile) => [
@@ -253,4 +263,31 @@ test('rollback restores the DKIM keys of the previous config', () => {
   assert.equal(readFileSync(keyFile, 'utf8'), KEY_A);
   assert.equal(config(), VALID('mail.six.test'));
   assert.equal(readlinkSync(join(root, 'usr', 'local', 'bin', 'ownrelay')), join(root, 'opt', 'ownrelay', 'current', 'ownrelay.js'));
+});
+
+test('host packages a host lacks are installed before the switch; a host that cannot install them is deployed with a warning', () => {
+  rmSync(join(root, 'fail-restart'), { force: true });
+  const installs = () => (existsSync(join(root, 'package-installs.log')) ? readFileSync(join(root, 'package-installs.log'), 'utf8').trim().split('\n') : []);
+  // nothing missing: apt is not run
+  const none = deploy('deploy', stage('p0', VALID('mail.pkg.test')), 'p0');
+  assert.equal(none.status, 0, none.stderr);
+  assert.deepEqual(installs(), []);
+  assert.doesNotMatch(none.stdout, /installing host packages/);
+
+  writeFileSync(join(root, 'missing-packages'), 'unbound\nchrony\n');
+  const installed = deploy('deploy', stage('p1', VALID('mail.pkg.test')), 'p1');
+  assert.equal(installed.status, 0, installed.stderr);
+  assert.deepEqual(installs(), ['unbound chrony']);
+  assert.match(installed.stdout, /installing host packages this host lacks: unbound chrony/);
+  assert.equal(current(), join(root, 'opt', 'ownrelay', 'releases', 'p1'));
+
+  // apt fails (no mirror, a lock held too long): the deploy goes on and says what to install
+  writeFileSync(join(root, 'fail-install'), '');
+  const failed = deploy('deploy', stage('p2', VALID('mail.pkg.test')), 'p2');
+  rmSync(join(root, 'fail-install'));
+  rmSync(join(root, 'missing-packages'));
+  assert.equal(failed.status, 0, failed.stderr);
+  assert.match(failed.stderr, /warning: could not install unbound chrony; the relay runs without them \(install them with: apt-get install unbound chrony\)/);
+  assert.equal(current(), join(root, 'opt', 'ownrelay', 'releases', 'p2'));
+  assert.deepEqual(installs(), ['unbound chrony', 'unbound chrony']);
 });
