@@ -10,10 +10,70 @@ import { availableParallelism } from 'node:os';
 import type { BenchCase } from './cases';
 import type { Measurement } from './measure';
 
+/** One case, measured `rounds` times per MTA: relay[i] and postfix[i] ran one after the other. */
 export interface ResultRow {
   benchCase: BenchCase;
-  relay: Measurement;
-  postfix: Measurement;
+  relay: Measurement[];
+  postfix: Measurement[];
+}
+
+/** What the tables show of a row: medians over the rounds, so one slow minute of the machine does not decide. */
+export interface RowSummary {
+  relayRate: Spread;
+  postfixRate: Spread;
+  /** median of the rounds' relay/postfix rate ratios (each pair measured minutes apart) */
+  ratio?: number;
+  /** the largest peak of any round */
+  peakRssMiB?: number;
+  relayCpuMsPerMessage: number;
+  postfixCpuMsPerMessage: number;
+  /** see fullCpuRatio */
+  fullCpuRatio?: number;
+}
+
+export interface Spread {
+  median: number;
+  min: number;
+  max: number;
+}
+
+export function median(values: number[]): number {
+  if (values.length === 0) return 0;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+function spread(values: number[]): Spread {
+  return { median: median(values), min: Math.min(...values), max: Math.max(...values) };
+}
+
+export function summarize(row: ResultRow, nproc: number): RowSummary {
+  const ratios = row.relay.flatMap((relay, i) => {
+    const postfix = row.postfix[i];
+    return postfix && postfix.rate > 0 ? [relay.rate / postfix.rate] : [];
+  });
+  const peaks = row.relay.flatMap((m) => (m.peakRssMiB === undefined ? [] : [m.peakRssMiB]));
+  const postfixRate = spread(row.postfix.map((m) => m.rate));
+  const relayCpuMsPerMessage = median(row.relay.map((m) => m.cpuMsPerMessage));
+  return {
+    relayRate: spread(row.relay.map((m) => m.rate)),
+    postfixRate,
+    ...(ratios.length ? { ratio: median(ratios) } : {}),
+    ...(peaks.length ? { peakRssMiB: Math.max(...peaks) } : {}),
+    relayCpuMsPerMessage,
+    postfixCpuMsPerMessage: median(row.postfix.map((m) => m.cpuMsPerMessage)),
+    ...(relayCpuMsPerMessage > 0 && postfixRate.median > 0 ? { fullCpuRatio: fullCpuRatio(relayCpuMsPerMessage, postfixRate.median, nproc) } : {}),
+  };
+}
+
+/**
+ * The ratio the relay would reach if its messages kept every CPU of the machine
+ * busy at the CPU cost per message it was measured with, against Postfix's
+ * measured rate: what more parallelism alone could give, at most.
+ */
+function fullCpuRatio(relayCpuMsPerMessage: number, postfixRate: number, nproc: number): number {
+  return (nproc * 1000) / relayCpuMsPerMessage / postfixRate;
 }
 
 export interface MachineInfo {
@@ -41,33 +101,25 @@ export function machineInfo(workDir: string): MachineInfo {
 const HEADERS = ['case', 'ownrelay msg/s', 'postfix msg/s', 'ratio', 'ownrelay peak RSS MiB', 'CPU ms/msg ownrelay', 'CPU ms/msg postfix', 'ratio at full CPU'];
 
 function cells(row: ResultRow, nproc: number): string[] {
-  const ratio = row.postfix.rate > 0 ? `${(row.relay.rate / row.postfix.rate).toFixed(2)}x` : 'n/a';
+  const summary = summarize(row, nproc);
+  const times = (x: number | undefined) => (x === undefined ? 'n/a' : `${x.toFixed(2)}x`);
   return [
     `${row.benchCase.name}, ${row.benchCase.messages} msgs`,
-    rateCell(row.relay),
-    rateCell(row.postfix),
-    ratio,
-    row.relay.peakRssMiB !== undefined ? row.relay.peakRssMiB.toFixed(0) : 'n/a',
-    row.relay.cpuMsPerMessage.toFixed(2),
-    row.postfix.cpuMsPerMessage.toFixed(2),
-    fullCpuRatio(row, nproc),
+    rateCell(summary.relayRate, row.relay),
+    rateCell(summary.postfixRate, row.postfix),
+    times(summary.ratio),
+    summary.peakRssMiB !== undefined ? summary.peakRssMiB.toFixed(0) : 'n/a',
+    summary.relayCpuMsPerMessage.toFixed(2),
+    summary.postfixCpuMsPerMessage.toFixed(2),
+    times(summary.fullCpuRatio),
   ];
 }
 
-/**
- * The ratio the relay would reach if its messages kept every CPU of the machine
- * busy at the CPU cost per message it was measured with, against Postfix's
- * measured rate: what more parallelism alone could give, at most.
- */
-function fullCpuRatio(row: ResultRow, nproc: number): string {
-  if (row.relay.cpuMsPerMessage <= 0 || row.postfix.rate <= 0) return 'n/a';
-  return `${((nproc * 1000) / row.relay.cpuMsPerMessage / row.postfix.rate).toFixed(2)}x`;
-}
-
-/** A rate, marked with the count when not every message arrived. */
-function rateCell(m: Measurement): string {
-  const rate = m.rate.toFixed(0);
-  return m.counted < m.expected ? `${rate} (${m.counted}/${m.expected} arrived)` : rate;
+/** The median rate, its range over the rounds, and a mark when some message did not arrive. */
+function rateCell(rate: Spread, measurements: Measurement[]): string {
+  const range = measurements.length > 1 ? ` (${rate.min.toFixed(0)}-${rate.max.toFixed(0)})` : '';
+  const lost = measurements.some((m) => m.counted < m.expected) ? ' [messages lost: see problems]' : '';
+  return `${rate.median.toFixed(0)}${range}${lost}`;
 }
 
 export function textTable(rows: ResultRow[], nproc: number): string {
@@ -80,13 +132,17 @@ export function textTable(rows: ResultRow[], nproc: number): string {
 export function problems(rows: ResultRow[]): string[] {
   const out: string[] = [];
   for (const row of rows) {
-    if (row.relay.problem) out.push(`${row.benchCase.name}, ownrelay: ${row.relay.problem}`);
-    if (row.postfix.problem) out.push(`${row.benchCase.name}, postfix: ${row.postfix.problem}`);
+    const rounds = Math.max(row.relay.length, row.postfix.length);
+    for (const [mta, measurements] of [['ownrelay', row.relay], ['postfix', row.postfix]] as const) {
+      measurements.forEach((m, i) => {
+        if (m.problem) out.push(`${row.benchCase.name}, ${mta}${rounds > 1 ? `, round ${i + 1}` : ''}: ${m.problem}`);
+      });
+    }
   }
   return out;
 }
 
-export function markdownReport(rows: ResultRow[], info: MachineInfo, relayMode: string): string {
+export function markdownReport(rows: ResultRow[], info: MachineInfo, relayMode: string, rounds: number): string {
   const row = (r: string[]) => `| ${r.join(' | ')} |`;
   const issues = problems(rows);
   return [
@@ -107,6 +163,7 @@ export function markdownReport(rows: ResultRow[], info: MachineInfo, relayMode: 
     '- `smtp-source -s SESSIONS -m N -l SIZE` sends N messages, one message per connection (as Postfix\'s own figures are measured), to the MTA under test on 127.0.0.1.',
     '- ownrelay: its submission listener (no greeting delay), loopback in `relay.networks` so no AUTH, `delivery.routes` to the sink with `tls: none`, default delivery concurrency.',
     '- Postfix: a private instance with default settings except `relayhost = [127.0.0.1]:SINK` and no TLS.',
+    `- Rounds: ${rounds} per case and MTA, one MTA after the other, the order swapped every round (the machine's speed drifts by a quarter or more within a day). A rate is the median of the rounds, with their range in brackets; the ratio is the median of the rounds' ratios; CPU per message is the median, peak RSS the largest of any round.`,
     '- Both pass every message on to a fresh `smtp-sink`. Each case first sends a warm-up batch of N messages that is not timed (the relay\'s JIT compiler settles over a few thousand messages); then rate = messages counted at the sink / seconds from the start of smtp-source to the last message at the sink.',
     '- The relay runs as the shipped bundle does on a server, with the settings of its `#!` line: `' + bundleShebang().slice(2) + ' dist/ownrelay.js` (with `--bundle`), or from the TypeScript sources with tsx.',
     '- Peak RSS: the larger of VmHWM at the end and VmRSS sampled every 100 ms, of the relay\'s process.',

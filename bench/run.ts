@@ -1,7 +1,9 @@
 /**
- * `npm run bench [-- --messages N] [-- --bundle]`: end-to-end throughput of the
- * relay against Postfix on this machine, for 1 KiB and 100 KiB messages with 1
- * and 50 concurrent sessions, plus the relay's peak memory.
+ * `npm run bench [-- --messages N] [-- --rounds N] [-- --bundle]`: end-to-end
+ * throughput of the relay against Postfix on this machine, for 1 KiB and 100 KiB
+ * messages with 1 and 50 concurrent sessions, plus the relay's peak memory. Each
+ * case is measured in rounds that alternate the two MTAs (which goes first swaps
+ * every round), and the tables show medians.
  *
  * Needs root and the Debian package postfix (for postfix, smtp-source and
  * smtp-sink). Talks only to 127.0.0.1. Prints a table and writes it with the
@@ -37,20 +39,30 @@ async function main(): Promise<void> {
   try {
     const info = machineInfo(workDir);
     const relayMode = args.bundle ? 'from dist/ownrelay.js' : 'from the TypeScript sources (tsx)';
-    console.log(`ownrelay vs Postfix on ${info.nproc} CPUs (${info.cpu}); ownrelay ${relayMode}; spool on ${info.spoolFilesystem}\n`);
+    console.log(`ownrelay vs Postfix on ${info.nproc} CPUs (${info.cpu}); ownrelay ${relayMode}; spool on ${info.spoolFilesystem}; ${args.rounds} round(s)\n`);
     const rows: ResultRow[] = [];
     for (const benchCase of benchCases(args)) {
-      process.stdout.write(`${benchCase.name}, ${benchCase.messages} messages: ownrelay ... `);
-      const relay = await measureRelay(benchCase, { workDir, bundle: args.bundle });
-      process.stdout.write(`${relay.rate.toFixed(0)} msg/s; postfix ... `);
-      const postfix = await measurePostfix(benchCase, { workDir });
-      console.log(`${postfix.rate.toFixed(0)} msg/s`);
-      rows.push({ benchCase, relay, postfix });
+      const row: ResultRow = { benchCase, relay: [], postfix: [] };
+      for (let round = 0; round < args.rounds; round++) {
+        process.stdout.write(`${benchCase.name}, ${benchCase.messages} messages${args.rounds > 1 ? `, round ${round + 1}` : ''}:`);
+        const measureOne = {
+          ownrelay: async () => row.relay.push(await measureRelay(benchCase, { workDir, bundle: args.bundle })),
+          postfix: async () => row.postfix.push(await measurePostfix(benchCase, { workDir })),
+        };
+        for (const mta of round % 2 === 0 ? (['ownrelay', 'postfix'] as const) : (['postfix', 'ownrelay'] as const)) {
+          process.stdout.write(` ${mta} ... `);
+          await measureOne[mta]();
+          const latest = mta === 'ownrelay' ? row.relay.at(-1)! : row.postfix.at(-1)!;
+          process.stdout.write(`${latest.rate.toFixed(0)} msg/s;`);
+        }
+        console.log('');
+      }
+      rows.push(row);
     }
     console.log(`\n${textTable(rows, info.nproc)}`);
     for (const p of problems(rows)) console.log(`problem: ${p}`);
     const reportFile = join(PROJECT_ROOT, 'bench', 'last-results.md');
-    writeFileSync(reportFile, markdownReport(rows, info, relayMode));
+    writeFileSync(reportFile, markdownReport(rows, info, relayMode, args.rounds));
     console.log(`\nwritten to ${reportFile}`);
   } finally {
     cleanup();
