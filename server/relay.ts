@@ -21,6 +21,7 @@ import { loadDkimKeys, type DkimSigningKey } from './dkim/keys';
 import { DkimSigner } from './dkim/signer';
 import { AddressGuard } from './delivery/address-guard';
 import { MaildirTransport } from './delivery/maildir';
+import { expandAliasLists, hasAliasLists } from './delivery/local-mailboxes';
 import { MxResolver } from './delivery/mx-resolver';
 import { type OutboundTlsTestOptions, outboundTlsParts } from './delivery/mta-sts-setup';
 import { RecipientVerifier } from './delivery/recipient-verifier';
@@ -95,7 +96,14 @@ export class Relay {
     private readonly options: RelayOptions,
     /** the certificate store, ACME and the MTA-STS policy server */
     readonly tls: TlsService,
-  ) {}
+  ) {
+    this.expandAliasListsOf(current);
+  }
+
+  /** New messages' recipients pass through the alias lists of `config`, if it has any. */
+  private expandAliasListsOf(config: RelayConfig): void {
+    this.spool.recipientExpander = hasAliasLists(config.domains) ? (recipients) => expandAliasLists(config.domains, recipients) : undefined;
+  }
 
   static async start(config: RelayConfig, logger: Logger, options: RelayOptions = {}): Promise<Relay> {
     // two relays on one spool would deliver twice: a live admin socket means one runs already
@@ -308,6 +316,7 @@ export class Relay {
       void old.retire(next.limits.idleTimeoutMs).finally(() => this.retiring.delete(old));
     }
     this.current = next;
+    this.expandAliasListsOf(next);
     this.listeners = listeners;
     this.listenerDeps = deps;
     this.router = Relay.router(next, this.smtp, dkimKeys, this.logger);

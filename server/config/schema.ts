@@ -13,6 +13,7 @@ import { parseHash } from '../stages/password';
 import { AcmeSettingsSchema, MtaStsPolicySettingsSchema } from '../tls/settings-schema';
 import { DoctorSettingsSchema, dnsZone } from '../doctor/settings';
 import { tlsReportFrom } from '../delivery/tls-report';
+import { ROLE_MAILBOXES, isPlainMailboxName } from '../delivery/local-mailboxes';
 
 const hostname = z
   .string()
@@ -72,9 +73,9 @@ export const DomainSchema = z
       .optional()
       .describe('local parts accepted at RCPT; omit to accept any well-formed local part (maildir) or leave the choice to the next hop (forward)'),
     aliases: z
-      .record(z.string(), z.string())
+      .record(z.string(), z.union([z.string(), z.array(z.string()).min(1, 'a list of at least one mailbox')], { error: 'a mailbox name, or a list of mailbox names' }))
       .default({})
-      .describe('local part -> mailbox of this domain (e.g. root: postmaster)'),
+      .describe('local part -> mailbox of this domain (root: postmaster), or a list of them (team: [alice, bob]: each gets its own copy; maildir domains)'),
     forwardTo: NextHopSchema.optional().describe('next hop for delivery: forward'),
     verifyRecipients: z
       .boolean()
@@ -91,6 +92,21 @@ export const DomainSchema = z
     }
     if (domain.verifyRecipients && domain.delivery !== 'forward') {
       ctx.addIssue({ code: 'custom', path: ['verifyRecipients'], message: 'applies only to delivery: forward (a maildir domain knows its mailboxes)' });
+    }
+    for (const [from, to] of Object.entries(domain.aliases)) {
+      const targets = typeof to === 'string' ? [to] : to;
+      targets.forEach((target, i) => {
+        const path = typeof to === 'string' ? ['aliases', from] : ['aliases', from, i];
+        const name = target.trim();
+        if (!isPlainMailboxName(name)) {
+          ctx.addIssue({ code: 'custom', path, message: `an alias leads to a mailbox of this domain (letters, digits, . _ -), not ${JSON.stringify(target)}: an alias does not forward to other domains` });
+        } else if (domain.mailboxes && !ROLE_MAILBOXES.includes(name.toLowerCase()) && !domain.mailboxes.some((m) => m.toLowerCase() === name.toLowerCase())) {
+          ctx.addIssue({ code: 'custom', path, message: `${name} is not in mailboxes (nor postmaster or abuse)` });
+        }
+      });
+      if (targets.length > 1 && domain.delivery !== 'maildir') {
+        ctx.addIssue({ code: 'custom', path: ['aliases', from], message: 'a list of mailboxes applies only to delivery: maildir (a forward domain\'s next hop expands its own lists)' });
+      }
     }
   });
 

@@ -8,9 +8,10 @@
  * result is asserted safe before it is returned.
  */
 import type { DomainConfig } from '../config/schema';
-import { localPartOf } from '../queue/envelope';
+import { domainOf, localPartOf, type RecipientState } from '../queue/envelope';
 
-export type MailboxResolution = { mailbox: string } | { reason: string };
+/** One mailbox, or several for an alias that is a list (`team: [alice, bob]`). */
+export type MailboxResolution = { mailboxes: string[] } | { reason: string };
 
 /** Mailboxes every domain has, listed or not (RFC 5321 section 4.5.1 requires postmaster; abuse per RFC 2142). */
 export const ROLE_MAILBOXES: readonly string[] = ['postmaster', 'abuse'];
@@ -48,18 +49,20 @@ export function baseLocalPart(localPart: string): string {
   return (plus < 0 ? localPart : localPart.slice(0, plus)).toLowerCase();
 }
 
-function aliasTarget(domain: DomainConfig, base: string): string | undefined {
+/** The mailboxes an alias names, lower-cased: one, or the members of a list. */
+function aliasTargets(domain: DomainConfig, base: string): string[] | undefined {
   for (const [from, to] of Object.entries(domain.aliases ?? {})) {
-    if (from.toLowerCase() === base) return to.trim().toLowerCase();
+    if (from.toLowerCase() === base) return (typeof to === 'string' ? [to] : to).map((name) => name.trim().toLowerCase());
   }
   return undefined;
 }
 
 /**
- * Resolves `localPart` (as given at RCPT TO, without "@domain") to a mailbox of
- * `domain`. Aliases are applied once (an alias to another alias is not followed),
- * after the "+detail" suffix is dropped. Reasons are fit for an SMTP reply: they
- * never echo unchecked input.
+ * Resolves `localPart` (as given at RCPT TO, without "@domain") to the mailboxes
+ * of `domain` it delivers to: one, or the members of an alias list. Aliases are
+ * applied once (an alias to another alias is not followed), after the "+detail"
+ * suffix is dropped. Reasons are fit for an SMTP reply: they never echo unchecked
+ * input.
  */
 export function resolveLocalMailbox(domain: DomainConfig, localPart: string): MailboxResolution {
   const base = baseLocalPart(localPart);
@@ -67,19 +70,59 @@ export function resolveLocalMailbox(domain: DomainConfig, localPart: string): Ma
     return { reason: 'local part is not a plain mailbox name (letters, digits, ".", "_", "-")' };
   }
 
-  const target = aliasTarget(domain, base);
-  const mailbox = target ?? base;
-  if (!isPlainMailboxName(mailbox)) {
-    // Only a config error gets here: an alias whose target is not a mailbox of this domain.
-    return { reason: `alias ${base} does not lead to a mailbox of ${domain.name}` };
+  const mailboxes = [...new Set(aliasTargets(domain, base) ?? [base])];
+  for (const mailbox of mailboxes) {
+    if (!isPlainMailboxName(mailbox)) {
+      // Only a config error gets here (the schema refuses it): an alias whose target is not a mailbox of this domain.
+      return { reason: `alias ${base} does not lead to a mailbox of ${domain.name}` };
+    }
+    const isRole = ROLE_MAILBOXES.includes(base) || ROLE_MAILBOXES.includes(mailbox);
+    if (domain.mailboxes !== undefined && !isRole && !domain.mailboxes.some((m) => m.toLowerCase() === mailbox)) {
+      return { reason: `no mailbox ${base} at ${domain.name}` };
+    }
+    assertSafePathComponent(mailbox, 'mailbox');
   }
+  return { mailboxes };
+}
 
-  const isRole = ROLE_MAILBOXES.includes(base) || ROLE_MAILBOXES.includes(mailbox);
-  if (domain.mailboxes !== undefined && !isRole) {
-    const listed = domain.mailboxes.some((m) => m.toLowerCase() === mailbox);
-    if (!listed) return { reason: `no mailbox ${base} at ${domain.name}` };
+/**
+ * Whether any maildir domain has an alias that is a list: without one,
+ * expandAliasLists has nothing to do and need not be called.
+ */
+export function hasAliasLists(domains: readonly DomainConfig[]): boolean {
+  return domains.some((d) => d.delivery === 'maildir' && Object.values(d.aliases ?? {}).some((to) => typeof to !== 'string' && to.length > 1));
+}
+
+/**
+ * A new message's recipients as they are queued (as Postfix's cleanup applies
+ * virtual aliases): a recipient at a maildir domain whose alias is a list becomes
+ * one recipient per member (`member@domain`), each with its own delivery state,
+ * so a member whose mailbox cannot be written to is retried alone and the others
+ * are not written twice. Each member keeps the recipient's NOTIFY and names it as
+ * ORCPT (its own ORCPT when it gave one), so a DSN says which address the mail was
+ * sent to. Other recipients pass unchanged, and an address is never listed twice.
+ */
+export function expandAliasLists(domains: readonly DomainConfig[], recipients: RecipientState[]): RecipientState[] {
+  const out: RecipientState[] = [];
+  const seen = new Set<string>();
+  const add = (r: RecipientState) => {
+    const key = r.address.toLowerCase();
+    if (seen.has(key)) return;
+    seen.add(key);
+    out.push(r);
+  };
+  for (const recipient of recipients) {
+    const domainName = domainOf(recipient.address);
+    const domain = domains.find((d) => d.delivery === 'maildir' && d.name.toLowerCase() === domainName);
+    const resolved = domain ? resolveLocalMailbox(domain, localPartOf(recipient.address)) : undefined;
+    if (!domain || !resolved || !('mailboxes' in resolved) || resolved.mailboxes.length < 2 || recipient.status !== 'pending') {
+      add(recipient);
+      continue;
+    }
+    const orcpt = recipient.orcpt ?? `rfc822;${recipient.address}`;
+    for (const mailbox of resolved.mailboxes) {
+      add({ address: `${mailbox}@${domain.name.toLowerCase()}`, status: 'pending', ...(recipient.notify ? { notify: recipient.notify } : {}), orcpt });
+    }
   }
-
-  assertSafePathComponent(mailbox, 'mailbox');
-  return { mailbox };
+  return out;
 }

@@ -210,6 +210,11 @@ export interface MaildirTransportOptions {
  * The transport for `delivery: maildir` domains. Recipients aliasing to the same
  * mailbox get one copy between them. Unknown mailboxes fail (5.1.1); local I/O
  * errors defer (4.3.0), since a full disk or a permission problem is fixable.
+ *
+ * A recipient whose alias is a list was split into its members when it was queued
+ * (expandAliasLists). One queued before its alias became a list is written to
+ * every member's mailbox here, and counts as delivered only when all were written:
+ * if one fails, the retry writes the others again.
  */
 export class MaildirTransport implements Transport {
   private readonly domains: Map<string, DomainConfig>;
@@ -236,10 +241,12 @@ export class MaildirTransport implements Transport {
         results.set(address, { address, outcome: 'failed', reply: `550 5.1.1 ${resolved.reason}` });
         continue;
       }
-      const key = `${domainName}/${resolved.mailbox}`;
-      const group = groups.get(key) ?? { domain: domainName, mailbox: resolved.mailbox, addresses: [] };
-      group.addresses.push(address);
-      groups.set(key, group);
+      for (const mailbox of resolved.mailboxes) {
+        const key = `${domainName}/${mailbox}`;
+        const group = groups.get(key) ?? { domain: domainName, mailbox, addresses: [] };
+        group.addresses.push(address);
+        groups.set(key, group);
+      }
     }
 
     for (const group of groups.values()) {
@@ -262,7 +269,10 @@ export class MaildirTransport implements Transport {
         const status = isOutOfSpace(err) ? '452 4.3.1' : '451 4.3.0';
         result = { outcome: 'deferred', reply: `${status} local delivery failed: ${describeIoError(err)}` };
       }
-      for (const address of group.addresses) results.set(address, { address, ...result });
+      for (const address of group.addresses) {
+        // a recipient written to several mailboxes keeps the first failure among them
+        if (results.get(address)?.outcome !== 'deferred') results.set(address, { address, ...result });
+      }
     }
 
     // One result per recipient, in the order given (a duplicate address shares its result).

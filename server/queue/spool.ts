@@ -19,7 +19,7 @@ import { RawFile } from './raw-file';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { Logger } from '../log/logger';
-import type { QueueEnvelope } from './envelope';
+import type { QueueEnvelope, RecipientState } from './envelope';
 import { GroupSync } from './group-sync';
 import { SpoolIoThread } from './spool-io-thread';
 import { SpoolSpace } from './spool-space';
@@ -49,6 +49,12 @@ export class Spool {
   readonly io = new SpoolIoThread();
   /** free space on the spool's file system, for taking new mail */
   readonly space: SpoolSpace;
+  /**
+   * Applied to the recipients of every new message (received or written by the
+   * relay) before its queue file is started; see beginMessage. The relay sets it
+   * while its config has alias lists (expandAliasLists).
+   */
+  recipientExpander?: (recipients: RecipientState[]) => RecipientState[];
   /** each state directory's path (and tmp/'s), joined once: every message's paths start with one */
   private readonly dirs: Readonly<Record<QueueState | 'tmp', string>>;
 
@@ -73,9 +79,11 @@ export class Spool {
   /**
    * Starts a queue file; nothing is visible in the queue until commit().
    * `reserveBytes` leaves room in the envelope for MessageWriter.updateEnvelope
-   * to add to it after the message is written.
+   * to add to it after the message is written. `envelope.recipients` is replaced
+   * by what recipientExpander makes of it, if one is set.
    */
   async beginMessage(envelope: QueueEnvelope, reserveBytes = 0): Promise<MessageWriter> {
+    if (this.recipientExpander) envelope.recipients = this.recipientExpander(envelope.recipients);
     return new MessageWriter(this, `${this.dirs.tmp}/${envelope.id}`, envelope, reserveBytes);
   }
 

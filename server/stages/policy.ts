@@ -73,9 +73,10 @@ export class RelayPolicy {
     const domain = this.localDomain(domainName);
     if (domain) {
       if (domain.delivery === 'maildir') {
-        const mailbox = resolveLocalMailbox(domain, localPart);
-        if ('reason' in mailbox) return refuse('recipient', 550, '5.1.1', `<${address}>: Recipient address rejected: unknown user`, mailbox.reason);
-        return accept('recipient', `local mailbox ${mailbox.mailbox}@${domain.name}`);
+        const resolved = resolveLocalMailbox(domain, localPart);
+        if ('reason' in resolved) return refuse('recipient', 550, '5.1.1', `<${address}>: Recipient address rejected: unknown user`, resolved.reason);
+        const [only, ...more] = resolved.mailboxes;
+        return accept('recipient', more.length === 0 ? `local mailbox ${only}@${domain.name}` : `alias list of ${domain.name}: ${resolved.mailboxes.join(', ')}`);
       }
       if (ROUTING_SYNTAX.test(localPart)) {
         return refuse('recipient', 553, '5.7.1', `<${address}>: Routing syntax in the local part is not allowed`, `routing syntax in ${address}`);

@@ -1,21 +1,23 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { DomainSchema, type DomainConfig } from '../../server/config/schema';
-import { assertSafePathComponent, isRoleMailbox, resolveLocalMailbox } from '../../server/delivery/local-mailboxes';
+import { assertSafePathComponent, expandAliasLists, hasAliasLists, isRoleMailbox, resolveLocalMailbox } from '../../server/delivery/local-mailboxes';
+import type { RecipientState } from '../../server/queue/envelope';
 
 function domain(extra: Partial<Record<'mailboxes' | 'aliases', unknown>> = {}): DomainConfig {
   return DomainSchema.parse({ name: 'example.org', delivery: 'maildir', ...extra });
 }
 
+/** The mailbox a local part leads to ("a,b" for an alias list), or undefined when refused. */
 function mailboxOf(d: DomainConfig, localPart: string): string | undefined {
   const r = resolveLocalMailbox(d, localPart);
-  return 'mailbox' in r ? r.mailbox : undefined;
+  return 'mailboxes' in r ? r.mailboxes.join(',') : undefined;
 }
 
 describe('resolveLocalMailbox', () => {
   test('local parts compare case-insensitively and the mailbox name is lower-case', () => {
     const d = domain({ mailboxes: ['alice'] });
-    assert.deepEqual(resolveLocalMailbox(d, 'ALICE'), { mailbox: 'alice' });
+    assert.deepEqual(resolveLocalMailbox(d, 'ALICE'), { mailboxes: ['alice'] });
     assert.equal(mailboxOf(domain({ mailboxes: ['Bob'] }), 'bOb'), 'bob');
     assert.equal(mailboxOf(domain(), 'Carol.Smith'), 'carol.smith');
   });
@@ -33,12 +35,18 @@ describe('resolveLocalMailbox', () => {
   });
 
   test('aliases map to a mailbox of the same domain and are applied only once', () => {
-    const d = domain({ mailboxes: ['alice', 'bob'], aliases: { Root: 'Alice', sales: 'bob', info: 'sales' } });
+    const d = domain({ mailboxes: ['alice', 'bob'], aliases: { Root: 'Alice', sales: 'bob' } });
     assert.equal(mailboxOf(d, 'root'), 'alice');
     assert.equal(mailboxOf(d, 'ROOT+cron'), 'alice');
     assert.equal(mailboxOf(d, 'sales'), 'bob');
-    // info -> sales is not followed on to bob, and sales is no mailbox
-    assert.ok('reason' in resolveLocalMailbox(d, 'info'));
+    // info -> sales is not followed on to bob: info's mail goes to the mailbox called sales
+    assert.equal(mailboxOf(domain({ aliases: { sales: 'bob', info: 'sales' } }), 'info'), 'sales');
+  });
+
+  test('an alias list leads to each of its mailboxes, once each, in the order given', () => {
+    const d = domain({ mailboxes: ['alice', 'bob', 'carol'], aliases: { team: ['Bob', 'alice', 'bob'], solo: ['carol'] } });
+    assert.deepEqual(resolveLocalMailbox(d, 'Team+standup'), { mailboxes: ['bob', 'alice'] });
+    assert.deepEqual(resolveLocalMailbox(d, 'solo'), { mailboxes: ['carol'] });
   });
 
   test('postmaster and abuse are accepted even when not listed and map to themselves', () => {
@@ -88,9 +96,77 @@ describe('resolveLocalMailbox', () => {
     assert.doesNotMatch(r.reason, /[\x00-\x1f]/);
   });
 
-  test('an alias whose target is not a plain mailbox name is refused', () => {
-    const d = domain({ aliases: { evil: '../../etc', other: 'bob@elsewhere.test', dot: '..' } });
-    for (const lp of ['evil', 'other', 'dot']) assert.ok('reason' in resolveLocalMailbox(d, lp), lp);
+  test('an alias whose target is not a plain mailbox name is refused (a config the schema would have refused)', () => {
+    const unchecked = { name: 'example.org', delivery: 'maildir', aliases: { evil: '../../etc', other: 'bob@elsewhere.test', dot: '..', list: ['alice', '../x'] } } as unknown as DomainConfig;
+    for (const lp of ['evil', 'other', 'dot', 'list']) assert.ok('reason' in resolveLocalMailbox(unchecked, lp), lp);
+  });
+});
+
+describe('aliases in the config', () => {
+  function issues(extra: Record<string, unknown>): string[] {
+    const parsed = DomainSchema.safeParse({ name: 'example.org', delivery: 'maildir', ...extra });
+    return parsed.success ? [] : parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
+  }
+
+  test('a target that is not a plain mailbox name is refused with its key path', () => {
+    assert.deepEqual(issues({ aliases: { other: 'bob@elsewhere.test' } }), [
+      'aliases.other: an alias leads to a mailbox of this domain (letters, digits, . _ -), not "bob@elsewhere.test": an alias does not forward to other domains',
+    ]);
+    assert.match(issues({ aliases: { team: ['alice', '../etc'] } }).join('\n'), /^aliases\.team\.1: an alias leads to a mailbox/);
+    assert.match(issues({ aliases: { team: [] } }).join('\n'), /aliases\.team: a list of at least one mailbox/);
+  });
+
+  test('with a mailbox list, every target must be listed, or be postmaster or abuse', () => {
+    assert.deepEqual(issues({ mailboxes: ['alice'], aliases: { team: ['alice', 'bob'], root: 'Postmaster', info: 'ALICE' } }), ['aliases.team.1: bob is not in mailboxes (nor postmaster or abuse)']);
+  });
+
+  test('a list of several mailboxes is for maildir domains; a forward domain may alias one name', () => {
+    const forward = { delivery: 'forward', forwardTo: { host: 'mail.internal.test' }, mailboxes: ['alice', 'bob'] };
+    assert.deepEqual(issues({ ...forward, aliases: { team: ['alice', 'bob'] } }), [
+      "aliases.team: a list of mailboxes applies only to delivery: maildir (a forward domain's next hop expands its own lists)",
+    ]);
+    assert.deepEqual(issues({ ...forward, aliases: { root: 'alice', one: ['bob'] } }), []);
+  });
+});
+
+describe('expandAliasLists', () => {
+  const domains = [
+    domain({ mailboxes: ['alice', 'bob', 'carol'], aliases: { team: ['alice', 'bob'], root: 'carol', solo: ['carol'] } }),
+    DomainSchema.parse({ name: 'fwd.example', delivery: 'forward', forwardTo: { host: 'mail.internal.test' } }),
+  ];
+  const pending = (address: string, extra: Partial<RecipientState> = {}): RecipientState => ({ address, status: 'pending', ...extra });
+
+  test('is needed only while a maildir domain has a list of two or more', () => {
+    assert.equal(hasAliasLists(domains), true);
+    assert.equal(hasAliasLists([domain({ aliases: { root: 'alice', solo: ['carol'] } })]), false);
+  });
+
+  test('a list becomes one recipient per member, which keeps NOTIFY and names the list as ORCPT', () => {
+    const out = expandAliasLists(domains, [pending('Team+x@Example.ORG', { notify: ['SUCCESS', 'FAILURE'] })]);
+    assert.deepEqual(out, [
+      pending('alice@example.org', { notify: ['SUCCESS', 'FAILURE'], orcpt: 'rfc822;Team+x@Example.ORG' }),
+      pending('bob@example.org', { notify: ['SUCCESS', 'FAILURE'], orcpt: 'rfc822;Team+x@Example.ORG' }),
+    ]);
+  });
+
+  test("a recipient's own ORCPT is kept for its members", () => {
+    const [first] = expandAliasLists(domains, [pending('team@example.org', { orcpt: 'rfc822;team@old.example' })]);
+    assert.equal(first!.orcpt, 'rfc822;team@old.example');
+  });
+
+  test('other recipients pass unchanged, in order, and no address is listed twice', () => {
+    const given = [pending('root@example.org'), pending('solo@example.org'), pending('alice@example.org'), pending('team@example.org'), pending('x@fwd.example'), pending('someone@elsewhere.test'), pending('nobody@example.org')];
+    const out = expandAliasLists(domains, given);
+    assert.deepEqual(
+      out.map((r) => r.address),
+      ['root@example.org', 'solo@example.org', 'alice@example.org', 'bob@example.org', 'x@fwd.example', 'someone@elsewhere.test', 'nobody@example.org'],
+    );
+    assert.equal(out[2], given[2], 'alice given herself keeps her own state');
+  });
+
+  test('a recipient that is no longer pending is left as it is', () => {
+    const done = pending('team@example.org', { status: 'delivered' });
+    assert.deepEqual(expandAliasLists(domains, [done]), [done]);
   });
 });
 
