@@ -42,3 +42,11 @@ export async function waitFor<T>(probe: () => Promise<T | undefined | false>, ti
     await new Promise((r) => setTimeout(r, 25));
   }
 }
+
+/** Waits until nothing is queued for delivery (incoming, active, deferred): every message and notice has gone. */
+export async function waitForDrainedSpool(spoolDir: string, timeoutMs = 10_000): Promise<void> {
+  await waitFor(async () => {
+    const c = await spoolCounts(spoolDir);
+    return c.incoming + c.active + c.deferred === 0 || undefined;
+  }, timeoutMs, 'an empty spool');
+}

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { SmtpDialog } from '../helpers/smtp-dialog';
-import { filesIn, spoolCounts, waitFor } from '../helpers/spool-files';
+import { filesIn, waitFor, waitForDrainedSpool } from '../helpers/spool-files';
 import { baseConfig, startTestRelay, type TestRelay } from '../helpers/test-relay';
 
 const DOMAIN = { name: 'relay.test', delivery: 'maildir', mailboxes: ['alice', 'bob', 'carol'], aliases: { team: ['alice', 'bob'], root: 'carol' } };
@@ -41,10 +41,7 @@ async function mailbox(relay: TestRelay, name: string): Promise<string[]> {
 }
 
 async function drained(relay: TestRelay): Promise<void> {
-  await waitFor(async () => {
-    const c = await spoolCounts(join(relay.dir, 'spool'));
-    return c.incoming + c.active + c.deferred === 0 || undefined;
-  }, 10_000, 'an empty spool');
+  await waitForDrainedSpool(join(relay.dir, 'spool'));
 }
 
 test('an alias list gives each member one copy; a success DSN names the list as the original recipient', async () => {

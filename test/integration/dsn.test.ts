@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { startDnsServer, type DnsServerHandle } from '../helpers/dns-server';
 import { startDestination, type DestinationOptions, type DestinationServer } from '../helpers/destination-server';
 import { SmtpDialog } from '../helpers/smtp-dialog';
-import { filesIn, spoolCounts, waitFor } from '../helpers/spool-files';
+import { filesIn, waitFor, waitForDrainedSpool } from '../helpers/spool-files';
 import { startTestRelay, type TestRelay } from '../helpers/test-relay';
 
 let dns: DnsServerHandle;
@@ -71,10 +71,7 @@ async function aliceMailbox(relay: TestRelay): Promise<string[]> {
 
 /** Waits until the spool is empty: every message and notice has been delivered. */
 async function drained(relay: TestRelay): Promise<void> {
-  await waitFor(async () => {
-    const c = await spoolCounts(join(relay.dir, 'spool'));
-    return c.incoming + c.active + c.deferred === 0 || undefined;
-  }, 10_000, 'an empty spool');
+  await waitForDrainedSpool(join(relay.dir, 'spool'));
 }
 
 test('EHLO offers DSN, and malformed DSN parameters get 501 5.5.4 without ending the session', async () => {
