@@ -119,7 +119,8 @@ export function expandAliasLists(domains: readonly DomainConfig[], recipients: R
       add(recipient);
       continue;
     }
-    const orcpt = recipient.orcpt ?? `rfc822;${recipient.address}`;
+    // RFC 6533: an address that is not all ASCII (an IDN domain as given) is of type utf-8
+    const orcpt = recipient.orcpt ?? `${/[^\x00-\x7f]/.test(recipient.address) ? 'utf-8' : 'rfc822'};${recipient.address}`;
     for (const mailbox of resolved.mailboxes) {
       add({ address: `${mailbox}@${domain.name.toLowerCase()}`, status: 'pending', ...(recipient.notify ? { notify: recipient.notify } : {}), orcpt });
     }

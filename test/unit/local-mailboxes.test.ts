@@ -149,6 +149,15 @@ describe('expandAliasLists', () => {
     ]);
   });
 
+  test('a list given with a non-ASCII domain (an IDN as the client wrote it) is named as a utf-8 ORCPT', () => {
+    const idn = [domain({ aliases: { team: ['alice', 'bob'] } })].map((d) => ({ ...d, name: 'xn--bcher-kva.example' }));
+    const out = expandAliasLists(idn, [pending('team@bücher.example')]);
+    assert.deepEqual(out.map((r) => [r.address, r.orcpt]), [
+      ['alice@xn--bcher-kva.example', 'utf-8;team@bücher.example'],
+      ['bob@xn--bcher-kva.example', 'utf-8;team@bücher.example'],
+    ]);
+  });
+
   test("a recipient's own ORCPT is kept for its members", () => {
     const [first] = expandAliasLists(domains, [pending('team@example.org', { orcpt: 'rfc822;team@old.example' })]);
     assert.equal(first!.orcpt, 'rfc822;team@old.example');
