@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -158,6 +158,26 @@ describe('MaildirTransport', () => {
     const copies = files(path.join(mailRoot, 'example.org', 'alice', 'new'));
     assert.equal(copies.length, 1);
     assert.ok(readFileSync(path.join(mailRoot, 'example.org', 'alice', 'new', copies[0]!), 'utf8').startsWith('Return-Path: <sender@example.net>\n'));
+  });
+
+  test('a recipient whose alias became a list after it was queued is written to every member, and is delivered only when all were', async () => {
+    const listDomains = [DomainSchema.parse({ name: 'example.org', mailboxes: ['alice', 'bob', 'carol'], aliases: { team: ['alice', 'bob'] } })];
+    const mailRoot = freshRoot();
+    const t = new MaildirTransport({ mailRoot, hostname: 'h', domains: listDomains, logger: silentLogger() });
+    const [team] = await t.deliver(outbound(['team@example.org']));
+    assert.equal(team!.outcome, 'delivered');
+    for (const member of ['alice', 'bob']) assert.equal(files(path.join(mailRoot, 'example.org', member, 'new')).length, 1, member);
+
+    // bob's Maildir cannot be made: the recipient is deferred, though alice's copy was written
+    const blocked = freshRoot();
+    mkdirSync(path.join(blocked, 'example.org'), { recursive: true });
+    writeFileSync(path.join(blocked, 'example.org', 'bob'), '');
+    const blockedTransport = new MaildirTransport({ mailRoot: blocked, hostname: 'h', domains: listDomains, logger: silentLogger() });
+    const [deferred, carol] = await blockedTransport.deliver(outbound(['team@example.org', 'carol@example.org']));
+    assert.equal(deferred!.outcome, 'deferred');
+    assert.match(deferred!.reply, /^451 4\.3\.0 local delivery failed: /);
+    assert.equal(carol!.outcome, 'delivered');
+    assert.equal(files(path.join(blocked, 'example.org', 'alice', 'new')).length, 1);
   });
 
   test('a local I/O error defers the recipients with 451 4.3.0 and no file path in the reply', async () => {
