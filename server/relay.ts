@@ -21,7 +21,7 @@ import { loadDkimKeys, type DkimSigningKey } from './dkim/keys';
 import { DkimSigner } from './dkim/signer';
 import { AddressGuard } from './delivery/address-guard';
 import { MaildirTransport } from './delivery/maildir';
-import { expandAliasLists, hasAliasLists } from './delivery/local-mailboxes';
+import { expandAliases, hasExpandingAliases } from './delivery/local-mailboxes';
 import { MxResolver } from './delivery/mx-resolver';
 import { type OutboundTlsTestOptions, outboundTlsParts } from './delivery/mta-sts-setup';
 import { RecipientVerifier } from './delivery/recipient-verifier';
@@ -97,12 +97,12 @@ export class Relay {
     /** the certificate store, ACME and the MTA-STS policy server */
     readonly tls: TlsService,
   ) {
-    this.expandAliasListsOf(current);
+    this.expandAliasesOf(current);
   }
 
-  /** New messages' recipients pass through the alias lists of `config`, if it has any. */
-  private expandAliasListsOf(config: RelayConfig): void {
-    this.spool.recipientExpander = hasAliasLists(config.domains) ? (recipients) => expandAliasLists(config.domains, recipients) : undefined;
+  /** Recipients pass through the alias lists and forwards of `config`, if it has any (see Spool.recipientExpander). */
+  private expandAliasesOf(config: RelayConfig): void {
+    this.spool.recipientExpander = hasExpandingAliases(config.domains) ? (recipients) => expandAliases(config.domains, recipients) : undefined;
   }
 
   static async start(config: RelayConfig, logger: Logger, options: RelayOptions = {}): Promise<Relay> {
@@ -316,7 +316,7 @@ export class Relay {
       void old.retire(next.limits.idleTimeoutMs).finally(() => this.retiring.delete(old));
     }
     this.current = next;
-    this.expandAliasListsOf(next);
+    this.expandAliasesOf(next);
     this.listeners = listeners;
     this.listenerDeps = deps;
     this.router = Relay.router(next, this.smtp, dkimKeys, this.logger);

@@ -13,7 +13,7 @@ import { parseHash } from '../stages/password';
 import { AcmeSettingsSchema, MtaStsPolicySettingsSchema } from '../tls/settings-schema';
 import { DoctorSettingsSchema, dnsZone } from '../doctor/settings';
 import { tlsReportFrom } from '../delivery/tls-report';
-import { ROLE_MAILBOXES, isPlainMailboxName } from '../delivery/local-mailboxes';
+import { ROLE_MAILBOXES, aliasExpands, isForwardAddress, isPlainMailboxName } from '../delivery/local-mailboxes';
 
 const hostname = z
   .string()
@@ -73,9 +73,9 @@ export const DomainSchema = z
       .optional()
       .describe('local parts accepted at RCPT; omit to accept any well-formed local part (maildir) or leave the choice to the next hop (forward)'),
     aliases: z
-      .record(z.string(), z.union([z.string(), z.array(z.string()).min(1, 'a list of at least one mailbox')], { error: 'a mailbox name, or a list of mailbox names' }))
+      .record(z.string(), z.union([z.string(), z.array(z.string()).min(1, 'a list of at least one mailbox')], { error: 'a mailbox name or an address, or a list of them' }))
       .default({})
-      .describe('local part -> mailbox of this domain (root: postmaster), or a list of them (team: [alice, bob]: each gets its own copy; maildir domains)'),
+      .describe('local part -> mailbox of this domain (root: postmaster), an address elsewhere to forward to (abuse: ops@example.net), or a list of these (team: [alice, bob]): each target gets its own copy; lists and forwards on maildir domains'),
     forwardTo: NextHopSchema.optional().describe('next hop for delivery: forward'),
     verifyRecipients: z
       .boolean()
@@ -98,8 +98,14 @@ export const DomainSchema = z
       targets.forEach((target, i) => {
         const path = typeof to === 'string' ? ['aliases', from] : ['aliases', from, i];
         const name = target.trim();
-        if (!isPlainMailboxName(name)) {
-          ctx.addIssue({ code: 'custom', path, message: `an alias leads to a mailbox of this domain (letters, digits, . _ -), not ${JSON.stringify(target)}: an alias does not forward to other domains` });
+        if (name.includes('@')) {
+          if (!isForwardAddress(name)) {
+            ctx.addIssue({ code: 'custom', path, message: `expected a mailbox of this domain or an address such as ops@example.net, not ${JSON.stringify(target)}` });
+          } else if (domain.delivery !== 'maildir') {
+            ctx.addIssue({ code: 'custom', path, message: 'forwarding to an address applies only to delivery: maildir (a forward domain\'s next hop does its own aliases)' });
+          }
+        } else if (!isPlainMailboxName(name)) {
+          ctx.addIssue({ code: 'custom', path, message: `expected a mailbox of this domain (letters, digits, . _ -) or an address such as ops@example.net, not ${JSON.stringify(target)}` });
         } else if (domain.mailboxes && !ROLE_MAILBOXES.includes(name.toLowerCase()) && !domain.mailboxes.some((m) => m.toLowerCase() === name.toLowerCase())) {
           ctx.addIssue({ code: 'custom', path, message: `${name} is not in mailboxes (nor postmaster or abuse)` });
         }
@@ -370,6 +376,26 @@ export const RelayConfigSchema = z
   })
   .strict()
   .superRefine((config, ctx) => {
+    // An alias is applied once per delivery attempt: a forward to this server's own
+    // domains must name a mailbox there, or mail would go round between aliases.
+    config.domains.forEach((domain, d) => {
+      for (const [from, to] of Object.entries(domain.aliases)) {
+        (typeof to === 'string' ? [to] : to).forEach((target, i) => {
+          const at = target.lastIndexOf('@');
+          if (at < 0) return;
+          const targetDomain = target.slice(at + 1).trim().toLowerCase();
+          const path = ['domains', d, 'aliases', from, ...(typeof to === 'string' ? [] : [i])];
+          if (targetDomain === domain.name.toLowerCase()) {
+            ctx.addIssue({ code: 'custom', path, message: `name the mailbox (${target.slice(0, at).trim()}), not an address of this domain` });
+            return;
+          }
+          const local = config.domains.find((other) => other.name.toLowerCase() === targetDomain);
+          if (local && aliasExpands(local, target.slice(0, at).trim())) {
+            ctx.addIssue({ code: 'custom', path, message: `${target.trim()} is an alias of this server that lists or forwards again: name its mailboxes or addresses here` });
+          }
+        });
+      }
+    });
     // RFC 8460 5.3: a TLS report without a DKIM signature of its domain is ignored
     const { send, from } = config.delivery.tlsReports;
     if (!send) return;

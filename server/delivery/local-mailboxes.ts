@@ -10,8 +10,12 @@
 import type { DomainConfig } from '../config/schema';
 import { domainOf, localPartOf, type RecipientState } from '../queue/envelope';
 
-/** One mailbox, or several for an alias that is a list (`team: [alice, bob]`). */
-export type MailboxResolution = { mailboxes: string[] } | { reason: string };
+/**
+ * Where a local part's mail goes: the mailboxes of its domain (one, or several for
+ * an alias list such as `team: [alice, bob]`), and the addresses elsewhere an alias
+ * forwards it to (`postmaster: ops@example.net`). At least one of the two is non-empty.
+ */
+export type MailboxResolution = { mailboxes: string[]; forwards: string[] } | { reason: string };
 
 /** Mailboxes every domain has, listed or not (RFC 5321 section 4.5.1 requires postmaster; abuse per RFC 2142). */
 export const ROLE_MAILBOXES: readonly string[] = ['postmaster', 'abuse'];
@@ -25,6 +29,14 @@ const PLAIN_NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/i;
 
 export function isPlainMailboxName(name: string): boolean {
   return PLAIN_NAME.test(name) && !name.includes('..') && !name.endsWith('.');
+}
+
+/** RFC 5322 dot-atom text of a local part (at most 64 characters) and a DNS domain of at least two labels, ASCII only. */
+const FORWARD_ADDRESS = /^(?=[^@]{1,64}@)[a-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*@(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$/i;
+
+/** Whether an alias target is an address elsewhere (`ops@example.net`) rather than a mailbox name. */
+export function isForwardAddress(target: string): boolean {
+  return FORWARD_ADDRESS.test(target);
 }
 
 /**
@@ -49,20 +61,25 @@ export function baseLocalPart(localPart: string): string {
   return (plus < 0 ? localPart : localPart.slice(0, plus)).toLowerCase();
 }
 
-/** The mailboxes an alias names, lower-cased: one, or the members of a list. */
+/** An alias's targets: mailbox names lower-cased, addresses with their domain lower-cased. */
 function aliasTargets(domain: DomainConfig, base: string): string[] | undefined {
   for (const [from, to] of Object.entries(domain.aliases ?? {})) {
-    if (from.toLowerCase() === base) return (typeof to === 'string' ? [to] : to).map((name) => name.trim().toLowerCase());
+    if (from.toLowerCase() !== base) continue;
+    return (typeof to === 'string' ? [to] : to).map((target) => {
+      const name = target.trim();
+      const at = name.lastIndexOf('@');
+      return at < 0 ? name.toLowerCase() : `${name.slice(0, at)}@${name.slice(at + 1).toLowerCase()}`;
+    });
   }
   return undefined;
 }
 
 /**
- * Resolves `localPart` (as given at RCPT TO, without "@domain") to the mailboxes
- * of `domain` it delivers to: one, or the members of an alias list. Aliases are
- * applied once (an alias to another alias is not followed), after the "+detail"
- * suffix is dropped. Reasons are fit for an SMTP reply: they never echo unchecked
- * input.
+ * Resolves `localPart` (as given at RCPT TO, without "@domain") to where its mail
+ * goes: mailboxes of `domain` (one, or the members of an alias list) and addresses
+ * elsewhere that an alias forwards to. Aliases are applied once (an alias to
+ * another alias is not followed), after the "+detail" suffix is dropped. Reasons
+ * are fit for an SMTP reply: they never echo unchecked input.
  */
 export function resolveLocalMailbox(domain: DomainConfig, localPart: string): MailboxResolution {
   const base = baseLocalPart(localPart);
@@ -70,39 +87,60 @@ export function resolveLocalMailbox(domain: DomainConfig, localPart: string): Ma
     return { reason: 'local part is not a plain mailbox name (letters, digits, ".", "_", "-")' };
   }
 
-  const mailboxes = [...new Set(aliasTargets(domain, base) ?? [base])];
-  for (const mailbox of mailboxes) {
-    if (!isPlainMailboxName(mailbox)) {
-      // Only a config error gets here (the schema refuses it): an alias whose target is not a mailbox of this domain.
+  const targets = [...new Set(aliasTargets(domain, base) ?? [base])];
+  const mailboxes: string[] = [];
+  const forwards: string[] = [];
+  for (const target of targets) {
+    if (target.includes('@')) {
+      if (!isForwardAddress(target)) return { reason: `alias ${base} does not lead to a usable address` };
+      forwards.push(target);
+      continue;
+    }
+    if (!isPlainMailboxName(target)) {
+      // Only a config error gets here (the schema refuses it): an alias whose target is neither a mailbox nor an address.
       return { reason: `alias ${base} does not lead to a mailbox of ${domain.name}` };
     }
-    const isRole = ROLE_MAILBOXES.includes(base) || ROLE_MAILBOXES.includes(mailbox);
-    if (domain.mailboxes !== undefined && !isRole && !domain.mailboxes.some((m) => m.toLowerCase() === mailbox)) {
+    const isRole = ROLE_MAILBOXES.includes(base) || ROLE_MAILBOXES.includes(target);
+    if (domain.mailboxes !== undefined && !isRole && !domain.mailboxes.some((m) => m.toLowerCase() === target)) {
       return { reason: `no mailbox ${base} at ${domain.name}` };
     }
-    assertSafePathComponent(mailbox, 'mailbox');
+    assertSafePathComponent(target, 'mailbox');
+    mailboxes.push(target);
   }
-  return { mailboxes };
+  return { mailboxes, forwards };
+}
+
+/** Whether an alias of a maildir domain names more than one target or an address elsewhere. */
+function expands(to: string | string[]): boolean {
+  return typeof to === 'string' ? to.includes('@') : to.length > 1 || to.some((target) => target.includes('@'));
 }
 
 /**
- * Whether any maildir domain has an alias that is a list: without one,
- * expandAliasLists has nothing to do and need not be called.
+ * Whether any maildir domain has an alias that expandAliases rewrites (a list, or
+ * an address elsewhere): without one, it has nothing to do and need not be called.
  */
-export function hasAliasLists(domains: readonly DomainConfig[]): boolean {
-  return domains.some((d) => d.delivery === 'maildir' && Object.values(d.aliases ?? {}).some((to) => typeof to !== 'string' && to.length > 1));
+export function hasExpandingAliases(domains: readonly DomainConfig[]): boolean {
+  return domains.some((d) => d.delivery === 'maildir' && Object.values(d.aliases ?? {}).some(expands));
+}
+
+/** Whether mail for `localPart` at the maildir domain `domain` is expanded by expandAliases (a list, or a forward). */
+export function aliasExpands(domain: DomainConfig, localPart: string): boolean {
+  if (domain.delivery !== 'maildir') return false;
+  const resolved = resolveLocalMailbox(domain, localPart);
+  return !('reason' in resolved) && (resolved.mailboxes.length > 1 || resolved.forwards.length > 0);
 }
 
 /**
- * A new message's recipients as they are queued (as Postfix's cleanup applies
- * virtual aliases): a recipient at a maildir domain whose alias is a list becomes
- * one recipient per member (`member@domain`), each with its own delivery state,
- * so a member whose mailbox cannot be written to is retried alone and the others
- * are not written twice. Each member keeps the recipient's NOTIFY and names it as
- * ORCPT (its own ORCPT when it gave one), so a DSN says which address the mail was
- * sent to. Other recipients pass unchanged, and an address is never listed twice.
+ * Recipients as they are queued and before each delivery attempt (as Postfix's
+ * cleanup applies virtual aliases): a pending recipient at a maildir domain whose
+ * alias is a list or forwards elsewhere becomes one recipient per target, each
+ * with its own delivery state (a member's mailbox, `member@domain`, or the address
+ * forwarded to), so a target that fails is retried alone and the others are not
+ * sent twice. Each keeps the recipient's NOTIFY and names it as ORCPT (its own
+ * ORCPT when it gave one), so a DSN says which address the mail was sent to. Other
+ * recipients pass unchanged, and an address is never listed twice.
  */
-export function expandAliasLists(domains: readonly DomainConfig[], recipients: RecipientState[]): RecipientState[] {
+export function expandAliases(domains: readonly DomainConfig[], recipients: RecipientState[]): RecipientState[] {
   const out: RecipientState[] = [];
   const seen = new Set<string>();
   const add = (r: RecipientState) => {
@@ -113,17 +151,16 @@ export function expandAliasLists(domains: readonly DomainConfig[], recipients: R
   };
   for (const recipient of recipients) {
     const domainName = domainOf(recipient.address);
-    const domain = domains.find((d) => d.delivery === 'maildir' && d.name.toLowerCase() === domainName);
+    const domain = recipient.status === 'pending' ? domains.find((d) => d.delivery === 'maildir' && d.name.toLowerCase() === domainName) : undefined;
     const resolved = domain ? resolveLocalMailbox(domain, localPartOf(recipient.address)) : undefined;
-    if (!domain || !resolved || !('mailboxes' in resolved) || resolved.mailboxes.length < 2 || recipient.status !== 'pending') {
+    if (!domain || !resolved || 'reason' in resolved || (resolved.mailboxes.length < 2 && resolved.forwards.length === 0)) {
       add(recipient);
       continue;
     }
     // RFC 6533: an address that is not all ASCII (an IDN domain as given) is of type utf-8
     const orcpt = recipient.orcpt ?? `${/[^\x00-\x7f]/.test(recipient.address) ? 'utf-8' : 'rfc822'};${recipient.address}`;
-    for (const mailbox of resolved.mailboxes) {
-      add({ address: `${mailbox}@${domain.name.toLowerCase()}`, status: 'pending', ...(recipient.notify ? { notify: recipient.notify } : {}), orcpt });
-    }
+    const targets = [...resolved.mailboxes.map((mailbox) => `${mailbox}@${domain.name.toLowerCase()}`), ...resolved.forwards];
+    for (const address of targets) add({ address, status: 'pending', ...(recipient.notify ? { notify: recipient.notify } : {}), orcpt });
   }
   return out;
 }

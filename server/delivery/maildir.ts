@@ -211,10 +211,12 @@ export interface MaildirTransportOptions {
  * mailbox get one copy between them. Unknown mailboxes fail (5.1.1); local I/O
  * errors defer (4.3.0), since a full disk or a permission problem is fixable.
  *
- * A recipient whose alias is a list was split into its members when it was queued
- * (expandAliasLists). One queued before its alias became a list is written to
- * every member's mailbox here, and counts as delivered only when all were written:
- * if one fails, the retry writes the others again.
+ * A recipient whose alias is a list or forwards elsewhere was split into its
+ * targets when it was queued and before this attempt (expandAliases). One whose
+ * alias changed during the attempt is written to each member's mailbox and
+ * counts as delivered only when all were written (if one fails, the retry writes
+ * the others again); if it now forwards elsewhere too, it is deferred, and the
+ * next attempt sends it where its alias says.
  */
 export class MaildirTransport implements Transport {
   private readonly domains: Map<string, DomainConfig>;
@@ -239,6 +241,10 @@ export class MaildirTransport implements Transport {
       const resolved = resolveLocalMailbox(domain, localPartOf(address));
       if ('reason' in resolved) {
         results.set(address, { address, outcome: 'failed', reply: `550 5.1.1 ${resolved.reason}` });
+        continue;
+      }
+      if (resolved.forwards.length > 0) {
+        results.set(address, { address, outcome: 'deferred', reply: '451 4.3.0 its alias changed while it was queued: it is sent on at the next attempt' });
         continue;
       }
       for (const mailbox of resolved.mailboxes) {

@@ -249,6 +249,9 @@ export class Scheduler {
       this.addDue(await spool.move(entry, 'deferred', Date.now() + this.deps.config.delivery.retry.minBackoffMs));
       return;
     }
+    // aliases changed since the message was queued apply to its pending recipients; the
+    // envelope written after this attempt keeps the expanded recipients
+    if (spool.recipientExpander) info.envelope.recipients = spool.recipientExpander(info.envelope.recipients);
     const groups = this.deps.router.group(pendingRecipients(info.envelope).map((r) => r.address));
     const busy = this.busyDestination(groups);
     if (busy !== undefined) return this.park(busy, entry, info);

@@ -51,8 +51,9 @@ export class Spool {
   readonly space: SpoolSpace;
   /**
    * Applied to the recipients of every new message (received or written by the
-   * relay) before its queue file is started; see beginMessage. The relay sets it
-   * while its config has alias lists (expandAliasLists).
+   * relay) before its queue file is started (see beginMessage), and by the
+   * scheduler to a message's recipients before each delivery attempt. The relay
+   * sets it while its config has alias lists or forwards (expandAliases).
    */
   recipientExpander?: (recipients: RecipientState[]) => RecipientState[];
   /** each state directory's path (and tmp/'s), joined once: every message's paths start with one */

@@ -75,8 +75,8 @@ export class RelayPolicy {
       if (domain.delivery === 'maildir') {
         const resolved = resolveLocalMailbox(domain, localPart);
         if ('reason' in resolved) return refuse('recipient', 550, '5.1.1', `<${address}>: Recipient address rejected: unknown user`, resolved.reason);
-        const [only, ...more] = resolved.mailboxes;
-        return accept('recipient', more.length === 0 ? `local mailbox ${only}@${domain.name}` : `alias list of ${domain.name}: ${resolved.mailboxes.join(', ')}`);
+        const targets = [...resolved.mailboxes.map((m) => `${m}@${domain.name}`), ...resolved.forwards];
+        return accept('recipient', targets.length === 1 && resolved.forwards.length === 0 ? `local mailbox ${targets[0]}` : `alias of ${domain.name} to ${targets.join(', ')}`);
       }
       if (ROUTING_SYNTAX.test(localPart)) {
         return refuse('recipient', 553, '5.7.1', `<${address}>: Routing syntax in the local part is not allowed`, `routing syntax in ${address}`);

@@ -1,23 +1,23 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { DomainSchema, type DomainConfig } from '../../server/config/schema';
-import { assertSafePathComponent, expandAliasLists, hasAliasLists, isRoleMailbox, resolveLocalMailbox } from '../../server/delivery/local-mailboxes';
+import { DomainSchema, RelayConfigSchema, type DomainConfig } from '../../server/config/schema';
+import { assertSafePathComponent, expandAliases, hasExpandingAliases, isRoleMailbox, resolveLocalMailbox } from '../../server/delivery/local-mailboxes';
 import type { RecipientState } from '../../server/queue/envelope';
 
 function domain(extra: Partial<Record<'mailboxes' | 'aliases', unknown>> = {}): DomainConfig {
   return DomainSchema.parse({ name: 'example.org', delivery: 'maildir', ...extra });
 }
 
-/** The mailbox a local part leads to ("a,b" for an alias list), or undefined when refused. */
+/** Where a local part leads ("a,b" for an alias list), or undefined when refused. */
 function mailboxOf(d: DomainConfig, localPart: string): string | undefined {
   const r = resolveLocalMailbox(d, localPart);
-  return 'mailboxes' in r ? r.mailboxes.join(',') : undefined;
+  return 'reason' in r ? undefined : [...r.mailboxes, ...r.forwards].join(',');
 }
 
 describe('resolveLocalMailbox', () => {
   test('local parts compare case-insensitively and the mailbox name is lower-case', () => {
     const d = domain({ mailboxes: ['alice'] });
-    assert.deepEqual(resolveLocalMailbox(d, 'ALICE'), { mailboxes: ['alice'] });
+    assert.deepEqual(resolveLocalMailbox(d, 'ALICE'), { mailboxes: ['alice'], forwards: [] });
     assert.equal(mailboxOf(domain({ mailboxes: ['Bob'] }), 'bOb'), 'bob');
     assert.equal(mailboxOf(domain(), 'Carol.Smith'), 'carol.smith');
   });
@@ -45,8 +45,14 @@ describe('resolveLocalMailbox', () => {
 
   test('an alias list leads to each of its mailboxes, once each, in the order given', () => {
     const d = domain({ mailboxes: ['alice', 'bob', 'carol'], aliases: { team: ['Bob', 'alice', 'bob'], solo: ['carol'] } });
-    assert.deepEqual(resolveLocalMailbox(d, 'Team+standup'), { mailboxes: ['bob', 'alice'] });
-    assert.deepEqual(resolveLocalMailbox(d, 'solo'), { mailboxes: ['carol'] });
+    assert.deepEqual(resolveLocalMailbox(d, 'Team+standup'), { mailboxes: ['bob', 'alice'], forwards: [] });
+    assert.deepEqual(resolveLocalMailbox(d, 'solo'), { mailboxes: ['carol'], forwards: [] });
+  });
+
+  test('an alias may forward to addresses elsewhere, alone or beside mailboxes; the domain is lower-cased, the local part kept', () => {
+    const d = domain({ mailboxes: ['alice'], aliases: { abuse: 'Ops+Abuse@Example.NET', team: ['alice', 'lead@partner.example'] } });
+    assert.deepEqual(resolveLocalMailbox(d, 'abuse'), { mailboxes: [], forwards: ['Ops+Abuse@example.net'] });
+    assert.deepEqual(resolveLocalMailbox(d, 'team'), { mailboxes: ['alice'], forwards: ['lead@partner.example'] });
   });
 
   test('postmaster and abuse are accepted even when not listed and map to themselves', () => {
@@ -97,8 +103,8 @@ describe('resolveLocalMailbox', () => {
   });
 
   test('an alias whose target is not a plain mailbox name is refused (a config the schema would have refused)', () => {
-    const unchecked = { name: 'example.org', delivery: 'maildir', aliases: { evil: '../../etc', other: 'bob@elsewhere.test', dot: '..', list: ['alice', '../x'] } } as unknown as DomainConfig;
-    for (const lp of ['evil', 'other', 'dot', 'list']) assert.ok('reason' in resolveLocalMailbox(unchecked, lp), lp);
+    const unchecked = { name: 'example.org', delivery: 'maildir', aliases: { evil: '../../etc', other: 'bob@', at: '@elsewhere.test', dot: '..', list: ['alice', '../x'] } } as unknown as DomainConfig;
+    for (const lp of ['evil', 'other', 'at', 'dot', 'list']) assert.ok('reason' in resolveLocalMailbox(unchecked, lp), lp);
   });
 });
 
@@ -108,41 +114,78 @@ describe('aliases in the config', () => {
     return parsed.success ? [] : parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
   }
 
-  test('a target that is not a plain mailbox name is refused with its key path', () => {
-    assert.deepEqual(issues({ aliases: { other: 'bob@elsewhere.test' } }), [
-      'aliases.other: an alias leads to a mailbox of this domain (letters, digits, . _ -), not "bob@elsewhere.test": an alias does not forward to other domains',
+  test('a target that is neither a plain mailbox name nor an address is refused with its key path', () => {
+    assert.deepEqual(issues({ aliases: { other: 'bob@', dots: 'a..b' } }), [
+      'aliases.other: expected a mailbox of this domain or an address such as ops@example.net, not "bob@"',
+      'aliases.dots: expected a mailbox of this domain (letters, digits, . _ -) or an address such as ops@example.net, not "a..b"',
     ]);
-    assert.match(issues({ aliases: { team: ['alice', '../etc'] } }).join('\n'), /^aliases\.team\.1: an alias leads to a mailbox/);
+    assert.match(issues({ aliases: { team: ['alice', '../etc'] } }).join('\n'), /^aliases\.team\.1: expected a mailbox of this domain/);
+    assert.match(issues({ aliases: { team: ['alice', 'x@localhost'] } }).join('\n'), /^aliases\.team\.1: expected a mailbox of this domain or an address/);
     assert.match(issues({ aliases: { team: [] } }).join('\n'), /aliases\.team: a list of at least one mailbox/);
+    assert.deepEqual(issues({ aliases: { abuse: 'ops+abuse@example.net', team: ['alice', 'Lead@Partner.example'] } }), []);
   });
 
   test('with a mailbox list, every target must be listed, or be postmaster or abuse', () => {
     assert.deepEqual(issues({ mailboxes: ['alice'], aliases: { team: ['alice', 'bob'], root: 'Postmaster', info: 'ALICE' } }), ['aliases.team.1: bob is not in mailboxes (nor postmaster or abuse)']);
   });
 
-  test('a list of several mailboxes is for maildir domains; a forward domain may alias one name', () => {
+  test('lists and forwards are for maildir domains; a forward domain may alias one name', () => {
     const forward = { delivery: 'forward', forwardTo: { host: 'mail.internal.test' }, mailboxes: ['alice', 'bob'] };
-    assert.deepEqual(issues({ ...forward, aliases: { team: ['alice', 'bob'] } }), [
+    assert.deepEqual(issues({ ...forward, aliases: { team: ['alice', 'bob'], abuse: 'ops@example.net' } }), [
       "aliases.team: a list of mailboxes applies only to delivery: maildir (a forward domain's next hop expands its own lists)",
+      "aliases.abuse: forwarding to an address applies only to delivery: maildir (a forward domain's next hop does its own aliases)",
     ]);
     assert.deepEqual(issues({ ...forward, aliases: { root: 'alice', one: ['bob'] } }), []);
   });
 });
 
-describe('expandAliasLists', () => {
+describe('forwards to this server\'s own domains', () => {
+  function issues(domains: unknown[]): string[] {
+    const parsed = RelayConfigSchema.safeParse({ listeners: [{ role: 'mx', port: 25 }], domains });
+    return parsed.success ? [] : parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
+  }
+
+  test('name a mailbox there: an address of the same domain, or an alias elsewhere that expands again, is refused', () => {
+    const brand2 = { name: 'brand2.example', aliases: { sales: ['alice', 'bob'], info: 'carol', out: 'ops@example.net' } };
+    assert.deepEqual(
+      issues([{ name: 'example.org', aliases: { self: 'Alice@Example.org', list: ['x', 'sales@brand2.example'], fwd: 'out@brand2.example', fine: 'info@brand2.example', mbox: 'alice@brand2.example' } }, brand2]),
+      [
+        'domains.0.aliases.self: name the mailbox (Alice), not an address of this domain',
+        'domains.0.aliases.list.1: sales@brand2.example is an alias of this server that lists or forwards again: name its mailboxes or addresses here',
+        'domains.0.aliases.fwd: out@brand2.example is an alias of this server that lists or forwards again: name its mailboxes or addresses here',
+      ],
+    );
+  });
+});
+
+describe('expandAliases', () => {
   const domains = [
     domain({ mailboxes: ['alice', 'bob', 'carol'], aliases: { team: ['alice', 'bob'], root: 'carol', solo: ['carol'] } }),
     DomainSchema.parse({ name: 'fwd.example', delivery: 'forward', forwardTo: { host: 'mail.internal.test' } }),
   ];
   const pending = (address: string, extra: Partial<RecipientState> = {}): RecipientState => ({ address, status: 'pending', ...extra });
 
-  test('is needed only while a maildir domain has a list of two or more', () => {
-    assert.equal(hasAliasLists(domains), true);
-    assert.equal(hasAliasLists([domain({ aliases: { root: 'alice', solo: ['carol'] } })]), false);
+  test('is needed only while a maildir domain has a list of two or more, or a forward', () => {
+    assert.equal(hasExpandingAliases(domains), true);
+    assert.equal(hasExpandingAliases([domain({ aliases: { root: 'alice', solo: ['carol'] } })]), false);
+    assert.equal(hasExpandingAliases([domain({ aliases: { abuse: 'ops@example.net' } })]), true);
+    assert.equal(hasExpandingAliases([domain({ aliases: { solo: ['ops@example.net'] } })]), true);
+  });
+
+  test('a forward becomes a recipient elsewhere, beside the members of a list, each naming the alias as ORCPT', () => {
+    const withForwards = [domain({ mailboxes: ['alice'], aliases: { abuse: 'Ops@Example.NET', team: ['alice', 'lead@partner.example'] } })];
+    const out = expandAliases(withForwards, [pending('abuse@example.org'), pending('team@example.org', { notify: ['FAILURE'] })]);
+    assert.deepEqual(out, [
+      pending('Ops@example.net', { orcpt: 'rfc822;abuse@example.org' }),
+      pending('alice@example.org', { notify: ['FAILURE'], orcpt: 'rfc822;team@example.org' }),
+      pending('lead@partner.example', { notify: ['FAILURE'], orcpt: 'rfc822;team@example.org' }),
+    ]);
+    // applying it again (before a later attempt) changes nothing
+    assert.deepEqual(expandAliases(withForwards, out), out);
   });
 
   test('a list becomes one recipient per member, which keeps NOTIFY and names the list as ORCPT', () => {
-    const out = expandAliasLists(domains, [pending('Team+x@Example.ORG', { notify: ['SUCCESS', 'FAILURE'] })]);
+    const out = expandAliases(domains, [pending('Team+x@Example.ORG', { notify: ['SUCCESS', 'FAILURE'] })]);
     assert.deepEqual(out, [
       pending('alice@example.org', { notify: ['SUCCESS', 'FAILURE'], orcpt: 'rfc822;Team+x@Example.ORG' }),
       pending('bob@example.org', { notify: ['SUCCESS', 'FAILURE'], orcpt: 'rfc822;Team+x@Example.ORG' }),
@@ -151,7 +194,7 @@ describe('expandAliasLists', () => {
 
   test('a list given with a non-ASCII domain (an IDN as the client wrote it) is named as a utf-8 ORCPT', () => {
     const idn = [domain({ aliases: { team: ['alice', 'bob'] } })].map((d) => ({ ...d, name: 'xn--bcher-kva.example' }));
-    const out = expandAliasLists(idn, [pending('team@bücher.example')]);
+    const out = expandAliases(idn, [pending('team@bücher.example')]);
     assert.deepEqual(out.map((r) => [r.address, r.orcpt]), [
       ['alice@xn--bcher-kva.example', 'utf-8;team@bücher.example'],
       ['bob@xn--bcher-kva.example', 'utf-8;team@bücher.example'],
@@ -159,13 +202,13 @@ describe('expandAliasLists', () => {
   });
 
   test("a recipient's own ORCPT is kept for its members", () => {
-    const [first] = expandAliasLists(domains, [pending('team@example.org', { orcpt: 'rfc822;team@old.example' })]);
+    const [first] = expandAliases(domains, [pending('team@example.org', { orcpt: 'rfc822;team@old.example' })]);
     assert.equal(first!.orcpt, 'rfc822;team@old.example');
   });
 
   test('other recipients pass unchanged, in order, and no address is listed twice', () => {
     const given = [pending('root@example.org'), pending('solo@example.org'), pending('alice@example.org'), pending('team@example.org'), pending('x@fwd.example'), pending('someone@elsewhere.test'), pending('nobody@example.org')];
-    const out = expandAliasLists(domains, given);
+    const out = expandAliases(domains, given);
     assert.deepEqual(
       out.map((r) => r.address),
       ['root@example.org', 'solo@example.org', 'alice@example.org', 'bob@example.org', 'x@fwd.example', 'someone@elsewhere.test', 'nobody@example.org'],
@@ -175,7 +218,7 @@ describe('expandAliasLists', () => {
 
   test('a recipient that is no longer pending is left as it is', () => {
     const done = pending('team@example.org', { status: 'delivered' });
-    assert.deepEqual(expandAliasLists(domains, [done]), [done]);
+    assert.deepEqual(expandAliases(domains, [done]), [done]);
   });
 });
 
