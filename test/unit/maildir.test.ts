@@ -160,7 +160,7 @@ describe('MaildirTransport', () => {
     assert.ok(readFileSync(path.join(mailRoot, 'example.org', 'alice', 'new', copies[0]!), 'utf8').startsWith('Return-Path: <sender@example.net>\n'));
   });
 
-  test('a recipient whose alias became a list after it was queued is written to every member, and is delivered only when all were', async () => {
+  test('a recipient whose alias became a list during the attempt is written to every member, and is delivered only when all were', async () => {
     const listDomains = [DomainSchema.parse({ name: 'example.org', mailboxes: ['alice', 'bob', 'carol'], aliases: { team: ['alice', 'bob'] } })];
     const mailRoot = freshRoot();
     const t = new MaildirTransport({ mailRoot, hostname: 'h', domains: listDomains, logger: silentLogger() });
@@ -178,6 +178,16 @@ describe('MaildirTransport', () => {
     assert.match(deferred!.reply, /^451 4\.3\.0 local delivery failed: /);
     assert.equal(carol!.outcome, 'delivered');
     assert.equal(files(path.join(blocked, 'example.org', 'alice', 'new')).length, 1);
+  });
+
+  test('a recipient whose alias became a forward during the attempt is deferred, to be sent on at the next one', async () => {
+    const forwarding = [DomainSchema.parse({ name: 'example.org', aliases: { abuse: 'ops@example.net', team: ['alice', 'lead@example.net'] } })];
+    const mailRoot = freshRoot();
+    const t = new MaildirTransport({ mailRoot, hostname: 'h', domains: forwarding, logger: silentLogger() });
+    const results = await t.deliver(outbound(['abuse@example.org', 'team@example.org', 'alice@example.org']));
+    assert.deepEqual(results.map((r) => r.outcome), ['deferred', 'deferred', 'delivered']);
+    assert.match(results[0]!.reply, /^451 4\.3\.0 its alias changed while it was queued/);
+    assert.equal(existsSync(path.join(mailRoot, 'example.org', 'abuse')), false);
   });
 
   test('a local I/O error defers the recipients with 451 4.3.0 and no file path in the reply', async () => {
