@@ -15,6 +15,7 @@ import { certificateCheck } from './checks/certificate';
 import { dkimCheck } from './checks/dkim';
 import { mtaStsCheck } from './checks/mta-sts';
 import { openRelayCheck } from './checks/open-relay';
+import { roleAddressesCheck } from './checks/role-addresses';
 import { outboundCheck } from './checks/outbound';
 import { dmarcCheck, tlsRptCheck } from './checks/policy-records';
 import { spfCheck } from './checks/spf';
@@ -31,6 +32,7 @@ export const CHECKS: readonly Check[] = [
   dmarcCheck,
   mtaStsCheck,
   tlsRptCheck,
+  roleAddressesCheck,
   certificateCheck,
   outboundCheck,
   blocklistCheck,

@@ -17,7 +17,7 @@ export type CheckStatus = 'pass' | 'fail' | 'warn';
 export const DEFAULT_TIMEOUT_MS = 10_000;
 
 /** every check, in the order they are reported (the runner's CHECKS follow it) */
-export const CHECK_IDS = ['mx', 'address', 'ptr', 'spf', 'dkim', 'dmarc', 'mta-sts', 'tls-rpt', 'certificate', 'outbound-25', 'blocklists', 'inbound-blocklists', 'open-relay'] as const;
+export const CHECK_IDS = ['mx', 'address', 'ptr', 'spf', 'dkim', 'dmarc', 'mta-sts', 'tls-rpt', 'role-addresses', 'certificate', 'outbound-25', 'blocklists', 'inbound-blocklists', 'open-relay'] as const;
 
 export interface CheckResult {
   /** stable, kebab-case: what --skip takes and scripts match on */

@@ -154,7 +154,8 @@ export async function startDoctorWorld(): Promise<DoctorWorld> {
     hostname: HOST,
     listeners: addresses.map((address) => ({ role: 'mx', address, port: 0, earlyTalkerCheck: false })),
     tls: { certFile: join(dir, 'relay-cert.pem'), keyFile: join(dir, 'relay-key.pem') },
-    domains: [{ name: DOMAIN, delivery: 'maildir', mailboxes: ['postmaster'] }],
+    // role addresses forwarded (role-addresses passes); no mail is ever sent in these tests
+    domains: [{ name: DOMAIN, delivery: 'maildir', mailboxes: ['postmaster'], aliases: { postmaster: 'ops@ops.doctor-world.test', abuse: 'ops@ops.doctor-world.test' } }],
     doctor: { ...BLOCKLISTS, outboundProbe: `127.0.0.1:${probePort}` },
   });
   const relay = await startTestRelay(() => relayOverrides());

@@ -33,6 +33,7 @@ describe('ownrelay doctor: DNS records', () => {
     assert.equal(report.ok, true);
     assert.match(result(report, 'ptr').detail, /127\.0\.0\.7 -> mail\.doctor\.test -> 127\.0\.0\.7/);
     assert.match(result(report, 'spf').detail, /DNS lookups: 0 of 10/);
+    assert.match(result(report, 'role-addresses').detail, /^postmaster@doctor\.test: forwarded to ops@ops\.doctor-world\.test$/m);
     assert.match(result(report, 'certificate').detail, /mail\.doctor\.test.*valid for 8\d more days/);
     assert.match(result(report, 'open-relay').detail, /^127\.0\.0\.7:\d+: relaying refused at RCPT TO: 554/m);
     assert.match(result(report, 'open-relay').detail, /^127\.0\.0\.7:\d+ after STARTTLS: relaying refused at RCPT TO: 554/m);
