@@ -18,6 +18,7 @@ import * as pulumi from '@pulumi/pulumi';
 import ipaddr from 'ipaddr.js';
 import { z } from 'zod';
 import { ConfigError } from '../server/config/load';
+import { isForwardAddress } from '../server/delivery/local-mailboxes';
 import type { RelayConfig } from '../server/config/schema';
 import { renderRelayConfig, type RelayConfigRenderInput } from './render/relay-config';
 import { nodeHostnames, type DnsIdentityInput, type MailNode } from './render/dns-records';
@@ -77,6 +78,8 @@ const StackSchema = z
     dkimRetiredSelectors: z.array(dkimSelector).default([]),
     dmarc: z.object({ policy: z.enum(['none', 'quarantine', 'reject']).default('quarantine'), rua: mailtoUri.optional() }).strict().prefault({}),
     mtaSts: z.object({ mode: z.enum(['testing', 'enforce']).default('testing'), maxAgeSeconds: z.number().int().min(1).max(31_557_600).default(604_800) }).strict().prefault({}),
+    // where postmaster@ and abuse@ of every domain are forwarded (complaints, TLS and DMARC reports); unset: kept in Maildirs on the server
+    roleMailTo: z.string().refine(isForwardAddress, 'expected an address such as ops@acme-corp.example').optional(),
     tlsRptRua: z.union([mailtoUri, z.string().regex(/^https:\/\/[^\s,;!]+$/)], { error: 'expected a mailto: or https: URI' }).optional(),
     http01: z.boolean().default(false),
     // contact address of the ACME account (expiry notices); required with http01
@@ -94,6 +97,10 @@ const StackSchema = z
   })
   .strict()
   .superRefine((stack, ctx) => {
+    const roleDomain = stack.roleMailTo?.split('@').pop()?.toLowerCase();
+    if (roleDomain !== undefined && stack.domains.includes(roleDomain)) {
+      ctx.addIssue({ code: 'custom', path: ['roleMailTo'], message: `expected an address at a domain this server does not receive for: mail for ${roleDomain} comes back to this server` });
+    }
     stack.dkimRetiredSelectors.forEach((selector, i) => {
       if (selector === stack.dkimSelector) ctx.addIssue({ code: 'custom', path: ['dkimRetiredSelectors', i], message: `expected an earlier selector, not the current one (ownrelay:dkimSelector is ${selector})` });
       else if (stack.dkimRetiredSelectors.indexOf(selector) !== i) ctx.addIssue({ code: 'custom', path: ['dkimRetiredSelectors', i], message: `${selector} is listed twice` });
@@ -114,7 +121,7 @@ export type StackSettings = Omit<ParsedStack, 'hostname'> & {
 };
 
 /** What a stack puts into a node's relay config (renderRelayConfig's input). */
-type RelayConfigSource = Pick<ParsedStack, 'domains' | 'dkimSelector' | 'relay' | 'http01' | 'acmeEmail' | 'acmeDirectoryUrl' | 'mtaSts' | 'nodes' | 'useDefaultVpc'> & { hostname: string; mtaStsPublished: boolean };
+type RelayConfigSource = Pick<ParsedStack, 'domains' | 'dkimSelector' | 'relay' | 'http01' | 'acmeEmail' | 'acmeDirectoryUrl' | 'mtaSts' | 'nodes' | 'useDefaultVpc' | 'roleMailTo'> & { hostname: string; mtaStsPublished: boolean };
 
 /**
  * The input of a node's relay config. `deployed`: what the deploy ships (stack
@@ -138,6 +145,7 @@ export function relayConfigInput(s: RelayConfigSource, nodeHostname: string, kin
     ...base,
     relay: s.relay,
     dkimSelector: s.dkimSelector,
+    ...(s.roleMailTo === undefined ? {} : { roleMailTo: s.roleMailTo }),
     ...(publicAddresses.length > 0 ? { publicAddresses } : {}),
     ...(s.http01 && s.acmeEmail !== undefined ? { acme: { email: s.acmeEmail, ...(s.acmeDirectoryUrl === undefined ? {} : { directoryUrl: s.acmeDirectoryUrl }) } } : {}),
     ...(servesMtaStsPolicy(s, nodeHostname) ? { mtaStsPolicy: { mode: s.mtaSts.mode, maxAgeSeconds: s.mtaSts.maxAgeSeconds, mx: nodeHostnames(s.hostname, s.nodes) } } : {}),
@@ -164,7 +172,7 @@ function relayGetsAcmeCertificate(parsed: ParsedStack): boolean {
 export const STACK_KEYS: Record<keyof ParsedStack, 'string' | 'object'> = {
   domains: 'object', hostname: 'string', dns: 'object', region: 'string', instanceType: 'string', ami: 'string',
   adminSshKeys: 'object', adminCidrs: 'object', nodes: 'object', dkimSelector: 'string', dkimRetiredSelectors: 'object', dmarc: 'object',
-  mtaSts: 'object', tlsRptRua: 'string', http01: 'object', acmeEmail: 'string', acmeDirectoryUrl: 'string', spoolVolumeGiB: 'object', useDefaultVpc: 'object', relay: 'object',
+  mtaSts: 'object', roleMailTo: 'string', tlsRptRua: 'string', http01: 'object', acmeEmail: 'string', acmeDirectoryUrl: 'string', spoolVolumeGiB: 'object', useDefaultVpc: 'object', relay: 'object',
   deployPrivateKey: 'string', bundlePath: 'string',
 };
 
@@ -199,6 +207,8 @@ export function parseStackSettings(raw: Record<string, unknown>, opts: { realDep
       if (PLACEHOLDER_DOMAIN.test(domain)) problem(`domains.${i}`, `expected a real domain, not the placeholder ${domain}`);
     });
     if (PLACEHOLDER_DOMAIN.test(hostname)) problem('hostname', `expected a real host name, not the placeholder ${hostname}`);
+    const roleDomain = parsed.roleMailTo?.split('@').pop()?.toLowerCase();
+    if (roleDomain !== undefined && PLACEHOLDER_DOMAIN.test(roleDomain)) problem('roleMailTo', `expected a real address, not one at the placeholder ${roleDomain}`);
     parsed.adminSshKeys.forEach((key, i) => {
       if (key.includes('AAAAexample')) problem(`adminSshKeys.${i}`, 'expected a real SSH public key, not the example one');
     });

@@ -85,6 +85,8 @@ export interface RelayConfigRenderInput {
    * so `ownrelay doctor` on the server would not find it otherwise.
    */
   publicAddresses?: string[];
+  /** Forward postmaster@ and abuse@ of every domain here (aliases), instead of keeping them in Maildirs on the server. */
+  roleMailTo?: string;
 }
 
 export function renderRelayConfig(input: RelayConfigRenderInput): { yaml: string; config: RelayConfig } {
@@ -110,7 +112,12 @@ function baseConfig(input: RelayConfigRenderInput): Record<string, unknown> {
       { role: 'submission', address, port: 587, tls: 'starttls' },
       { role: 'submission', address, port: 465, tls: 'implicit' },
     ],
-    domains: input.domains.map((name) => ({ name, delivery: 'maildir', mailboxes: [...DEFAULT_MAILBOXES] })),
+    domains: input.domains.map((name) => ({
+      name,
+      delivery: 'maildir',
+      mailboxes: [...DEFAULT_MAILBOXES],
+      ...(input.roleMailTo === undefined ? {} : { aliases: Object.fromEntries(DEFAULT_MAILBOXES.map((role) => [role, input.roleMailTo])) }),
+    })),
     paths: { ...SERVER_PATHS },
     dns: { servers: [...HOST_RESOLVERS] },
     ...(tls === undefined ? {} : { tls }),

@@ -190,3 +190,17 @@ test('MTA-STS is published and served only when the relay gets a CA certificate 
   assert.equal(dns01.relayConfig.tls.acme?.challenge, 'dns-01');
   assert.deepEqual(dns01.relayConfig.tls.mtaStsPolicy?.mx, ['mail.acme.org']);
 });
+
+test('roleMailTo forwards postmaster@ and abuse@ of every domain there; it must be an address elsewhere, and real on a real deploy', () => {
+  const settings = parseStackSettings(valid({ domains: ['acme.org', 'shop.acme.org'], roleMailTo: 'ops@acme-corp.net' }), { realDeploy: true });
+  for (const domain of settings.relayConfig.domains) {
+    assert.deepEqual(domain.aliases, { postmaster: 'ops@acme-corp.net', abuse: 'ops@acme-corp.net' }, domain.name);
+  }
+  assert.match(settings.relayYaml, /^ {4}aliases:\n {6}postmaster: ops@acme-corp\.net\n {6}abuse: ops@acme-corp\.net$/m);
+  assert.equal(parseStackSettings(valid(), { realDeploy: true }).relayConfig.domains[0]!.aliases.postmaster, undefined, 'unset: kept on the server');
+
+  assert.deepEqual(problemsOf(valid({ roleMailTo: 'not an address' })), ['ownrelay:roleMailTo: expected an address such as ops@acme-corp.example']);
+  assert.deepEqual(problemsOf(valid({ roleMailTo: 'ops@ACME.org' })), ['ownrelay:roleMailTo: expected an address at a domain this server does not receive for: mail for acme.org comes back to this server']);
+  assert.deepEqual(problemsOf(valid({ roleMailTo: 'ops@acme-corp.example' })), ['ownrelay:roleMailTo: expected a real address, not one at the placeholder acme-corp.example']);
+  assert.equal(parseStackSettings(valid({ roleMailTo: 'ops@acme-corp.example' }), { realDeploy: false }).roleMailTo, 'ops@acme-corp.example');
+});
