@@ -121,7 +121,7 @@ export type StackSettings = Omit<ParsedStack, 'hostname'> & {
 };
 
 /** What a stack puts into a node's relay config (renderRelayConfig's input). */
-type RelayConfigSource = Pick<ParsedStack, 'domains' | 'dkimSelector' | 'relay' | 'http01' | 'acmeEmail' | 'acmeDirectoryUrl' | 'mtaSts' | 'nodes' | 'useDefaultVpc' | 'roleMailTo'> & { hostname: string; mtaStsPublished: boolean };
+type RelayConfigSource = Pick<ParsedStack, 'domains' | 'dkimSelector' | 'relay' | 'http01' | 'acmeEmail' | 'acmeDirectoryUrl' | 'mtaSts' | 'nodes' | 'useDefaultVpc' | 'roleMailTo' | 'dmarc' | 'tlsRptRua'> & { hostname: string; mtaStsPublished: boolean };
 
 /**
  * The input of a node's relay config. `deployed`: what the deploy ships (stack
@@ -136,6 +136,7 @@ export function relayConfigInput(s: RelayConfigSource, nodeHostname: string, kin
   const base: RelayConfigRenderInput = {
     hostname: nodeHostname,
     domains: s.domains,
+    reportAddresses: reportAddresses(s),
     relay: {},
     // hosts in our own VPC have an IPv6 address and AAAA records (RelayNetwork.hasIpv6): listen on it too
     listenIpv6: !s.useDefaultVpc,
@@ -150,6 +151,11 @@ export function relayConfigInput(s: RelayConfigSource, nodeHostname: string, kin
     ...(s.http01 && s.acmeEmail !== undefined ? { acme: { email: s.acmeEmail, ...(s.acmeDirectoryUrl === undefined ? {} : { directoryUrl: s.acmeDirectoryUrl }) } } : {}),
     ...(servesMtaStsPolicy(s, nodeHostname) ? { mtaStsPolicy: { mode: s.mtaSts.mode, maxAgeSeconds: s.mtaSts.maxAgeSeconds, mx: nodeHostnames(s.hostname, s.nodes) } } : {}),
   };
+}
+
+/** The addresses of the DMARC and TLS-RPT `rua=mailto:` URIs the stack publishes (without `mailto:` and a `!size` limit). */
+function reportAddresses(s: Pick<ParsedStack, 'dmarc' | 'tlsRptRua'>): string[] {
+  return [s.dmarc.rua, s.tlsRptRua].flatMap((uri) => (uri?.startsWith('mailto:') ? [uri.slice('mailto:'.length).replace(/![0-9]+[kmgt]?$/, '')] : []));
 }
 
 /**

@@ -25,6 +25,7 @@
 import { stringify } from 'yaml';
 import { parseConfig } from '../../server/config/load';
 import type { RelayConfig } from '../../server/config/schema';
+import { baseLocalPart, isPlainMailboxName } from '../../server/delivery/local-mailboxes';
 
 /** Where the relay config lives on the server. */
 export const RELAY_CONFIG_PATH = '/etc/ownrelay/ownrelay.yaml';
@@ -87,6 +88,13 @@ export interface RelayConfigRenderInput {
   publicAddresses?: string[];
   /** Forward postmaster@ and abuse@ of every domain here (aliases), instead of keeping them in Maildirs on the server. */
   roleMailTo?: string;
+  /**
+   * Addresses the domains' DNS records ask reports to be sent to (DMARC and TLS-RPT
+   * `rua=mailto:`). One at a domain of this server is accepted there as a mailbox
+   * of its own (and forwarded to roleMailTo with the role addresses), so reports are
+   * not refused as mail for an unknown user.
+   */
+  reportAddresses?: string[];
 }
 
 export function renderRelayConfig(input: RelayConfigRenderInput): { yaml: string; config: RelayConfig } {
@@ -112,18 +120,31 @@ function baseConfig(input: RelayConfigRenderInput): Record<string, unknown> {
       { role: 'submission', address, port: 587, tls: 'starttls' },
       { role: 'submission', address, port: 465, tls: 'implicit' },
     ],
-    domains: input.domains.map((name) => ({
-      name,
-      delivery: 'maildir',
-      mailboxes: [...DEFAULT_MAILBOXES],
-      ...(input.roleMailTo === undefined ? {} : { aliases: Object.fromEntries(DEFAULT_MAILBOXES.map((role) => [role, input.roleMailTo])) }),
-    })),
+    domains: input.domains.map((name) => {
+      const mailboxes = [...new Set([...DEFAULT_MAILBOXES, ...reportMailboxes(name, input.reportAddresses ?? [])])];
+      return {
+        name,
+        delivery: 'maildir',
+        mailboxes,
+        ...(input.roleMailTo === undefined ? {} : { aliases: Object.fromEntries(mailboxes.map((mailbox) => [mailbox, input.roleMailTo])) }),
+      };
+    }),
     paths: { ...SERVER_PATHS },
     dns: { servers: [...HOST_RESOLVERS] },
     ...(tls === undefined ? {} : { tls }),
     ...(selector === undefined ? {} : { dkim: { keys: input.domains.map((domain) => ({ domain, selector, privateKeyFile: dkimKeyPath(domain, selector) })) } }),
     ...(input.publicAddresses?.length ? { doctor: { publicAddresses: input.publicAddresses } } : {}),
   };
+}
+
+/** The mailboxes of `domain` that report addresses name (a "+detail" dropped, as the relay does). */
+function reportMailboxes(domain: string, addresses: readonly string[]): string[] {
+  return addresses.flatMap((address) => {
+    const at = address.lastIndexOf('@');
+    if (at < 0 || address.slice(at + 1).toLowerCase() !== domain.toLowerCase()) return [];
+    const mailbox = baseLocalPart(address.slice(0, at));
+    return isPlainMailboxName(mailbox) ? [mailbox] : [];
+  });
 }
 
 /** Where a domain's DKIM key is on the server. */

@@ -204,3 +204,18 @@ test('roleMailTo forwards postmaster@ and abuse@ of every domain there; it must 
   assert.deepEqual(problemsOf(valid({ roleMailTo: 'ops@acme-corp.example' })), ['ownrelay:roleMailTo: expected a real address, not one at the placeholder acme-corp.example']);
   assert.equal(parseStackSettings(valid({ roleMailTo: 'ops@acme-corp.example' }), { realDeploy: false }).roleMailTo, 'ops@acme-corp.example');
 });
+
+test('the DMARC and TLS-RPT report addresses published at one of the domains are mailboxes there (forwarded with roleMailTo), so reports are not refused', () => {
+  const reports = { dmarc: { rua: 'mailto:dmarc+reports@acme.org!10m' }, tlsRptRua: 'mailto:TLS@shop.acme.org' };
+  const kept = parseStackSettings(valid({ domains: ['acme.org', 'shop.acme.org'], ...reports }), { realDeploy: true }).relayConfig.domains;
+  assert.deepEqual(kept.map((d) => [d.name, d.mailboxes]), [
+    ['acme.org', ['postmaster', 'abuse', 'dmarc']],
+    ['shop.acme.org', ['postmaster', 'abuse', 'tls']],
+  ]);
+  const forwarded = parseStackSettings(valid({ domains: ['acme.org', 'shop.acme.org'], ...reports, roleMailTo: 'ops@acme-corp.net' }), { realDeploy: true }).relayConfig.domains;
+  assert.deepEqual(forwarded[0]!.aliases, { postmaster: 'ops@acme-corp.net', abuse: 'ops@acme-corp.net', dmarc: 'ops@acme-corp.net' });
+
+  // reports sent elsewhere, or over https, change nothing here
+  const elsewhere = parseStackSettings(valid({ dmarc: { rua: 'mailto:reports@dmarc-service.net' }, tlsRptRua: 'https://reports.example.net/tlsrpt' }), { realDeploy: true }).relayConfig.domains;
+  assert.deepEqual(elsewhere[0]!.mailboxes, ['postmaster', 'abuse']);
+});
