@@ -187,6 +187,24 @@ describe('ownrelay doctor: DNS records', () => {
     assert.equal(monitoring.ok, true);
   });
 
+  test('DMARC and TLS-RPT reports to an address of the domain that the relay would refuse warn, with what to accept', async () => {
+    const report = await world.doctorOn(
+      world.zoneWith((zone) => {
+        zone[`_dmarc.${DOMAIN}`] = { TXT: [`v=DMARC1; p=quarantine; rua=mailto:dmarc@${DOMAIN}!10m,mailto:reports@dmarc-service.example`] };
+        zone[`_smtp._tls.${DOMAIN}`] = { TXT: [`v=TLSRPTv1; rua=mailto:tlsrpt+x@${DOMAIN}`] };
+      }),
+    );
+    const dmarc = result(report, 'dmarc');
+    assert.equal(dmarc.status, 'warn');
+    assert.match(dmarc.detail, /^reports to dmarc@doctor\.test would be refused by this server \(no mailbox dmarc at doctor\.test\)$/m);
+    assert.doesNotMatch(dmarc.detail, /reports to reports@dmarc-service/, 'an address elsewhere is not judged');
+    assert.match(dmarc.fix ?? '', /add the mailbox to doctor\.test in domains/);
+    const tlsRpt = result(report, 'tls-rpt');
+    assert.equal(tlsRpt.status, 'warn');
+    assert.match(tlsRpt.detail, /^reports to tlsrpt\+x@doctor\.test would be refused by this server \(no mailbox tlsrpt at doctor\.test\)$/m);
+    assert.equal(report.ok, true, 'a warning does not fail the doctor');
+  });
+
   test('an address on a DNS blocklist fails; Spamhaus\'s 127.255.255.254 "public resolver" answer is "cannot tell", not a listing', async () => {
     const listed = await world.doctorOn(
       world.zoneWith((zone) => {

@@ -4,6 +4,8 @@
  * get reported to someone.
  */
 import { renderDmarc } from '../../../infra/render/dns-records';
+import type { RelayConfig } from '../../config/schema';
+import { resolveLocalMailbox } from '../../delivery/local-mailboxes';
 import { publish } from '../fixes';
 import type { Check } from '../types';
 import { parseTags } from './dkim';
@@ -13,7 +15,7 @@ const REPORT_URI = /^(mailto:[^\s,@]+@[^\s,!]+(![0-9]+[kmgt]?)?|https:\/\/[^\s,]
 export const dmarcCheck: Check = {
   id: 'dmarc',
   title: 'DMARC policy present and valid',
-  async run({ domain, dns }) {
+  async run({ domain, dns, config }) {
     const recommended = renderDmarc({ policy: 'quarantine', rua: `mailto:postmaster@${domain}` });
     const fix = publish(`publish the DMARC record of ${domain}`, [{ name: `_dmarc.${domain}`, type: 'TXT', values: [recommended] }]);
     // a subdomain without its own record inherits its parent's (RFC 7489 6.6.3)
@@ -30,9 +32,11 @@ export const dmarcCheck: Check = {
       const problem = dmarcProblem(record);
       if (problem) return { status: 'fail', detail: `${where}: ${record}\ninvalid: ${problem}`, fix };
       const policy = parseTags(record).get('p')!.toLowerCase();
+      const refused = refusedReportAddresses(parseTags(record).get('rua'), config);
       if (policy === 'none') {
-        return { status: 'warn', detail: `${where}: ${record}\np=none only monitors: forged mail from ${domain} is still delivered`, fix: `once the reports show only your own servers, publish p=quarantine:\n${fix}` };
+        return { status: 'warn', detail: [`${where}: ${record}`, `p=none only monitors: forged mail from ${domain} is still delivered`, ...refused.lines].join('\n'), fix: [`once the reports show only your own servers, publish p=quarantine:\n${fix}`, ...refused.fixes].join('\n') };
       }
+      if (refused.lines.length > 0) return { status: 'warn', detail: [`${where}: ${record}`, ...refused.lines].join('\n'), fix: refused.fixes.join('\n') };
       return { status: 'pass', detail: `${where}: ${record}` };
     }
     return { status: 'fail', detail: `no DMARC record at _dmarc.${domain}: Gmail and Yahoo require one from bulk senders, and anyone can send mail as ${domain} unchecked`, fix };
@@ -64,7 +68,7 @@ export function dmarcProblem(record: string): string | undefined {
 export const tlsRptCheck: Check = {
   id: 'tls-rpt',
   title: 'TLS-RPT reporting address published',
-  async run({ domain, dns }) {
+  async run({ domain, dns, config }) {
     const name = `_smtp._tls.${domain}`;
     const fix = publish(`publish ${name}`, [{ name, type: 'TXT', values: [`v=TLSRPTv1; rua=mailto:postmaster@${domain}`] }]);
     const txt = await dns.txt(name);
@@ -75,6 +79,30 @@ export const tlsRptCheck: Check = {
     const rua = parseTags(records[0]!).get('rua');
     const bad = rua?.split(',').map((u) => u.trim()).find((u) => !REPORT_URI.test(u));
     if (rua === undefined || bad !== undefined) return { status: 'fail', detail: `${name}: ${records[0]}\ninvalid: ${rua === undefined ? 'no rua= tag' : `"${bad}" is not a mailto: or https: URI`}`, fix };
+    const refused = refusedReportAddresses(rua, config);
+    if (refused.lines.length > 0) return { status: 'warn', detail: [`${name}: ${records[0]}`, ...refused.lines].join('\n'), fix: refused.fixes.join('\n') };
     return { status: 'pass', detail: `${name}: ${records[0]}` };
   },
 };
+
+/**
+ * The mailto: report addresses of a rua tag that are at one of this server's
+ * domains and that the relay would refuse at RCPT (an unknown mailbox): the
+ * reports would bounce back to their senders instead of arriving.
+ */
+function refusedReportAddresses(rua: string | undefined, config: RelayConfig): { lines: string[]; fixes: string[] } {
+  const lines: string[] = [];
+  const fixes: string[] = [];
+  for (const uri of rua?.split(',').map((u) => u.trim()) ?? []) {
+    if (!/^mailto:/i.test(uri)) continue;
+    const address = uri.slice('mailto:'.length).replace(/![0-9]+[kmgt]?$/i, '');
+    const at = address.lastIndexOf('@');
+    const entry = config.domains.find((d) => d.name.toLowerCase() === address.slice(at + 1).toLowerCase());
+    if (at < 0 || !entry || (entry.delivery !== 'maildir' && entry.mailboxes === undefined)) continue;
+    const resolved = resolveLocalMailbox(entry, address.slice(0, at));
+    if (!('reason' in resolved)) continue;
+    lines.push(`reports to ${address} would be refused by this server (${resolved.reason})`);
+    fixes.push(`accept them: add the mailbox to ${entry.name} in domains (mailboxes, or an alias that forwards it)`);
+  }
+  return { lines, fixes };
+}
