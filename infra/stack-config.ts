@@ -19,9 +19,10 @@ import ipaddr from 'ipaddr.js';
 import { z } from 'zod';
 import { ConfigError } from '../server/config/load';
 import { isForwardAddress } from '../server/delivery/local-mailboxes';
+import { domainOf } from '../server/queue/envelope';
 import type { RelayConfig } from '../server/config/schema';
 import { renderRelayConfig, type RelayConfigRenderInput } from './render/relay-config';
-import { nodeHostnames, type DnsIdentityInput, type MailNode } from './render/dns-records';
+import { mailtoAddress, nodeHostnames, type DnsIdentityInput, type MailNode } from './render/dns-records';
 
 export class StackConfigError extends Error {
   constructor(readonly problems: string[]) {
@@ -97,7 +98,7 @@ const StackSchema = z
   })
   .strict()
   .superRefine((stack, ctx) => {
-    const roleDomain = stack.roleMailTo?.split('@').pop()?.toLowerCase();
+    const roleDomain = stack.roleMailTo === undefined ? undefined : domainOf(stack.roleMailTo);
     if (roleDomain !== undefined && stack.domains.includes(roleDomain)) {
       ctx.addIssue({ code: 'custom', path: ['roleMailTo'], message: `expected an address at a domain this server does not receive for: mail for ${roleDomain} comes back to this server` });
     }
@@ -155,7 +156,10 @@ export function relayConfigInput(s: RelayConfigSource, nodeHostname: string, kin
 
 /** The addresses of the DMARC and TLS-RPT `rua=mailto:` URIs the stack publishes (without `mailto:` and a `!size` limit). */
 function reportAddresses(s: Pick<ParsedStack, 'dmarc' | 'tlsRptRua'>): string[] {
-  return [s.dmarc.rua, s.tlsRptRua].flatMap((uri) => (uri?.startsWith('mailto:') ? [uri.slice('mailto:'.length).replace(/![0-9]+[kmgt]?$/, '')] : []));
+  return [s.dmarc.rua, s.tlsRptRua].flatMap((uri) => {
+    const address = uri === undefined ? undefined : mailtoAddress(uri);
+    return address === undefined ? [] : [address];
+  });
 }
 
 /**
@@ -213,7 +217,7 @@ export function parseStackSettings(raw: Record<string, unknown>, opts: { realDep
       if (PLACEHOLDER_DOMAIN.test(domain)) problem(`domains.${i}`, `expected a real domain, not the placeholder ${domain}`);
     });
     if (PLACEHOLDER_DOMAIN.test(hostname)) problem('hostname', `expected a real host name, not the placeholder ${hostname}`);
-    const roleDomain = parsed.roleMailTo?.split('@').pop()?.toLowerCase();
+    const roleDomain = parsed.roleMailTo === undefined ? undefined : domainOf(parsed.roleMailTo);
     if (roleDomain !== undefined && PLACEHOLDER_DOMAIN.test(roleDomain)) problem('roleMailTo', `expected a real address, not one at the placeholder ${roleDomain}`);
     parsed.adminSshKeys.forEach((key, i) => {
       if (key.includes('AAAAexample')) problem(`adminSshKeys.${i}`, 'expected a real SSH public key, not the example one');

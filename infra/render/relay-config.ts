@@ -26,6 +26,7 @@ import { stringify } from 'yaml';
 import { parseConfig } from '../../server/config/load';
 import type { RelayConfig } from '../../server/config/schema';
 import { baseLocalPart, isPlainMailboxName } from '../../server/delivery/local-mailboxes';
+import { domainOf, localPartOf } from '../../server/queue/envelope';
 
 /** Where the relay config lives on the server. */
 export const RELAY_CONFIG_PATH = '/etc/ownrelay/ownrelay.yaml';
@@ -140,9 +141,8 @@ function baseConfig(input: RelayConfigRenderInput): Record<string, unknown> {
 /** The mailboxes of `domain` that report addresses name (a "+detail" dropped, as the relay does). */
 function reportMailboxes(domain: string, addresses: readonly string[]): string[] {
   return addresses.flatMap((address) => {
-    const at = address.lastIndexOf('@');
-    if (at < 0 || address.slice(at + 1).toLowerCase() !== domain.toLowerCase()) return [];
-    const mailbox = baseLocalPart(address.slice(0, at));
+    if (domainOf(address) !== domain.toLowerCase()) return [];
+    const mailbox = baseLocalPart(localPartOf(address));
     return isPlainMailboxName(mailbox) ? [mailbox] : [];
   });
 }

@@ -13,7 +13,8 @@ import { parseHash } from '../stages/password';
 import { AcmeSettingsSchema, MtaStsPolicySettingsSchema } from '../tls/settings-schema';
 import { DoctorSettingsSchema, dnsZone } from '../doctor/settings';
 import { tlsReportFrom } from '../delivery/tls-report';
-import { ROLE_MAILBOXES, aliasExpands, isForwardAddress, isPlainMailboxName } from '../delivery/local-mailboxes';
+import { aliasExpands, isForwardAddress, isListedMailbox, isPlainMailboxName } from '../delivery/local-mailboxes';
+import { domainOf, localPartOf } from '../queue/envelope';
 
 const hostname = z
   .string()
@@ -106,7 +107,7 @@ export const DomainSchema = z
           }
         } else if (!isPlainMailboxName(name)) {
           ctx.addIssue({ code: 'custom', path, message: `expected a mailbox of this domain (letters, digits, . _ -) or an address such as ops@example.net, not ${JSON.stringify(target)}` });
-        } else if (domain.mailboxes && !ROLE_MAILBOXES.includes(name.toLowerCase()) && !domain.mailboxes.some((m) => m.toLowerCase() === name.toLowerCase())) {
+        } else if (!isListedMailbox(domain, name)) {
           ctx.addIssue({ code: 'custom', path, message: `${name} is not in mailboxes (nor postmaster or abuse)` });
         }
       });
@@ -381,16 +382,15 @@ export const RelayConfigSchema = z
     config.domains.forEach((domain, d) => {
       for (const [from, to] of Object.entries(domain.aliases)) {
         (typeof to === 'string' ? [to] : to).forEach((target, i) => {
-          const at = target.lastIndexOf('@');
-          if (at < 0) return;
-          const targetDomain = target.slice(at + 1).trim().toLowerCase();
+          if (!target.includes('@')) return;
+          const targetDomain = domainOf(target.trim());
           const path = ['domains', d, 'aliases', from, ...(typeof to === 'string' ? [] : [i])];
           if (targetDomain === domain.name.toLowerCase()) {
-            ctx.addIssue({ code: 'custom', path, message: `name the mailbox (${target.slice(0, at).trim()}), not an address of this domain` });
+            ctx.addIssue({ code: 'custom', path, message: `name the mailbox (${localPartOf(target.trim())}), not an address of this domain` });
             return;
           }
           const local = config.domains.find((other) => other.name.toLowerCase() === targetDomain);
-          if (local && aliasExpands(local, target.slice(0, at).trim())) {
+          if (local && aliasExpands(local, localPartOf(target.trim()))) {
             ctx.addIssue({ code: 'custom', path, message: `${target.trim()} is an alias of this server that lists or forwards again: name its mailboxes or addresses here` });
           }
         });

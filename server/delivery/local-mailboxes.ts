@@ -50,6 +50,12 @@ export function assertSafePathComponent(name: string, what: string): void {
   }
 }
 
+/** Whether `name` is a mailbox `domain` accepts by itself: any plain name without a mailbox list, else a listed one or a role mailbox. */
+export function isListedMailbox(domain: DomainConfig, name: string): boolean {
+  const lower = name.toLowerCase();
+  return domain.mailboxes === undefined || ROLE_MAILBOXES.includes(lower) || domain.mailboxes.some((m) => m.toLowerCase() === lower);
+}
+
 /** Whether `address` is postmaster@ or abuse@ (with any +detail) of its domain. */
 export function isRoleMailbox(address: string): boolean {
   return ROLE_MAILBOXES.includes(baseLocalPart(localPartOf(address)));
@@ -100,8 +106,8 @@ export function resolveLocalMailbox(domain: DomainConfig, localPart: string): Ma
       // Only a config error gets here (the schema refuses it): an alias whose target is neither a mailbox nor an address.
       return { reason: `alias ${base} does not lead to a mailbox of ${domain.name}` };
     }
-    const isRole = ROLE_MAILBOXES.includes(base) || ROLE_MAILBOXES.includes(target);
-    if (domain.mailboxes !== undefined && !isRole && !domain.mailboxes.some((m) => m.toLowerCase() === target)) {
+    // an alias of postmaster or abuse may name an unlisted mailbox
+    if (!ROLE_MAILBOXES.includes(base) && !isListedMailbox(domain, target)) {
       return { reason: `no mailbox ${base} at ${domain.name}` };
     }
     assertSafePathComponent(target, 'mailbox');
@@ -110,9 +116,9 @@ export function resolveLocalMailbox(domain: DomainConfig, localPart: string): Ma
   return { mailboxes, forwards };
 }
 
-/** Whether an alias of a maildir domain names more than one target or an address elsewhere. */
-function expands(to: string | string[]): boolean {
-  return typeof to === 'string' ? to.includes('@') : to.length > 1 || to.some((target) => target.includes('@'));
+/** Whether expandAliases replaces a recipient that resolves so: more than one mailbox, or an address elsewhere. */
+function isExpansion(resolved: MailboxResolution): resolved is Exclude<MailboxResolution, { reason: string }> {
+  return !('reason' in resolved) && (resolved.mailboxes.length > 1 || resolved.forwards.length > 0);
 }
 
 /**
@@ -120,14 +126,12 @@ function expands(to: string | string[]): boolean {
  * an address elsewhere): without one, it has nothing to do and need not be called.
  */
 export function hasExpandingAliases(domains: readonly DomainConfig[]): boolean {
-  return domains.some((d) => d.delivery === 'maildir' && Object.values(d.aliases ?? {}).some(expands));
+  return domains.some((d) => Object.keys(d.aliases ?? {}).some((from) => aliasExpands(d, from)));
 }
 
 /** Whether mail for `localPart` at the maildir domain `domain` is expanded by expandAliases (a list, or a forward). */
 export function aliasExpands(domain: DomainConfig, localPart: string): boolean {
-  if (domain.delivery !== 'maildir') return false;
-  const resolved = resolveLocalMailbox(domain, localPart);
-  return !('reason' in resolved) && (resolved.mailboxes.length > 1 || resolved.forwards.length > 0);
+  return domain.delivery === 'maildir' && isExpansion(resolveLocalMailbox(domain, localPart));
 }
 
 /**
@@ -153,7 +157,7 @@ export function expandAliases(domains: readonly DomainConfig[], recipients: Reci
     const domainName = domainOf(recipient.address);
     const domain = recipient.status === 'pending' ? domains.find((d) => d.delivery === 'maildir' && d.name.toLowerCase() === domainName) : undefined;
     const resolved = domain ? resolveLocalMailbox(domain, localPartOf(recipient.address)) : undefined;
-    if (!domain || !resolved || 'reason' in resolved || (resolved.mailboxes.length < 2 && resolved.forwards.length === 0)) {
+    if (!domain || !resolved || !isExpansion(resolved)) {
       add(recipient);
       continue;
     }

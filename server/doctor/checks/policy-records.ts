@@ -3,9 +3,10 @@
  * enforcing, and TLS-RPT (RFC 8460) present, so failures of TLS to the server
  * get reported to someone.
  */
-import { renderDmarc } from '../../../infra/render/dns-records';
+import { mailtoAddress, renderDmarc } from '../../../infra/render/dns-records';
 import type { RelayConfig } from '../../config/schema';
 import { resolveLocalMailbox } from '../../delivery/local-mailboxes';
+import { domainOf, localPartOf } from '../../queue/envelope';
 import { publish } from '../fixes';
 import type { Check } from '../types';
 import { parseTags } from './dkim';
@@ -94,12 +95,11 @@ function refusedReportAddresses(rua: string | undefined, config: RelayConfig): {
   const lines: string[] = [];
   const fixes: string[] = [];
   for (const uri of rua?.split(',').map((u) => u.trim()) ?? []) {
-    if (!/^mailto:/i.test(uri)) continue;
-    const address = uri.slice('mailto:'.length).replace(/![0-9]+[kmgt]?$/i, '');
-    const at = address.lastIndexOf('@');
-    const entry = config.domains.find((d) => d.name.toLowerCase() === address.slice(at + 1).toLowerCase());
-    if (at < 0 || !entry || (entry.delivery !== 'maildir' && entry.mailboxes === undefined)) continue;
-    const resolved = resolveLocalMailbox(entry, address.slice(0, at));
+    const address = mailtoAddress(uri);
+    if (address === undefined || !address.includes('@')) continue;
+    const entry = config.domains.find((d) => d.name.toLowerCase() === domainOf(address));
+    if (!entry || (entry.delivery !== 'maildir' && entry.mailboxes === undefined)) continue;
+    const resolved = resolveLocalMailbox(entry, localPartOf(address));
     if (!('reason' in resolved)) continue;
     lines.push(`reports to ${address} would be refused by this server (${resolved.reason})`);
     fixes.push(`accept them: add the mailbox to ${entry.name} in domains (mailboxes, or an alias that forwards it)`);
