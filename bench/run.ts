@@ -16,7 +16,8 @@ import { postfixAvailable } from '../test/helpers/postfix';
 import { PROJECT_ROOT, removeDir, writeTempDir } from '../test/helpers/relay-process';
 import { benchCases, parseArgs } from './cases';
 import { measurePostfix, measureRelay } from './measure';
-import { machineInfo, markdownReport, problems, textTable, type ResultRow } from './report';
+import { measureDiskSync } from './disk-sync';
+import { diskSyncText, machineInfo, markdownReport, problems, textTable, type ResultRow } from './report';
 
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
@@ -37,9 +38,10 @@ async function main(): Promise<void> {
   });
 
   try {
-    const info = machineInfo(workDir);
+    const info = { ...machineInfo(workDir), diskSync: measureDiskSync(workDir) };
     const relayMode = args.bundle ? 'from dist/ownrelay.js' : 'from the TypeScript sources (tsx)';
-    console.log(`ownrelay vs Postfix on ${info.nproc} CPUs (${info.cpu}); ownrelay ${relayMode}; spool on ${info.spoolFilesystem}; ${args.rounds} round(s)\n`);
+    console.log(`ownrelay vs Postfix on ${info.nproc} CPUs (${info.cpu}); ownrelay ${relayMode}; spool on ${info.spoolFilesystem}; ${args.rounds} round(s)`);
+    console.log(`disk: ${diskSyncText(info.diskSync)}\n`);
     const rows: ResultRow[] = [];
     for (const benchCase of benchCases(args)) {
       const row: ResultRow = { benchCase, relay: [], postfix: [] };

@@ -66,10 +66,11 @@ describe('bench summary', () => {
     assert.match(table, /1 KiB x 50 sessions, 5000 msgs\s+1100 \(1000-1200\) \[messages lost: see problems\]\s+600 \(500-700\)\s+1\.86x\s+110\b/);
     assert.deepEqual(problems([row]), ['1 KiB x 50 sessions, ownrelay, round 2: 5 of 100 messages did not reach the sink']);
 
-    const info: MachineInfo = { date: '2026-11-29T00:00:00.000Z', nproc: 2, cpu: 'test CPU', memory: '1 GiB', node: 'v20', postfix: '3.7', spoolFilesystem: 'ext4' };
+    const info: MachineInfo = { date: '2026-11-29T00:00:00.000Z', nproc: 2, cpu: 'test CPU', memory: '1 GiB', node: 'v20', postfix: '3.7', spoolFilesystem: 'ext4', diskSync: { newFilesPerSecond: 3096.6, appendsPerSecond: 4541.2 } };
     const report = markdownReport([row], info, 'from dist/ownrelay.js', 2);
     assert.match(report, /\| 1 KiB x 50 sessions, 5000 msgs \| 1100 \(1000-1200\) \[messages lost: see problems\] \| 600 \(500-700\) \| 1\.86x \|/);
     assert.match(report, /Rounds: 2 per case and MTA/);
+    assert.match(report, /on a `ext4` file system; one at a time, a new 1 KiB file written and fsynced 3097\/s, 1 KiB appended and fdatasynced 4541\/s/);
     assert.match(report, /## Problems\n\n- 1 KiB x 50 sessions, ownrelay, round 2: 5 of 100/);
   });
 
