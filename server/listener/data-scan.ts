@@ -9,7 +9,9 @@
  * search and passes the bytes before it on itself; upstream gets the rest of the
  * chunk from the line end in front of the dot, so it still decides what the dot
  * means and where the data ends. A chunk with no such dot is passed on whole
- * except the last four bytes, kept back for the next chunk as upstream keeps them.
+ * except the last four bytes, kept back for the next chunk as upstream keeps them;
+ * they are passed on by themselves before that chunk, not joined to it (a copy of
+ * the whole chunk), unless a line-start dot lies across the boundary.
  * The bytes the message stream receives, and where the data ends, are upstream's.
  */
 import type { SMTPStream } from '../../node_modules/smtp-server/dist/cjs/smtp-stream.js';
@@ -25,7 +27,7 @@ type Feed = SMTPStream['_feedDataStream'];
 export function withFastDataScan(upstream: Feed): Feed {
   return function feedDataStream(this: SMTPStream, chunk, done) {
     const kept = this._lastBytes;
-    const joined = kept && kept.length ? Buffer.concat([kept, chunk], kept.length + chunk.length) : chunk;
+    const joined = kept && kept.length ? (passedOnAlone(this, kept, chunk) ? chunk : Buffer.concat([kept, chunk], kept.length + chunk.length)) : chunk;
     // upstream's first step is this same join; from here on it gets joined bytes with nothing kept
     this._lastBytes = false;
     // a dot first in the data may be the end of an empty message or an escape: upstream's own checks
@@ -58,4 +60,24 @@ export function withFastDataScan(upstream: Feed): Feed {
     dataStream.once('drain', resume);
     dataStream.once('close', resume);
   };
+}
+
+/**
+ * Upstream joins the four bytes it kept back to the next chunk, which copies the
+ * whole chunk. They only need the join when a line-start dot lies across the
+ * boundary (an LF at or after the second kept byte, followed by the dot within
+ * the chunk's first four bytes), or at the start of the data. Otherwise this
+ * passes the kept bytes on by themselves and the chunk is scanned alone: every
+ * line-start dot upstream's loop would look at then lies at index 4 or later of
+ * the chunk, with the two bytes upstream compares in front of it in the chunk.
+ */
+function passedOnAlone(parser: SMTPStream, kept: Buffer, chunk: Buffer): boolean {
+  if (parser._atDataStart || chunk.length < KEPT_BACK) return false;
+  const boundary = Buffer.concat([kept, chunk.subarray(0, KEPT_BACK)]);
+  if (boundary.indexOf(LF_DOT, 1) !== -1) return false;
+  parser._lastBytes = false;
+  parser._countDataBytes(kept.length);
+  // written without waiting for 'drain', as upstream writes what precedes a dot
+  if (parser._dataStream?.writable) parser._dataStream.write(kept);
+  return true;
 }

@@ -14,8 +14,11 @@ interface Outcome {
   dataBytes: number[];
 }
 
+/** Every part the message streams emitted, to tell parts that share an input chunk's memory from copies. */
+type PartLog = Buffer[];
+
 /** Feeds `chunks` (a DATA command, its data, then more commands) to a parser and records what it made of them. */
-async function parse(chunks: Buffer[], fast: boolean, counter?: { upstreamCalls: number }): Promise<Outcome> {
+async function parse(chunks: Buffer[], fast: boolean, counter?: { upstreamCalls: number }, partLog?: PartLog): Promise<Outcome> {
   const parser = new SMTPStream();
   if (fast) {
     const upstream = parser._feedDataStream;
@@ -31,7 +34,10 @@ async function parse(chunks: Buffer[], fast: boolean, counter?: { upstreamCalls:
     if (text === 'DATA') {
       const parts: Buffer[] = [];
       const data = parser.startDataMode();
-      data.on('data', (part: Buffer) => parts.push(part));
+      data.on('data', (part: Buffer) => {
+        parts.push(part);
+        partLog?.push(part);
+      });
       data.on('end', () => {
         outcome.messages.push(Buffer.concat(parts).toString('latin1'));
         outcome.dataBytes.push(data.byteLength);
@@ -95,4 +101,27 @@ test('a large message of ordinary lines is read without upstream\'s byte loop, a
   // the terminator; everything else (hundreds of chunks) is read natively
   assert.ok(chunks.length > 300, `${chunks.length} chunks`);
   assert.equal(counter.upstreamCalls, 2, `upstream read ${counter.upstreamCalls} of ${chunks.length} chunks`);
+});
+
+test('the bytes kept back at the end of a chunk are passed on without copying the next chunk to join them', async () => {
+  const line = 'The quick brown fox jumps over the lazy dog, and then some more words.\r\n';
+  const wire = Buffer.from(`DATA\r\n${line.repeat(3000)}.\r\nQUIT\r\n`, 'latin1');
+  // chunks as sockets deliver them: each on memory of its own
+  const chunks: Buffer[] = [];
+  for (let at = 0, next = random(11); at < wire.length; ) {
+    const size = 1000 + Math.floor(next() * 3000);
+    const own = Buffer.allocUnsafeSlow(Math.min(size, wire.length - at));
+    wire.copy(own, 0, at, at + own.length);
+    chunks.push(own);
+    at += own.length;
+  }
+  const parts: PartLog = [];
+  const fast = await parse(chunks, true, undefined, parts);
+  assert.deepEqual(fast, await parse(chunks, false));
+  const inputs = new Set(chunks.map((chunk) => chunk.buffer));
+  const copies = parts.filter((part) => !inputs.has(part.buffer));
+  assert.ok(chunks.length > 50, `${chunks.length} chunks`);
+  // at most two: the data that shares a chunk with the DATA command (upstream's
+  // command reader hands it over), and a terminator split between two chunks
+  assert.ok(copies.length <= 2, `${copies.length} of ${parts.length} parts were copies`);
 });
