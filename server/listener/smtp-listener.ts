@@ -18,7 +18,7 @@ import type { RecipientVerifier } from '../delivery/recipient-verifier';
 import { domainOf, isInternationalized, type QueueEnvelope } from '../queue/envelope';
 import { newQueueId } from '../queue/queue-id';
 import type { QueueEntry, Spool } from '../queue/spool';
-import type { PreloadedMessage } from '../queue/scheduler';
+import type { PreloadedMessage } from '../queue/preloaded-messages';
 import type { InboundAuthenticator } from '../inbound/authentication';
 import type { DnsblChecker } from '../inbound/dnsbl';
 import type { AuthThrottle } from '../stages/auth-throttle';

@@ -32,12 +32,14 @@ import { Readable } from 'node:stream';
 import type { RelayConfig } from '../config/schema';
 import { KeyedSemaphores } from '../delivery/limiter';
 import { routeName, type Route, type RouteGroup, type Router } from '../delivery/router';
-import { queueBounce, queueDelayWarning, queueSuccessNotice } from '../delivery/bounce';
 import type { RecipientResult } from '../delivery/types';
 import type { Logger } from '../log/logger';
 import { openWithAddedHeaders } from '../delivery/prefixed-message';
 import { outboundDsn } from '../delivery/dsn-passing';
-import { addedHeaders, pendingRecipients, wantsNotice, type QueueEnvelope, type RecipientState } from './envelope';
+import { addedHeaders, pendingRecipients, type QueueEnvelope } from './envelope';
+import { recordResults, type DeliveryObserver } from './attempt-record';
+import { queueOwedBounce, queueOwedSuccessNotice, warnIfDelayed, type NoticeDeps } from './owed-notices';
+import { PreloadedMessages, type PreloadedMessage } from './preloaded-messages';
 import { retryPlan } from './retry-schedule';
 import { SuspendedDestinations, type SuspendedDestination } from './suspended-destinations';
 import type { QueueEntry, Spool } from './spool';
@@ -46,21 +48,6 @@ import type { QueueFileInfo } from './queue-file';
 const RESCAN_INTERVAL_MS = 60_000;
 /** messages parked for busy destinations, per place in the active set: bounds the envelopes held in memory */
 const WAITING_PER_ACTIVE_SLOT = 10;
-/** bytes of just-received messages kept in memory for their first attempt */
-const PRELOAD_BUDGET_BYTES = 4 * 1024 * 1024;
-/** larger messages are read back from the spool (the page cache) instead */
-const PRELOAD_MAX_MESSAGE_BYTES = 256 * 1024;
-
-/** A message handed over by the listener right after it was queued. */
-export interface PreloadedMessage {
-  info: QueueFileInfo;
-  message: Buffer;
-}
-
-/** Sees every recipient result as it is recorded (metrics, status); must be cheap and must not throw. */
-export interface DeliveryObserver {
-  recipientResult(envelope: QueueEnvelope, result: RecipientResult): void;
-}
 
 export interface SchedulerDeps {
   spool: Spool;
@@ -77,9 +64,8 @@ export class Scheduler {
   private readonly inFlight = new Set<Promise<void>>();
   /** queue ids of the messages in delivery now (claimed, not yet finished) */
   private readonly delivering = new Set<string>();
-  /** first attempts can skip reading the file back; bounded by PRELOAD_BUDGET_BYTES */
-  private readonly preloaded = new Map<string, PreloadedMessage>();
-  private preloadedBytes = 0;
+  /** first attempts can skip reading the file back */
+  private readonly preloaded = new PreloadedMessages();
   private readonly destinations: KeyedSemaphores;
   /** messages waiting, unclaimed, for a busy destination (by route key), and what was read of them */
   private readonly parked = new Map<string, QueueEntry[]>();
@@ -109,10 +95,7 @@ export class Scheduler {
 
   /** A message was just queued: try it now (or as soon as a slot is free). */
   enqueue(entry: QueueEntry, preloaded?: PreloadedMessage): void {
-    if (preloaded && preloaded.message.length <= PRELOAD_MAX_MESSAGE_BYTES && this.preloadedBytes + preloaded.message.length <= PRELOAD_BUDGET_BYTES) {
-      this.preloaded.set(entry.id, preloaded);
-      this.preloadedBytes += preloaded.message.length;
-    }
+    if (preloaded) this.preloaded.offer(entry.id, preloaded);
     this.ready.push(entry);
     this.pump();
   }
@@ -163,7 +146,7 @@ export class Scheduler {
     }
     this.parkedInfo.delete(id);
     this.woken.delete(id);
-    this.takePreloaded(id);
+    this.preloaded.take(id);
   }
 
   /** Takes back an entry the administrator made due (deferred/ with a due time, or incoming/). */
@@ -240,10 +223,10 @@ export class Scheduler {
     // read before the claim, so a message for a busy destination can wait unclaimed
     let info: QueueFileInfo;
     try {
-      info = this.takeParkedInfo(entry.id) ?? this.preloaded.get(entry.id)?.info ?? (await spool.read(entry));
+      info = this.takeParkedInfo(entry.id) ?? this.preloaded.info(entry.id) ?? (await spool.read(entry));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return; // removed or moved meanwhile
-      this.takePreloaded(entry.id);
+      this.preloaded.take(entry.id);
       if (spool.isCorruptError(err)) return spool.quarantine(entry, err.message);
       logger.error({ event: 'spool-read-error', queueId: entry.id, err: String(err) }, 'cannot read queue file; retrying later');
       this.addDue(await spool.move(entry, 'deferred', Date.now() + this.deps.config.delivery.retry.minBackoffMs));
@@ -256,7 +239,7 @@ export class Scheduler {
     const busy = this.busyDestination(groups);
     if (busy !== undefined) return this.park(busy, entry, info);
     this.woken.delete(entry.id);
-    const preloaded = this.takePreloaded(entry.id);
+    const preloaded = this.preloaded.take(entry.id);
     let active: QueueEntry;
     try {
       // a message handed over in memory right after it was queued is delivered from
@@ -270,7 +253,7 @@ export class Scheduler {
     envelope.attempts++;
     try {
       const results = await this.deliverAll(active, info, groups, preloaded?.message);
-      this.record(envelope, results, info.size);
+      recordResults(envelope, results, info.size, this.deps.logger, this.deps.observer);
       await this.finish(active, info, envelope);
     } catch (err) {
       await this.putBack(active, err);
@@ -358,15 +341,6 @@ export class Scheduler {
     return info;
   }
 
-  private takePreloaded(id: string): PreloadedMessage | undefined {
-    const preloaded = this.preloaded.get(id);
-    if (preloaded) {
-      this.preloaded.delete(id);
-      this.preloadedBytes -= preloaded.message.length;
-    }
-    return preloaded;
-  }
-
   /** Delivers to each group of the message's pending recipients (as routed by the attempt). */
   private async deliverAll(entry: QueueEntry, info: QueueFileInfo, groups: readonly RouteGroup[], message?: Buffer): Promise<RecipientResult[]> {
     const { router, spool } = this.deps;
@@ -429,49 +403,17 @@ export class Scheduler {
     }
   }
 
+  /** What the owed notices need, read from the running config. */
+  private get notices(): NoticeDeps {
+    const { spool, config, logger } = this.deps;
+    return { spool, config, logger, enqueue: (entry) => this.enqueue(entry) };
+  }
+
   /** Lets suspended destinations be tried at once (the administrator's retry or flush). */
   resumeDestinations(): void {
     this.suspended.clear();
     this.wakeAllParked();
     this.pump();
-  }
-
-  /** Applies results to the envelope and writes the per-outcome log lines. */
-  private record(envelope: QueueEnvelope, results: RecipientResult[], size: number): void {
-    const byOutcome = new Map<string, RecipientResult[]>();
-    for (const result of results) {
-      const recipient = envelope.recipients.find((r) => r.address === result.address && r.status === 'pending');
-      if (!recipient) continue;
-      recipient.reply = result.reply;
-      recipient.remoteHost = result.remoteHost;
-      this.deps.observer?.recipientResult(envelope, result);
-      if (result.outcome === 'delivered') {
-        recipient.status = 'delivered';
-        if (result.successAction && wantsNotice(recipient, 'SUCCESS')) recipient.successAction = result.successAction;
-      }
-      if (result.outcome === 'failed') recipient.status = 'failed';
-      const key = `${result.outcome}|${result.remoteHost ?? ''}|${result.reply}`;
-      byOutcome.set(key, [...(byOutcome.get(key) ?? []), result]);
-    }
-    for (const group of byOutcome.values()) {
-      const first = group[0]!;
-      const event = first.outcome === 'delivered' ? 'delivered' : first.outcome === 'failed' ? 'failed' : 'deferred';
-      const level = event === 'delivered' ? 'info' : 'warn';
-      this.deps.logger[level](
-        {
-          event,
-          queueId: envelope.id,
-          from: envelope.from,
-          to: group.map((r) => r.address),
-          size,
-          remoteHost: first.remoteHost,
-          reply: first.reply,
-          attempts: envelope.attempts,
-          delayMs: Date.now() - envelope.receivedAt,
-        },
-        `${event} ${envelope.id} to ${group.map((r) => `<${r.address}>`).join(', ')}: ${first.reply}`,
-      );
-    }
   }
 
   private async finish(entry: QueueEntry, info: QueueFileInfo, envelope: QueueEnvelope): Promise<void> {
@@ -487,12 +429,12 @@ export class Scheduler {
       }
       pending = [];
     }
-    const noticesQueued = (await this.queueBounce(entry, info, envelope)) && (await this.queueSuccessNotice(entry, info, envelope));
+    const noticesQueued = (await queueOwedBounce(this.notices, entry, info, envelope)) && (await queueOwedSuccessNotice(this.notices, entry, info, envelope));
     if (pending.length === 0 && noticesQueued) {
       await spool.remove(entry);
       return;
     }
-    if (pending.length > 0) await this.warnIfDelayed(entry, info, envelope, pending, now);
+    if (pending.length > 0) await warnIfDelayed(this.notices, entry, info, envelope, pending, now);
     const dueAt = plan?.action === 'retry' ? plan.retryAtMs : now + config.delivery.retry.minBackoffMs;
     try {
       this.addDue(await spool.rewrite(entry, info, envelope, 'deferred', dueAt));
@@ -501,87 +443,6 @@ export class Scheduler {
       this.addDue(await spool.move(entry, 'deferred', dueAt));
     }
     logger.info({ event: 'queued-for-retry', queueId: envelope.id, pending: pending.map((r) => r.address), retryAt: new Date(dueAt).toISOString(), attempts: envelope.attempts }, `${envelope.id} will be retried at ${new Date(dueAt).toISOString()}`);
-  }
-
-  /**
-   * The bounce for failed recipients not yet reported, for those that want one
-   * (NOTIFY); false when it could not be queued (e.g. a full spool): the message
-   * then stays queued, and its next attempt queues the DSN.
-   */
-  private async queueBounce(entry: QueueEntry, info: QueueFileInfo, envelope: QueueEnvelope): Promise<boolean> {
-    const { spool, config, logger } = this.deps;
-    const unnotified = envelope.recipients.filter((r) => r.status === 'failed' && !r.notified);
-    if (unnotified.length === 0) return true;
-    const reported = unnotified.filter((r) => wantsNotice(r, 'FAILURE'));
-    try {
-      const bounce = await queueBounce({ spool, hostname: config.hostname, entry, bodyOffset: info.bodyOffset, size: info.size, envelope, failed: reported });
-      for (const r of unnotified) r.notified = true;
-      const why = envelope.from === '' || envelope.isBounce ? 'null sender or a bounce itself' : 'the sender asked for none (NOTIFY)';
-      logger.warn(
-        { event: 'bounced', queueId: envelope.id, from: envelope.from, to: unnotified.map((r) => r.address), bounceId: bounce?.id, reply: unnotified[0]?.reply },
-        bounce ? `bounced ${envelope.id}: DSN ${bounce.id} to <${envelope.from}>` : `bounced ${envelope.id}: no DSN (${why})`,
-      );
-      if (bounce) this.enqueue(bounce);
-      return true;
-    } catch (err) {
-      logger.error(
-        { event: 'bounce-error', queueId: envelope.id, from: envelope.from, to: unnotified.map((r) => r.address), err: String(err) },
-        `could not queue the DSN for ${envelope.id}; the message stays queued and the DSN is tried again at its next attempt`,
-      );
-      return false;
-    }
-  }
-
-  /**
-   * The success DSN (RFC 3461 NOTIFY=SUCCESS) for delivered recipients that asked
-   * for one and that no next server reports on; false when it could not be
-   * queued (the message stays queued, as for a bounce).
-   */
-  private async queueSuccessNotice(entry: QueueEntry, info: QueueFileInfo, envelope: QueueEnvelope): Promise<boolean> {
-    const { spool, config, logger } = this.deps;
-    const owed = envelope.recipients.filter((r) => r.status === 'delivered' && r.successAction !== undefined && !r.notified);
-    if (owed.length === 0) return true;
-    try {
-      const notice = await queueSuccessNotice({ spool, hostname: config.hostname, entry, bodyOffset: info.bodyOffset, size: info.size, envelope, delivered: owed });
-      for (const r of owed) r.notified = true;
-      if (notice) {
-        logger.info({ event: 'success-notice', queueId: envelope.id, from: envelope.from, to: owed.map((r) => r.address), noticeId: notice.id }, `success notice ${notice.id} for ${envelope.id} to <${envelope.from}>`);
-        this.enqueue(notice);
-      }
-      return true;
-    } catch (err) {
-      logger.error(
-        { event: 'success-notice-error', queueId: envelope.id, from: envelope.from, to: owed.map((r) => r.address), err: String(err) },
-        `could not queue the success notice for ${envelope.id}; the message stays queued and the notice is tried again at its next attempt`,
-      );
-      return false;
-    }
-  }
-
-  /**
-   * Once per message, when it is still undelivered `delayWarningAfterMs` after it
-   * arrived: a DSN with Action: delayed to the sender, queued before the envelope
-   * (rewritten next by the caller) records that it was sent. A crash in between
-   * can send the warning twice, never lose it; a failure to queue it is logged and
-   * tried again after the next attempt.
-   */
-  private async warnIfDelayed(entry: QueueEntry, info: QueueFileInfo, envelope: QueueEnvelope, pending: RecipientState[], now: number): Promise<void> {
-    const { spool, config, logger } = this.deps;
-    const after = config.delivery.retry.delayWarningAfterMs;
-    if (after === 0 || envelope.delayWarned || now - envelope.receivedAt < after) return;
-    try {
-      const wanted = pending.filter((r) => wantsNotice(r, 'DELAY'));
-      const warning = await queueDelayWarning({ spool, hostname: config.hostname, entry, bodyOffset: info.bodyOffset, size: info.size, envelope, pending: wanted });
-      envelope.delayWarned = true;
-      if (!warning) return;
-      logger.info(
-        { event: 'delay-warning', queueId: envelope.id, from: envelope.from, to: wanted.map((r) => r.address), warningId: warning.id, delayMs: now - envelope.receivedAt },
-        `${envelope.id} still undelivered after ${Math.round((now - envelope.receivedAt) / 60_000)} min: delay warning ${warning.id} to <${envelope.from}>`,
-      );
-      this.enqueue(warning);
-    } catch (err) {
-      logger.error({ event: 'delay-warning-error', queueId: envelope.id, err: String(err) }, `could not queue the delay warning for ${envelope.id}; trying again after the next attempt`);
-    }
   }
 }
 
