@@ -7,7 +7,7 @@
  *
  * Needs root and the Debian package postfix (for postfix, smtp-source and
  * smtp-sink). Talks only to 127.0.0.1. Prints a table and writes it with the
- * machine's description to bench/last-results.md. Every process it starts is
+ * machine's description (its disk's sync rates among it) to bench/last-results.md. Every process it starts is
  * stopped and every directory removed, also on failure or Ctrl-C.
  */
 import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
