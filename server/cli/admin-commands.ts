@@ -2,6 +2,8 @@
  * The administration commands of `ownrelay`: queue, users, config check, reload,
  * status. Global options: --config FILE (the relay's config: where the admin
  * socket and the spool are, and the file `users` edits) and --socket PATH.
+ * Without either, the installed config file is used, and without that the
+ * embedded default config (a relay started by `npm start` in this directory).
  *
  * Queue changes, reload and status talk to the running relay over its admin
  * socket. `queue list|show|summary` read the spool directly (read-only) when the
@@ -12,7 +14,7 @@ import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
-import { ConfigError, loadConfigFile } from '../config/load';
+import { ConfigError, defaultConfig, loadConfigFile } from '../config/load';
 import type { RelayConfig } from '../config/schema';
 import { adminRequest, RelayNotRunning } from '../admin/admin-client';
 import { adminSocketPath, filterOf, type RelayStatus } from '../admin/admin-api';
@@ -40,14 +42,30 @@ class Target {
   private loaded?: RelayConfig;
   constructor(private readonly options: GlobalOptions) {}
 
-  get configPath(): string {
+  /** --config, else the installed file when it exists. */
+  private get configFile(): string | undefined {
     if (this.options.config) return this.options.config;
-    if (existsSync(INSTALLED_CONFIG_PATH)) return INSTALLED_CONFIG_PATH;
-    throw new Error(`no config file: give --config FILE (${INSTALLED_CONFIG_PATH} does not exist)`);
+    return existsSync(INSTALLED_CONFIG_PATH) ? INSTALLED_CONFIG_PATH : undefined;
   }
 
+  /** The file a command edits (users): there must be one. */
+  get configPath(): string {
+    const file = this.configFile;
+    if (file === undefined) throw new Error(`no config file: give --config FILE (${INSTALLED_CONFIG_PATH} does not exist)`);
+    return file;
+  }
+
+  /**
+   * The running relay's config: from the config file, or without one the
+   * embedded default that `ownrelay run` (and `npm start`) use, whose socket and
+   * spool are under ./var/ of the current directory.
+   */
   config(): RelayConfig {
-    return (this.loaded ??= loadConfigFile(this.configPath));
+    if (!this.loaded) {
+      const file = this.configFile;
+      this.loaded = file === undefined ? defaultConfig() : loadConfigFile(file);
+    }
+    return this.loaded;
   }
 
   /**
@@ -76,8 +94,9 @@ class Target {
       return await this.request<T>(op, args);
     } catch (err) {
       if (!(err instanceof RelayNotRunning)) throw err;
-      if (!this.options.config && !existsSync(INSTALLED_CONFIG_PATH)) throw err;
       const spool = this.config().paths.spool;
+      // without a config file, only a spool the default config's relay left here
+      if (this.configFile === undefined && !existsSync(spool)) throw err;
       process.stderr.write(`note: the relay is not running; reading the spool ${spool} directly (read-only)\n`);
       return offline(new QueueView(spool));
     }

@@ -15,9 +15,10 @@ export interface CliResult {
   stderr: string;
 }
 
-export function runCli(args: string[], options: { input?: string; timeoutMs?: number } = {}): Promise<CliResult> {
+/** Runs `ownrelay ARGS`; `cwd` is its working directory (default: the project root), where relative config paths resolve. */
+export function runCli(args: string[], options: { input?: string; timeoutMs?: number; cwd?: string } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', TSX_LOADER, join(PROJECT_ROOT, 'server', 'main.ts'), ...args], { cwd: PROJECT_ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', TSX_LOADER, join(PROJECT_ROOT, 'server', 'main.ts'), ...args], { cwd: options.cwd ?? PROJECT_ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
