@@ -162,7 +162,7 @@ async function readStdin(): Promise<string> {
 }
 
 export function registerAdminCommands(program: Command): void {
-  program.option('--config <file>', `the relay's config file (default ${INSTALLED_CONFIG_PATH})`).option('--socket <path>', 'the admin socket (default: admin.socket of the config, or <paths.state>/admin.sock)');
+  program.option('--config <file>', `the relay's config file (default ${INSTALLED_CONFIG_PATH}, or where there is none the embedded default config)`).option('--socket <path>', 'the admin socket (default: admin.socket of the config, or <paths.state>/admin.sock)');
   const target = () => new Target(program.opts<GlobalOptions>());
 
   const queue = program.command('queue').description('look at and steer the mail queue');
@@ -177,7 +177,7 @@ export function registerAdminCommands(program: Command): void {
     .action(async (o: { sender?: string; domain?: string; minAge?: string; state?: string; json?: boolean }) => {
       const args = { sender: o.sender, recipientDomain: o.domain, minAgeSeconds: o.minAge !== undefined ? parseAge(o.minAge) : undefined, state: o.state };
       const items = await target().read<QueueItem[]>('queue.list', args, (view) => view.list(filterOf(args)));
-      print(o.json, items, () => formatQueueList(items));
+      print(o.json, items, () => formatQueueList(items, Object.values(args).some((value) => value !== undefined)));
     });
   queue
     .command('show')

@@ -45,8 +45,9 @@ export function parseAge(text: string): number {
   return Number(match[1]) * { '': 1, s: 1, m: 60, h: 3600, d: 86_400 }[match[2] as '' | 's' | 'm' | 'h' | 'd'];
 }
 
-export function formatQueueList(items: QueueItem[]): string {
-  if (items.length === 0) return 'Mail queue is empty (for this filter)\n';
+/** The queue as `queue list` prints it; `filtered` when the command narrowed it down (an empty answer then says so). */
+export function formatQueueList(items: QueueItem[], filtered = false): string {
+  if (items.length === 0) return filtered ? 'No queued message matches the filter\n' : 'Mail queue is empty\n';
   const rows: string[][] = [];
   for (const item of items) {
     const next = item.nextAttempt ? ` next ${item.nextAttempt.slice(11, 19)}Z` : '';

@@ -72,6 +72,9 @@ test('without --config or an installed config, status and queue find the relay o
     assert.equal(online.code, 0, online.stderr);
     assert.deepEqual((JSON.parse(online.stdout) as QueueItem[]).map((m) => m.id), [queued]);
 
+    const none = await runCli(['queue', 'list', '--domain', 'other.test'], { cwd: here });
+    assert.equal(none.stdout, 'No queued message matches the filter\n', none.stderr);
+
     await relay.stop();
     const offline = await runCli(['queue', 'list', '--json'], { cwd: here });
     assert.equal(offline.code, 0, offline.stderr);
