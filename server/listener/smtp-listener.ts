@@ -13,10 +13,8 @@ import type { SMTPServerAddress, SMTPServerAuthentication, SMTPServerAuthenticat
 import type { ListenerConfig, RelayConfig } from '../config/schema';
 import type { Logger } from '../log/logger';
 import type { RelayMetrics } from '../metrics/relay-metrics';
-import { isRoleMailbox } from '../delivery/local-mailboxes';
 import type { RecipientVerifier } from '../delivery/recipient-verifier';
-import { domainOf, isInternationalized, type QueueEnvelope } from '../queue/envelope';
-import { newQueueId } from '../queue/queue-id';
+import { isInternationalized, type QueueEnvelope } from '../queue/envelope';
 import type { QueueEntry, Spool } from '../queue/spool';
 import type { PreloadedMessage } from '../queue/preloaded-messages';
 import type { InboundAuthenticator } from '../inbound/authentication';
@@ -26,13 +24,14 @@ import type { SendingLimiter } from '../stages/sending-limit';
 import { receiveMessage, type ReceiveOptions } from '../stages/data';
 import { UNMATCHABLE_HASH, verifyPassword } from '../stages/password';
 import type { ClientContext, RelayPolicy } from '../stages/policy';
-import { protocolName, receivedHeader } from '../stages/received-header';
 import { SessionRegistry, newTransaction, type SessionState } from '../stages/session';
 import { SmtpError, asSmtpError } from '../stages/smtp-error';
 import { accept, refuse, trailItem, type Verdict } from '../stages/verdict';
 import { AdaptedSmtpServer } from './smtp-server-adapter';
 import { ClientConnections } from './client-connections';
-import { envelopeDsn, recipientDsn } from './dsn-parameters';
+import { recipientDsn } from './dsn-parameters';
+import { blocklistVerdict, nextHopVerdict } from './recipient-checks';
+import { incomingEnvelope, traceHeaderFor } from './incoming-message';
 import type { CertificateStore } from '../tls/certificate-store';
 
 export interface ListenerDeps {
@@ -249,20 +248,6 @@ export class SmtpListener {
     this.sessions.get(session.id).blocklisted = blocklists.check(session.remoteAddress);
   }
 
-  /**
-   * A client on a DNS blocklist gets 554 for every recipient but postmaster and
-   * abuse (so a listed sender can still reach a human), in Postfix's words. The
-   * refusal comes at RCPT TO, as Postfix's does, so the log names the sender and
-   * the recipient.
-   */
-  private async checkBlocklists(state: SessionState, session: SMTPServerSession, recipient: string, accepted: Verdict): Promise<Verdict> {
-    if (!state.blocklisted || isRoleMailbox(recipient)) return accepted;
-    const verdict = await state.blocklisted;
-    if (!verdict.listed) return accepted;
-    const ip = verdict.address;
-    return refuse('recipient', 554, '5.7.1', `Service unavailable; Client host [${ip}] blocked using ${verdict.zone}${verdict.text ? `; ${verdict.text}` : ''}`, `client ${ip} is listed on ${verdict.zone} (${verdict.codes.join(', ')})`);
-  }
-
   private client(session: SMTPServerSession): ClientContext {
     const user = session.user as string | undefined;
     return { remoteAddress: session.remoteAddress, user: user || undefined, role: this.listener.role };
@@ -383,8 +368,8 @@ export class SmtpListener {
     const recipient = this.normalizeRecipient(address.address);
     const client = this.client(session);
     let verdict = this.deps.policy.checkRecipient(client, recipient);
-    if (verdict.action === 'accept') verdict = await this.checkBlocklists(state, session, recipient, verdict);
-    if (verdict.action === 'accept') verdict = await this.verifyAtNextHop(client, recipient, verdict);
+    if (verdict.action === 'accept') verdict = await blocklistVerdict(state.blocklisted, recipient, verdict);
+    if (verdict.action === 'accept') verdict = await nextHopVerdict(this.deps.policy, this.deps.verifier, client, recipient, verdict);
     if (verdict.action === 'accept') {
       const { transaction } = state;
       if (!transaction.recipients.includes(recipient)) transaction.recipients.push(recipient);
@@ -392,28 +377,6 @@ export class SmtpListener {
       if (dsn) (transaction.dsn ??= new Map()).set(recipient, dsn);
     }
     this.settle(state, verdict, cb, { session, address: address.address });
-  }
-
-  /**
-   * A stranger's recipient at a forward domain with verifyRecipients must be one
-   * its next hop takes (see recipient-verifier.ts); postmaster and abuse always are.
-   * The next hop's own reply is logged, not shown to the client.
-   */
-  private async verifyAtNextHop(client: ClientContext, recipient: string, accepted: Verdict): Promise<Verdict> {
-    const { policy, verifier } = this.deps;
-    const domain = policy.localDomain(domainOf(recipient));
-    if (!verifier || !domain?.verifyRecipients || !domain.forwardTo || policy.mayRelay(client)) return accepted;
-    if (isRoleMailbox(recipient)) return accepted;
-    const hop = domain.forwardTo.host;
-    const verification = await verifier.verify(recipient, domain.forwardTo);
-    switch (verification.result) {
-      case 'deliverable':
-        return accept('recipient', `forward domain ${domain.name}, verified at ${hop}`);
-      case 'undeliverable':
-        return refuse('recipient', 550, '5.1.1', `<${recipient}>: Recipient address rejected: undeliverable address`, `${hop} refused <${recipient}>: ${verification.reply}`);
-      case 'unknown':
-        return refuse('recipient', 450, '4.1.1', `<${recipient}>: Recipient address rejected: unverified address, try again later`, `could not verify <${recipient}> at ${hop}: ${verification.reason}`);
-    }
   }
 
   private normalizeRecipient(address: string): string {
@@ -428,33 +391,8 @@ export class SmtpListener {
     const transaction = state.transaction;
     state.transaction = newTransaction();
     const now = Date.now();
-    const envelope: QueueEnvelope = {
-      version: 1,
-      id: newQueueId(now),
-      receivedAt: now,
-      from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
-      recipients: transaction.recipients.map((address) => ({ address, status: 'pending', ...transaction.dsn?.get(address) })),
-      attempts: 0,
-      client: {
-        address: session.remoteAddress,
-        helo: session.hostNameAppearsAs,
-        listener: this.name,
-        ...(session.user ? { user: String(session.user) } : {}),
-      },
-      ...envelopeDsn(session),
-    };
-    const tlsInfo = session.secure ? (session as unknown as { tlsOptions?: { name?: string; version?: string } }).tlsOptions : undefined;
-    const trace = receivedHeader({
-      helo: session.hostNameAppearsAs,
-      remoteAddress: session.remoteAddress,
-      hostname: config.hostname,
-      queueId: envelope.id,
-      protocol: protocolName(session.secure, Boolean(session.user)),
-      tlsVersion: tlsInfo?.version,
-      tlsCipher: tlsInfo?.name,
-      recipient: transaction.recipients.length === 1 ? transaction.recipients[0] : undefined,
-      date: new Date(now),
-    });
+    const envelope = incomingEnvelope(session, transaction, this.name, now);
+    const trace = traceHeaderFor(session, config.hostname, envelope, now);
     try {
       const inspect = this.inspectorFor(session, envelope);
       const { entry, size, message, bodyOffset } = await receiveMessage(spool, envelope, trace, stream, {
