@@ -43,10 +43,20 @@ export async function waitFor<T>(probe: () => Promise<T | undefined | false>, ti
   }
 }
 
-/** Waits until nothing is queued for delivery (incoming, active, deferred): every message and notice has gone. */
+/**
+ * Waits until nothing is queued for delivery (incoming, active, deferred): every
+ * message and notice has gone. Listing three directories is not one atomic look:
+ * a message that moves from deferred/ to active/ (or back) between two listings
+ * is in neither of them. So the spool must look empty three times in a row, 50
+ * ms apart: a message still being retried is all but certain to show in one.
+ */
 export async function waitForDrainedSpool(spoolDir: string, timeoutMs = 10_000): Promise<void> {
+  let emptyLooks = 0;
   await waitFor(async () => {
     const c = await spoolCounts(spoolDir);
-    return c.incoming + c.active + c.deferred === 0 || undefined;
+    emptyLooks = c.incoming + c.active + c.deferred === 0 ? emptyLooks + 1 : 0;
+    if (emptyLooks >= 3) return true;
+    await new Promise((resolve) => setTimeout(resolve, 25));
+    return undefined;
   }, timeoutMs, 'an empty spool');
 }
