@@ -42,9 +42,10 @@ import type { MtaStsPolicies } from './mta-sts-cache';
 import { applyStsPolicy, type SessionObserver } from './mta-sts-enforcement';
 import type { TlsReportStore } from './tls-report-store';
 import type { MxResolver } from './mx-resolver';
-import type { OutboundMessage, RecipientOutcome, RecipientResult } from './types';
+import type { OutboundMessage, RecipientResult } from './types';
 import { isInternationalized } from '../queue/envelope';
 import { mailParameters } from './dsn-passing';
+import { deferOverLimit, everyone, isOverRecipientLimit, perRecipient, rejectedErrors, transactionFailure, unreachable, type Failure } from './recipient-results';
 import {
   ConnectionCache,
   type Endpoint,
@@ -86,7 +87,6 @@ export interface SmtpDeliveryOptions {
 }
 
 type Route = Omit<Endpoint, 'host' | 'address'>;
-type Failure = { reason: string; remoteHost?: string };
 type AttemptOutcome = { kind: 'done'; results: RecipientResult[] } | { kind: 'next'; failure: Failure };
 type TransactionOutcome = AttemptOutcome | { kind: 'stale' };
 
@@ -327,69 +327,8 @@ export class SmtpDelivery {
   }
 }
 
-/** A refusal because the transaction already had as many recipients as the server takes (RFC 5321 4.5.3.1.10). */
-export function isOverRecipientLimit(result: RecipientResult): boolean {
-  if (result.outcome === 'delivered') return false;
-  const reply = result.reply;
-  if (!reply.startsWith('452') && !reply.startsWith('552')) return false;
-  return /^[45]52[ -]+[45]\.5\.3\b/.test(reply) || /too many recipients/i.test(reply);
-}
-
-/** An over-limit refusal that will not be sent again now: deferred, whatever its code (a 552 of this kind is not permanent). */
-function deferOverLimit(result: RecipientResult): RecipientResult {
-  return isOverRecipientLimit(result) ? { ...result, outcome: 'deferred' } : result;
-}
-
 function done(results: RecipientResult[]): AttemptOutcome {
   return { kind: 'done', results };
-}
-
-/** 2xx delivered; 5xx failed, except 503 (bad sequence: the session, not the message); anything else deferred. */
-export function outcomeOf(code: number | undefined): RecipientOutcome {
-  if (code === undefined) return 'deferred';
-  if (code >= 200 && code < 300) return 'delivered';
-  if (code >= 500 && code < 600 && code !== 503) return 'failed';
-  return 'deferred';
-}
-
-function everyone(message: OutboundMessage, outcome: RecipientOutcome, failure: Failure): RecipientResult[] {
-  return message.recipients.map((address) => withHost({ address, outcome, reply: failure.reason }, failure.remoteHost));
-}
-
-function unreachable(results: RecipientResult[]): RecipientResult[] {
-  return results.map((result) => ({ ...result, unreachable: true }));
-}
-
-function withHost(result: RecipientResult, remoteHost: string | undefined): RecipientResult {
-  return remoteHost === undefined ? result : { ...result, remoteHost };
-}
-
-/** Recipients refused at RCPT get their own reply; the others get `rest`. */
-function perRecipient(message: OutboundMessage, rejected: readonly SmtpError[], rest: Omit<RecipientResult, 'address' | 'remoteHost'>, remoteHost: string): RecipientResult[] {
-  const byAddress = new Map(rejected.filter((err) => err.recipient !== undefined).map((err) => [err.recipient as string, err]));
-  return message.recipients.map((address) => {
-    const refusal = byAddress.get(address.trim());
-    if (!refusal) return { address, ...rest, remoteHost };
-    return { address, outcome: outcomeOf(refusal.responseCode), reply: oneLine(refusal.response ?? refusal.message), remoteHost };
-  });
-}
-
-/** A transaction the server refused with a reply: MAIL FROM for everyone, otherwise per recipient. */
-function transactionFailure(message: OutboundMessage, err: SmtpError, rejected: readonly SmtpError[], remoteHost: string): RecipientResult[] {
-  const whole = { outcome: outcomeOf(err.responseCode), reply: oneLine(err.response ?? err.message) };
-  if (err.command === 'MAIL FROM') return message.recipients.map((address) => ({ address, ...whole, remoteHost }));
-  return perRecipient(message, rejected, whole, remoteHost);
-}
-
-/**
- * The RCPT refusals of the failed transaction. nodemailer puts them on the error
- * only when every recipient was refused; after a refused DATA they are on the
- * connection's envelope (an internal field, read defensively).
- */
-function rejectedErrors(session: Session, err: SmtpError): SmtpError[] {
-  if (err.rejectedErrors) return err.rejectedErrors;
-  const envelope = (session.connection as unknown as { _envelope?: { rejectedErrors?: SmtpError[] } })._envelope;
-  return Array.isArray(envelope?.rejectedErrors) ? envelope.rejectedErrors : [];
 }
 
 /** True when the envelope has an internationalized address (RFC 6531). */

@@ -8,7 +8,8 @@ import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp
 import type { NextHop } from '../../server/config/schema';
 import { AddressGuard } from '../../server/delivery/address-guard';
 import { MxResolver } from '../../server/delivery/mx-resolver';
-import { SmtpDelivery, type SmtpDeliveryOptions, isOverRecipientLimit } from '../../server/delivery/smtp-transport';
+import { SmtpDelivery, type SmtpDeliveryOptions } from '../../server/delivery/smtp-transport';
+import { isOverRecipientLimit } from '../../server/delivery/recipient-results';
 import type { OutboundMessage, RecipientResult } from '../../server/delivery/types';
 import { createLogger, silentLogger } from '../../server/log/logger';
 import { type DnsServerHandle, startDnsServer } from '../helpers/dns-server';
