@@ -5,7 +5,8 @@
  * uses; `hash-password` makes a users[].passwordHash; `tls-report` prints a day's
  * RFC 8460 TLS report for a destination domain; `doctor` checks that the server is
  * ready to send for a domain (server/doctor/). The administration commands
- * (queue, users, config check, reload, status) live in cli/admin-commands.ts.
+ * (queue, users, config check, reload, status) live in cli/admin-commands.ts, and
+ * `logs`, which reads the relay's log, in cli/logs-command.ts.
  */
 // file fsyncs run on libuv's thread pool; concurrent sessions need more than 4 threads
 process.env.UV_THREADPOOL_SIZE ??= '16';
@@ -21,6 +22,7 @@ import { previousUtcDay, tlsReportDir, tlsReportForDay } from './delivery/tls-re
 import { addDoctorCommand } from './doctor/command';
 import { checkConfigFile, registerAdminCommands, EXIT_NOT_RUNNING } from './cli/admin-commands';
 import { givenConfigPath } from './cli/config-option';
+import { registerLogsCommand } from './cli/logs-command';
 import { AdminRequestFailed, RelayNotRunning } from './admin/admin-client';
 
 const program = new Command('ownrelay').description('a dedicated, durable SMTP relay').showHelpAfterError();
@@ -110,6 +112,7 @@ program
 
 addDoctorCommand(program);
 registerAdminCommands(program);
+registerLogsCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof ConfigError) {

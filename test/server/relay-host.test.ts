@@ -398,6 +398,12 @@ test('mail: swaks submits on 587, the relay finds the MX in the rendered DNS and
   const dkim = await runCommand(verify.file, verify.args);
   assert.match(dkim.stdout, /signature ok/, `dkimverify: ${dkim.stdout}\n${dkim.stderr}`);
   assert.match(message, new RegExp(`^DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=${CUSTOMER_DOMAIN.replace('.', '\\.')};`, 'm'));
+  // the customer's view of it: the message's story from the journal, by its queue id
+  const queueId = /queued as ([0-9A-Z]+)/.exec(out)?.[1];
+  assert.ok(queueId, 'swaks saw the queue id');
+  const story = await theVm().sshOk(`sudo ownrelay logs ${queueId}`);
+  assert.match(story, new RegExp(`^\\S+Z info  accepted +accepted ${queueId} from <${SENDER.replace(/\./g, '\\.')}>`, 'm'));
+  assert.match(story, new RegExp(`^\\S+Z info  delivered +delivered ${queueId} to <[^>]+>: 250 `, 'm'));
   phase('mail flow', startedAt);
 });
 

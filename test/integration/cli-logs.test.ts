@@ -1,0 +1,106 @@
+/**
+ * `ownrelay logs` run as a child process over the log of a relay that ran as a
+ * child process: one message delivered into a local Maildir, one deferred by a
+ * destination that refuses connections. The log is the file the relay's output
+ * went to, as `npm start > relay.log` makes one; the journal path (journalctl)
+ * is run for real too, and the test on a booted server reads the journal.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import net from 'node:net';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { runCli } from '../helpers/ownrelay-cli';
+import { removeDir, startRelayProcess, writeTempDir } from '../helpers/relay-process';
+import { SmtpDialog } from '../helpers/smtp-dialog';
+import { waitFor } from '../helpers/spool-files';
+
+async function closedPort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+async function send(port: number, to: string): Promise<string> {
+  const dialog = await SmtpDialog.connect(port);
+  try {
+    await dialog.read();
+    await dialog.command('EHLO client.test');
+    await dialog.command('MAIL FROM:<app@relay.test>');
+    assert.equal((await dialog.command(`RCPT TO:<${to}>`)).code, 250);
+    assert.equal((await dialog.command('DATA')).code, 354);
+    dialog.write('Subject: story\r\n\r\nhello\r\n.\r\n');
+    return /queued as ([0-9A-Z]+)/.exec((await dialog.read()).text)![1]!;
+  } finally {
+    dialog.close();
+  }
+}
+
+test("ownrelay logs tells one message's story from the relay's log, filters by event and time, and says when nothing matched", { timeout: 120_000 }, async () => {
+  const dir = writeTempDir('ownrelay-logs');
+  const logFile = join(dir, 'relay.log');
+  const relay = await startRelayProcess(
+    stringify({
+      hostname: 'relay.test',
+      listeners: [{ role: 'mx', address: '127.0.0.1', port: 0, earlyTalkerCheck: false }],
+      domains: [{ name: 'relay.test', delivery: 'maildir' }],
+      relay: { networks: ['127.0.0.0/8'] },
+      paths: { spool: join(dir, 'spool'), mail: join(dir, 'mail'), state: join(dir, 'state') },
+      metrics: { enabled: false },
+      delivery: {
+        allowedDestinations: ['127.0.0.0/8'],
+        retry: { minBackoffMs: 3_600_000, maxBackoffMs: 3_600_000 },
+        routes: { 'stuck.test': { host: '127.0.0.1', port: await closedPort(), tls: 'none' } },
+      },
+    }),
+    { logFile },
+  );
+  try {
+    const delivered = await send(relay.ports[0]!, 'alice@relay.test');
+    const deferred = await send(relay.ports[0]!, 'bob@stuck.test');
+    const logged = () => readFileSync(logFile, 'utf8');
+    await waitFor(async () => logged().includes(`"delivered ${delivered} to`) && logged().includes(`"queued-for-retry","queueId":"${deferred}"`), 20_000, 'both outcomes in the log');
+
+    const story = await runCli(['logs', '--file', logFile, delivered]);
+    assert.equal(story.code, 0, story.stderr);
+    const lines = story.stdout.trimEnd().split('\n');
+    assert.equal(lines.length, 2, story.stdout);
+    assert.match(lines[0]!, new RegExp(`^\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\dZ info  accepted +accepted ${delivered} from <app@relay\\.test>$`));
+    assert.match(lines[1]!, new RegExp(`^\\S+Z info  delivered +delivered ${delivered} to <alice@relay\\.test>: 250 `));
+
+    const waiting = await runCli(['logs', '--file', logFile, deferred]);
+    assert.deepEqual(waiting.stdout.trimEnd().split('\n').map((line) => line.split(/\s+/)[2]), ['accepted', 'deferred', 'queued-for-retry']);
+
+    // the same lines as JSON, from standard input, only some events
+    const json = await runCli(['logs', '--file', '-', '--event', 'deferred', 'delivered', '--json'], { input: logged() });
+    const events = json.stdout.trimEnd().split('\n').map((line) => JSON.parse(line) as { event: string; queueId: string });
+    assert.deepEqual(events.map((e) => [e.event, e.queueId]).sort(), [['deferred', deferred], ['delivered', delivered]].sort());
+
+    const future = await runCli(['logs', '--file', logFile, '--since', '2999-01-01T00:00:00Z']);
+    assert.equal(future.code, 1);
+    assert.equal(future.stdout, '');
+    assert.match(future.stderr, /no log line matched/);
+    const recent = await runCli(['logs', '--file', logFile, '--since', '10m', '--event', 'accepted']);
+    assert.equal(recent.stdout.trimEnd().split('\n').length, 2);
+
+    const unknown = await runCli(['logs', '--file', logFile, '0MX0000000000000000']);
+    assert.equal(unknown.code, 1);
+    assert.match(unknown.stderr, /no log line matched for 0MX0000000000000000/);
+    const missing = await runCli(['logs', '--file', join(dir, 'nope.log')]);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /cannot read .*nope\.log: ENOENT/);
+    const follow = await runCli(['logs', '--file', logFile, '--follow']);
+    assert.equal(follow.code, 1);
+    assert.match(follow.stderr, /tail -f FILE \| ownrelay logs --file -/);
+
+    // without --file the journal is read: journalctl takes the arguments (this machine's journal has no relay lines)
+    const journal = await runCli(['logs', '--since', '1h']);
+    assert.doesNotMatch(journal.stderr, /cannot run journalctl|exited with/, journal.stderr);
+  } finally {
+    await relay.stop();
+    removeDir(dir);
+  }
+});
