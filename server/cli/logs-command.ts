@@ -42,7 +42,7 @@ export function registerLogsCommand(program: Command): void {
     .command('logs')
     .description("the relay's log lines, readable: all of them, or one message's story")
     .argument('[id]', "a queue id: only that message's lines (and the line of the message a notice came from)")
-    .option('--event <name...>', 'only these events: accepted, delivered, deferred, failed, bounced, rejected, auth, ...')
+    .option('--event <names>', 'only these events, comma-separated (repeatable): accepted, delivered, deferred, failed, bounced, rejected, auth, ...', eventList)
     .option('--since <when>', 'only lines since this age (90s, 30m, 4h, 2d) or time (2026-11-30T08:00:00Z)')
     .option('-f, --follow', 'keep printing new lines as the relay logs them (from the journal)')
     .option('--file <path>', 'read a file of the relay\'s output instead of the journal (- for standard input)')
@@ -66,6 +66,11 @@ export function registerLogsCommand(program: Command): void {
         process.exitCode = 1;
       }
     });
+}
+
+/** `--event a,b --event c` -> [a, b, c] */
+function eventList(value: string, previous: string[] = []): string[] {
+  return [...previous, ...value.split(',').map((name) => name.trim()).filter(Boolean)];
 }
 
 interface LineSource {
