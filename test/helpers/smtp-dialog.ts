@@ -97,3 +97,23 @@ export class SmtpDialog {
     this.socket.destroy();
   }
 }
+
+/** Sends one message in a session of its own (EHLO, MAIL, RCPT, DATA) and returns its queue id; fails unless each step is accepted. */
+export async function sendMessage(port: number, message: { from: string; to: string; subject: string }): Promise<string> {
+  const dialog = await SmtpDialog.connect(port);
+  try {
+    await dialog.read();
+    await dialog.command('EHLO client.test');
+    for (const [command, code] of [[`MAIL FROM:<${message.from}>`, 250], [`RCPT TO:<${message.to}>`, 250], ['DATA', 354]] as const) {
+      const reply = await dialog.command(command);
+      if (reply.code !== code) throw new Error(`${command}: ${reply.code} ${reply.text}`);
+    }
+    dialog.write(`Subject: ${message.subject}\r\n\r\nhello\r\n.\r\n`);
+    const reply = await dialog.read();
+    const id = /queued as ([0-9A-Z]+)/.exec(reply.text)?.[1];
+    if (reply.code !== 250 || id === undefined) throw new Error(`end of data: ${reply.code} ${reply.text}`);
+    return id;
+  } finally {
+    dialog.close();
+  }
+}

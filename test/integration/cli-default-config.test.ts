@@ -8,25 +8,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import net from 'node:net';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { INSTALLED_CONFIG_PATH } from '../../server/cli/admin-commands';
 import type { RelayStatus } from '../../server/admin/admin-api';
 import type { QueueItem } from '../../server/admin/queue-view';
 import { runCli } from '../helpers/ownrelay-cli';
+import { closedPort } from '../helpers/ports';
 import { removeDir, startRelayProcess, writeTempDir } from '../helpers/relay-process';
-import { SmtpDialog } from '../helpers/smtp-dialog';
+import { sendMessage } from '../helpers/smtp-dialog';
 import { spoolCounts, waitFor } from '../helpers/spool-files';
-
-/** A port on loopback with nothing listening: delivery there is refused, so mail defers. */
-async function closedPort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 test('without --config or an installed config, status and queue find the relay of the embedded default config under ./var/ here, and read its spool when it is stopped', { timeout: 120_000 }, async () => {
   assert.equal(existsSync(INSTALLED_CONFIG_PATH), false, `${INSTALLED_CONFIG_PATH} exists on this machine: the commands would use it`);
@@ -50,15 +41,7 @@ test('without --config or an installed config, status and queue find the relay o
     { cwd: here },
   );
   try {
-    const dialog = await SmtpDialog.connect(relay.ports[0]!);
-    await dialog.read();
-    await dialog.command('EHLO client.test');
-    await dialog.command('MAIL FROM:<app@localhost>');
-    await dialog.command('RCPT TO:<someone@stuck.test>');
-    assert.equal((await dialog.command('DATA')).code, 354);
-    dialog.write('Subject: waits\r\n\r\nhello\r\n.\r\n');
-    const queued = /queued as ([0-9A-Z]+)/.exec((await dialog.read()).text)![1]!;
-    dialog.close();
+    const queued = await sendMessage(relay.ports[0]!, { from: 'app@localhost', to: 'someone@stuck.test', subject: 'waits' });
     const spool = join(here, 'var', 'spool');
     await waitFor(async () => (await spoolCounts(spool)).deferred === 1, 20_000, 'the message deferred');
 

@@ -8,36 +8,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import net from 'node:net';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { runCli } from '../helpers/ownrelay-cli';
+import { closedPort } from '../helpers/ports';
 import { removeDir, startRelayProcess, writeTempDir } from '../helpers/relay-process';
-import { SmtpDialog } from '../helpers/smtp-dialog';
+import { sendMessage } from '../helpers/smtp-dialog';
 import { waitFor } from '../helpers/spool-files';
-
-async function closedPort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
-async function send(port: number, to: string): Promise<string> {
-  const dialog = await SmtpDialog.connect(port);
-  try {
-    await dialog.read();
-    await dialog.command('EHLO client.test');
-    await dialog.command('MAIL FROM:<app@relay.test>');
-    assert.equal((await dialog.command(`RCPT TO:<${to}>`)).code, 250);
-    assert.equal((await dialog.command('DATA')).code, 354);
-    dialog.write('Subject: story\r\n\r\nhello\r\n.\r\n');
-    return /queued as ([0-9A-Z]+)/.exec((await dialog.read()).text)![1]!;
-  } finally {
-    dialog.close();
-  }
-}
 
 test("ownrelay logs tells one message's story from the relay's log, filters by event and time, and says when nothing matched", { timeout: 120_000 }, async () => {
   const dir = writeTempDir('ownrelay-logs');
@@ -59,8 +36,8 @@ test("ownrelay logs tells one message's story from the relay's log, filters by e
     { logFile },
   );
   try {
-    const delivered = await send(relay.ports[0]!, 'alice@relay.test');
-    const deferred = await send(relay.ports[0]!, 'bob@stuck.test');
+    const delivered = await sendMessage(relay.ports[0]!, { from: 'app@relay.test', to: 'alice@relay.test', subject: 'story' });
+    const deferred = await sendMessage(relay.ports[0]!, { from: 'app@relay.test', to: 'bob@stuck.test', subject: 'story' });
     const logged = () => readFileSync(logFile, 'utf8');
     await waitFor(async () => logged().includes(`"delivered ${delivered} to`) && logged().includes(`"queued-for-retry","queueId":"${deferred}"`), 20_000, 'both outcomes in the log');
 

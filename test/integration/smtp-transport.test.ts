@@ -13,6 +13,7 @@ import { isOverRecipientLimit } from '../../server/delivery/recipient-results';
 import type { OutboundMessage, RecipientResult } from '../../server/delivery/types';
 import { createLogger, silentLogger } from '../../server/log/logger';
 import { type DnsServerHandle, startDnsServer } from '../helpers/dns-server';
+import { closedPort } from '../helpers/ports';
 
 interface Received {
   from: string;
@@ -173,14 +174,6 @@ function outbound(recipients: string[], options: { from?: string; body?: Buffer 
 
 function byAddress(results: RecipientResult[]): Record<string, RecipientResult> {
   return Object.fromEntries(results.map((result) => [result.address, result]));
-}
-
-async function closedPort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 describe('SmtpDelivery', () => {
