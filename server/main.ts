@@ -110,6 +110,17 @@ program
     process.stdout.write(`${JSON.stringify(z.toJSONSchema(RelayConfigSchema, { io: 'input' }), null, 2)}\n`);
   });
 
+// The administration commands print to a terminal or a pipe: a reader that stops
+// early (`ownrelay logs | head`) ends the command quietly. Not for `run`, whose
+// standard output is its log.
+program.hook('preAction', (_program, command) => {
+  if (command.name() === 'run') return;
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+    throw err;
+  });
+});
+
 addDoctorCommand(program);
 registerAdminCommands(program);
 registerLogsCommand(program);

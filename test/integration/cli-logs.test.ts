@@ -7,7 +7,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { runCli } from '../helpers/ownrelay-cli';
@@ -72,6 +72,13 @@ test("ownrelay logs tells one message's story from the relay's log, filters by e
     const follow = await runCli(['logs', '--file', logFile, '--follow']);
     assert.equal(follow.code, 1);
     assert.match(follow.stderr, /tail -f FILE \| ownrelay logs --file -/);
+
+    // a reader that stops early (`| head`) ends the command quietly
+    const many = join(dir, 'many.log');
+    writeFileSync(many, `${logged()}`.repeat(5000));
+    const head = await runCli(['logs', '--file', many], { closeStdoutAfterBytes: 1 });
+    assert.equal(head.code, 0, head.stderr);
+    assert.doesNotMatch(head.stderr, /EPIPE/);
 
     // without --file the journal is read: journalctl takes the arguments (this machine's journal has no relay lines)
     const journal = await runCli(['logs', '--since', '1h']);
