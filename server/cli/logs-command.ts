@@ -7,6 +7,7 @@
  * line matched, 1 when none did or the journal could not be read.
  */
 import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { createReadStream, openSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import type { Command } from 'commander';
@@ -58,7 +59,8 @@ export function registerLogsCommand(program: Command): void {
       let matched = 0;
       for await (const { entry, text } of matchingEntries(source.lines, filter)) {
         matched++;
-        process.stdout.write(`${o.json ? text : formatLogEntry(entry)}\n`);
+        // a slow reader (less) holds the reading back instead of the lines piling up here
+        if (!process.stdout.write(`${o.json ? text : formatLogEntry(entry)}\n`)) await once(process.stdout, 'drain');
       }
       await source.done;
       if (matched === 0) {
