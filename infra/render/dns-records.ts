@@ -121,16 +121,16 @@ export function renderSpf(ipv4s: string[], ipv6s: string[]): string {
  * fails legitimate mail whose From is a subdomain (billing.acme.org) signed or
  * bounced as acme.org, and with the default p=quarantine that mail lands in spam.
  */
-/** The address of a report URI (`mailto:dmarc@acme.org!10m` -> `dmarc@acme.org`); undefined for an https: URI. */
-export function mailtoAddress(uri: string): string | undefined {
-  return /^mailto:/i.test(uri) ? uri.slice('mailto:'.length).replace(/![0-9]+[kmgt]?$/i, '') : undefined;
-}
-
 export function renderDmarc(dmarc: { policy: DmarcPolicy; rua?: string }): string {
   const tags = ['v=DMARC1', `p=${dmarc.policy}`];
   if (dmarc.rua !== undefined) tags.push(`rua=${dmarc.rua}`);
   tags.push('adkim=r', 'aspf=r');
   return tags.join('; ');
+}
+
+/** The address of a report URI (`mailto:dmarc@acme.org!10m` -> `dmarc@acme.org`); undefined for an https: URI. */
+export function mailtoAddress(uri: string): string | undefined {
+  return /^mailto:/i.test(uri) ? uri.slice('mailto:'.length).replace(/![0-9]+[kmgt]?$/i, '') : undefined;
 }
 
 // the policy text is rendered by the relay's own renderer, so the served file and the published id agree

@@ -27,7 +27,11 @@ interface LogsOptions {
 
 /** "30m" (an age, as queue list takes it) or a time Date.parse reads, as ms since epoch. */
 export function sinceMs(value: string, now = Date.now()): number {
-  if (/^\d+\s*[smhd]?$/.test(value.trim())) return now - parseAge(value) * 1000;
+  try {
+    return now - parseAge(value) * 1000;
+  } catch {
+    // not an age: a time
+  }
   const at = Date.parse(value);
   if (!Number.isFinite(at)) throw new Error(`--since ${JSON.stringify(value)}: give an age (90s, 30m, 4h, 2d) or a time (2026-11-30T08:00:00Z)`);
   return at;

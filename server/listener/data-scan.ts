@@ -18,6 +18,7 @@ import type { SMTPStream } from '../../node_modules/smtp-server/dist/cjs/smtp-st
 
 const LF_DOT = Buffer.from('\n.');
 const DOT = 0x2e;
+const LF = 0x0a;
 /** bytes upstream keeps back so that a terminator split between chunks is still found */
 const KEPT_BACK = 4;
 
@@ -73,8 +74,9 @@ export function withFastDataScan(upstream: Feed): Feed {
  */
 function passedOnAlone(parser: SMTPStream, kept: Buffer, chunk: Buffer): boolean {
   if (parser._atDataStart || chunk.length < KEPT_BACK) return false;
-  const boundary = Buffer.concat([kept, chunk.subarray(0, KEPT_BACK)]);
-  if (boundary.indexOf(LF_DOT, 1) !== -1) return false;
+  // kept + the chunk's first four bytes, looked at in place (this runs for every chunk)
+  const at = (i: number): number => (i < kept.length ? kept[i]! : chunk[i - kept.length]!);
+  for (let i = 1; i < kept.length + KEPT_BACK - 1; i++) if (at(i) === LF && at(i + 1) === DOT) return false;
   parser._lastBytes = false;
   parser._countDataBytes(kept.length);
   // written without waiting for 'drain', as upstream writes what precedes a dot
