@@ -101,4 +101,21 @@ export class FastDataSMTPConnection extends SMTPConnection {
     if (this._socket) batchWritesPerTurn(stream, this._socket);
     return stream;
   }
+
+  /**
+   * Makes sure no byte this connection was given is written after this call:
+   * when its socket still holds unwritten bytes (a transaction that ended before
+   * the server took all its data; nodemailer's close() ends a socket gracefully,
+   * which would still send them), the socket is destroyed, which drops them, and
+   * the connection is closed. Delivery calls this as each transaction ends,
+   * because the memory a message is sent from may then be reused for another
+   * message (see queue/message-slabs.ts). True when it closed the connection.
+   */
+  dropUnsentData(): boolean {
+    const socket = this._socket;
+    if (!socket || socket.destroyed || socket.writableLength === 0) return false;
+    socket.destroy();
+    this.close();
+    return true;
+  }
 }

@@ -258,6 +258,8 @@ export class SmtpDelivery {
     const delivered = { outcome: 'delivered' as const, ...(offersDsn ? {} : { successAction: 'relayed' as const }) };
     return new Promise<TransactionOutcome>((resolve) => {
       connection.send(envelope, stream, (err, info) => {
+        // the message's memory may hold another message once this attempt ends
+        connection.dropUnsentData();
         const dataSent = stream.readableDidRead;
         if (!stream.destroyed) stream.destroy();
         if (!err) {

@@ -16,6 +16,7 @@ import type { RelayMetrics } from '../metrics/relay-metrics';
 import type { RecipientVerifier } from '../delivery/recipient-verifier';
 import { isInternationalized, type QueueEnvelope } from '../queue/envelope';
 import type { QueueEntry, Spool } from '../queue/spool';
+import type { HeldBytes } from '../queue/message-slabs';
 import type { PreloadedMessage } from '../queue/preloaded-messages';
 import type { InboundAuthenticator } from '../inbound/authentication';
 import type { DnsblChecker } from '../inbound/dnsbl';
@@ -393,9 +394,10 @@ export class SmtpListener {
     const now = Date.now();
     const envelope = incomingEnvelope(session, transaction, this.name, now);
     const trace = traceHeaderFor(session, config.hostname, envelope, now);
+    let kept: HeldBytes | undefined;
     try {
       const inspect = this.inspectorFor(session, envelope);
-      const { entry, size, message, bodyOffset } = await receiveMessage(spool, envelope, trace, stream, {
+      const received = await receiveMessage(spool, envelope, trace, stream, {
         maxMessageBytes: config.limits.maxMessageBytes,
         bareLineEndings: config.limits.bareLineEndings,
         authservId: config.hostname,
@@ -403,6 +405,9 @@ export class SmtpListener {
         // the customer's own mail (a submission port, AUTH or relay.networks) gets a Date and Message-ID it lacks, as an MSA adds them
         ...(this.listener.role === 'submission' || this.deps.policy.mayRelay(this.client(session)) ? { fillHeaders: { messageId: `<${envelope.id}@${config.hostname}>`, date: new Date(now) } } : {}),
       });
+      const { entry, size, bodyOffset } = received;
+      // the kept bytes are released here unless onQueued takes them
+      kept = received.message;
       transaction.trail.push(accept('data', transaction.hold ? 'held' : 'queued'));
       const sender = envelope.client.user !== undefined ? this.deps.policy.user(envelope.client.user) : undefined;
       if (sender) this.deps.sendingLimiter.record(sender);
@@ -423,8 +428,13 @@ export class SmtpListener {
         `accepted ${envelope.id} from <${envelope.from}>`,
       );
       this.deps.metrics?.messageReceived(this.listener.role, transaction.recipients, session.secure);
-      if (transaction.hold) await this.hold(entry, envelope, transaction.hold);
-      else this.deps.onQueued(entry, message ? { info: { envelope, bodyOffset, size }, message } : undefined);
+      if (transaction.hold) {
+        await this.hold(entry, envelope, transaction.hold);
+      } else {
+        const message = kept;
+        kept = undefined;
+        this.deps.onQueued(entry, message ? { info: { envelope, bodyOffset, size }, message } : undefined);
+      }
       cb(null, `2.0.0 Ok: queued as ${envelope.id}`);
     } catch (err) {
       const error = asSmtpError(err, 'receiving message');
@@ -434,6 +444,8 @@ export class SmtpListener {
       );
       state.errors++;
       cb(error);
+    } finally {
+      kept?.release();
     }
   }
 }

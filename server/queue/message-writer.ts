@@ -4,6 +4,7 @@
  */
 import { rename, rm } from 'node:fs/promises';
 import type { QueueEnvelope } from './envelope';
+import { ownedBytes, type HeldBytes, type SlabLease } from './message-slabs';
 import { encodeEnvelopeInPlace, encodeHeader } from './queue-file';
 import { makeEntry, type QueueEntry } from './queue-entry';
 import { RawFile } from './raw-file';
@@ -32,8 +33,14 @@ export class MessageWriter {
   private flushedBytes = 0;
   /** the queue-file header, once the file has been flushed to disk */
   private headerCopy?: Buffer;
-  /** the whole file, when it was written in one piece (see committedMessage) */
+  /** the whole file, when it was written in one piece (see takeCommittedMessage) */
   private written?: Buffer;
+  /**
+   * The message so far, while it fits: each chunk is copied here as it arrives,
+   * so the chunks die young (see message-slabs.ts). Taken by takeCommittedMessage.
+   */
+  private slab?: SlabLease;
+  private slabBytes = 0;
   /** bytes of the message so far (the envelope not counted) */
   messageBytes = 0;
   /** bytes of the queue-file header (the envelope) once it is encoded */
@@ -51,6 +58,15 @@ export class MessageWriter {
   }
 
   async writeChunk(chunk: Buffer): Promise<void> {
+    if (this.messageBytes === 0 && !this.file && this.spool.io.usable) this.slab ??= this.spool.io.slabs.acquire();
+    if (this.slab) {
+      if (this.slabBytes + chunk.length <= this.slab.bytes.length) {
+        this.slabBytes += chunk.copy(this.slab.bytes, this.slabBytes);
+        this.messageBytes += chunk.length;
+        return;
+      }
+      this.spillSlab();
+    }
     this.pending.push(chunk);
     this.pendingBytes += chunk.length;
     this.messageBytes += chunk.length;
@@ -71,6 +87,19 @@ export class MessageWriter {
     this.pending = [];
     this.pendingBytes = 0;
     return data;
+  }
+
+  /** Moves the message so far out of its slab (into pending, in memory of its own) and gives the slab back. */
+  private spillSlab(): void {
+    const slab = this.slab;
+    if (!slab) return;
+    this.slab = undefined;
+    const own = Buffer.allocUnsafeSlow(this.slabBytes);
+    slab.bytes.copy(own, 0, 0, this.slabBytes);
+    slab.release();
+    this.slabBytes = 0;
+    this.pending.push(own);
+    this.pendingBytes += own.length;
   }
 
   private async flush(): Promise<void> {
@@ -112,15 +141,27 @@ export class MessageWriter {
   /**
    * After commit: the message bytes as written, when the whole file was written in
    * one piece (messages under the flush size), so delivery need not read it back.
+   * The caller owns them and must release them (see HeldBytes); undefined (and
+   * nothing to release) when they are not in memory or were already taken.
    */
-  committedMessage(): Buffer | undefined {
-    return this.committed && this.written && this.written.length === this.flushedBytes ? this.written.subarray(this.headerBytes) : undefined;
+  takeCommittedMessage(): HeldBytes | undefined {
+    const { written, slab } = this;
+    this.written = undefined;
+    this.slab = undefined;
+    if (slab) {
+      if (this.committed) return { bytes: slab.bytes.subarray(0, this.slabBytes), release: () => slab.release() };
+      slab.release();
+      return undefined;
+    }
+    return this.committed && written && written.length === this.flushedBytes ? ownedBytes(written.subarray(this.headerBytes)) : undefined;
   }
 
   async commit(): Promise<QueueEntry> {
     if (this.finished) throw new Error('message already committed or aborted');
     // the caller's envelope gets the size too: it goes on to the first delivery attempt
     this.envelope.size = this.messageBytes;
+    if (this.slab && this.spool.io.usable) return this.commitSlab(this.slab);
+    this.spillSlab();
     if (!this.file) {
       this.prependHeader(encodeHeader(this.envelope));
     } else {
@@ -156,9 +197,27 @@ export class MessageWriter {
     return makeEntry(this.id, 'incoming');
   }
 
+  /** The whole message is in its slab: one job for the group-commit thread, which writes the header and the slab. */
+  private async commitSlab(slab: SlabLease): Promise<QueueEntry> {
+    const header = encodeHeader(this.envelope);
+    this.headerBytes = header.length;
+    this.finished = true;
+    try {
+      await this.spool.io.commitSlab(this.tmpPath, this.spool.incomingPath(this.id), this.spool.stateDir('incoming'), header, slab, this.slabBytes);
+    } catch (err) {
+      this.slab = undefined;
+      slab.release();
+      throw err;
+    }
+    this.committed = true;
+    return makeEntry(this.id, 'incoming');
+  }
+
   async abort(): Promise<void> {
     if (this.finished) return;
     this.finished = true;
+    this.slab?.release();
+    this.slab = undefined;
     await this.discard();
   }
 

@@ -146,7 +146,7 @@ export class Scheduler {
     }
     this.parkedInfo.delete(id);
     this.woken.delete(id);
-    this.preloaded.take(id);
+    this.preloaded.drop(id);
   }
 
   /** Takes back an entry the administrator made due (deferred/ with a due time, or incoming/). */
@@ -226,7 +226,7 @@ export class Scheduler {
       info = this.takeParkedInfo(entry.id) ?? this.preloaded.info(entry.id) ?? (await spool.read(entry));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return; // removed or moved meanwhile
-      this.preloaded.take(entry.id);
+      this.preloaded.drop(entry.id);
       if (spool.isCorruptError(err)) return spool.quarantine(entry, err.message);
       logger.error({ event: 'spool-read-error', queueId: entry.id, err: String(err) }, 'cannot read queue file; retrying later');
       this.addDue(await spool.move(entry, 'deferred', Date.now() + this.deps.config.delivery.retry.minBackoffMs));
@@ -252,7 +252,8 @@ export class Scheduler {
     const envelope = info.envelope;
     envelope.attempts++;
     try {
-      const results = await this.deliverAll(active, info, groups, preloaded?.message);
+      // the bytes may be reused from here on (see deliverAll)
+      const results = await this.deliverAll(active, info, groups, preloaded?.message.bytes).finally(() => preloaded?.message.release());
       recordResults(envelope, results, info.size, this.deps.logger, this.deps.observer);
       await this.finish(active, info, envelope);
     } catch (err) {
@@ -341,7 +342,13 @@ export class Scheduler {
     return info;
   }
 
-  /** Delivers to each group of the message's pending recipients (as routed by the attempt). */
+  /**
+   * Delivers to each group of the message's pending recipients (as routed by the
+   * attempt). `message`, the bytes kept from its receipt, may hold another message
+   * once this resolves: every transport is done with what it read by the time its
+   * delivery resolves (the SMTP transport drops a socket that still holds unsent
+   * bytes; Maildir delivery has finished its writes).
+   */
   private async deliverAll(entry: QueueEntry, info: QueueFileInfo, groups: readonly RouteGroup[], message?: Buffer): Promise<RecipientResult[]> {
     const { router, spool } = this.deps;
     const envelope = info.envelope;

@@ -11,8 +11,16 @@
  * the directory); it rejects, with the temporary file removed, if any step fails.
  * The event loop of the relay posts one message per turn of its loop (every job
  * of that turn) and receives one per round.
+ *
+ * A file's bytes reach the thread either in a slab of `slabs` (shared memory the
+ * thread was shown once: nothing moves) or in a buffer of their own, which moves
+ * to the thread and back without a copy.
  */
 import { Worker } from 'node:worker_threads';
+import { MessageSlabs, type SlabLease } from './message-slabs';
+
+/** how often slabs that a busy time made and a quieter one does not use are freed */
+const SLAB_TRIM_INTERVAL_MS = 60_000;
 
 interface Job {
   resolve: (data?: Uint8Array) => void;
@@ -36,6 +44,9 @@ const fsyncDir = (dir) => new Promise((resolve, reject) => fs.open(dir, 'r', (er
 }));
 let queue = [];
 let running = false;
+// the relay's slabs, by number: shared memory that jobs name instead of carrying bytes
+const slabs = [];
+const partsOf = (job) => (job.slab === undefined ? [job.data] : [job.header, new Uint8Array(slabs[job.slab], 0, job.length)]);
 const failure = (seq, err) => ({ seq, error: String((err && err.message) || err), code: err && typeof err.code === 'string' ? err.code : undefined });
 
 // One round: every job that arrived since the last one. Files are created and
@@ -57,8 +68,10 @@ async function round() {
     let fd;
     try {
       fd = fs.openSync(job.tmpPath, 'wx', 0o600);
-      let offset = 0;
-      while (offset < job.data.length) offset += fs.writeSync(fd, job.data, offset, job.data.length - offset);
+      for (const data of partsOf(job)) {
+        let offset = 0;
+        while (offset < data.length) offset += fs.writeSync(fd, data, offset, data.length - offset);
+      }
       open.push({ job, fd });
     } catch (err) {
       if (fd !== undefined) try { fs.closeSync(fd); } catch {}
@@ -89,9 +102,9 @@ async function round() {
       try { fs.rmSync(job.tmpPath, { force: true }); } catch {}
       replies.push(failure(job.seq, err));
     } else {
-      replies.push({ seq: job.seq, data: job.data });
+      replies.push(job.slab === undefined ? { seq: job.seq, data: job.data } : { seq: job.seq });
     }
-    transfer.push(job.data.buffer);
+    if (job.slab === undefined) transfer.push(job.data.buffer);
   }
   parentPort.postMessage(replies, transfer);
 }
@@ -103,7 +116,10 @@ async function run() {
 
 // each message is the array of jobs posted in one turn of the relay's event loop
 parentPort.on('message', (jobs) => {
-  for (const job of jobs) queue.push(job);
+  for (const job of jobs) {
+    if (job.op === 'slab') slabs[job.slab] = job.memory; // undefined: trimmed away
+    else queue.push(job);
+  }
   if (!running) {
     running = true;
     // after the messages already waiting, so the first round takes them all
@@ -119,6 +135,15 @@ export class SpoolIoThread {
   private failure?: Error;
   /** Jobs of this turn of the event loop, posted together (a postMessage costs the same for one job or fifty). */
   private outbox: { jobs: Array<Record<string, unknown> & { seq: number }>; transfer: ArrayBuffer[] } = { jobs: [], transfer: [] };
+  /** Memory for files that commitSlab writes; each new slab is shown to the thread before its first job. */
+  readonly slabs = new MessageSlabs((slab, memory) => {
+    try {
+      this.worker.postMessage([{ op: 'slab', slab, memory }]);
+    } catch {
+      // a dead thread: commitSlab fails with its error
+    }
+  });
+  private readonly slabTrimmer = setInterval(() => this.slabs.trim(), SLAB_TRIM_INTERVAL_MS).unref();
 
   constructor() {
     this.worker = new Worker(THREAD_SOURCE, {
@@ -159,11 +184,23 @@ export class SpoolIoThread {
     return back ? Buffer.from(back.buffer, back.byteOffset, back.byteLength) : owned;
   }
 
+  /**
+   * Like commit, for a file made of `header` and the first `length` bytes of a
+   * slab of `slabs`: the thread writes the slab's bytes from the shared memory,
+   * and the lease stays the caller's (also when this fails).
+   */
+  async commitSlab(tmpPath: string, finalPath: string, dir: string, header: Buffer, lease: SlabLease, length: number): Promise<void> {
+    // a copy of its own, so the message carries these bytes and not the memory they share
+    const ownHeader = Uint8Array.prototype.slice.call(header);
+    await this.post({ op: 'commit', tmpPath, finalPath, dir, header: ownHeader, slab: lease.slab, length });
+  }
+
   async unlink(path: string): Promise<void> {
     await this.post({ op: 'unlink', path });
   }
 
   async close(): Promise<void> {
+    clearInterval(this.slabTrimmer);
     if (this.failure) return;
     this.failure = new Error('spool I/O thread closed');
     await this.worker.terminate();

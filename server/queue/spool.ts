@@ -80,7 +80,10 @@ export class Spool {
     const writer = await this.beginMessage(envelope);
     try {
       await writer.writeChunk(message);
-      return await writer.commit();
+      const entry = await writer.commit();
+      // its first attempt reads the file: the memory it was written from goes back
+      writer.takeCommittedMessage()?.release();
+      return entry;
     } catch (err) {
       await writer.abort();
       throw err;

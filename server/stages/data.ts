@@ -20,6 +20,7 @@ import { ForeignAuthResultsFilter } from '../inbound/header-filter';
 import type { QueueEnvelope } from '../queue/envelope';
 import type { QueueEntry, Spool, MessageWriter } from '../queue/spool';
 import { countHops, MAX_HOPS } from './hop-count';
+import type { HeldBytes } from '../queue/message-slabs';
 import { MessageGuard } from './message-guard';
 import { headerTextOf } from './message-header';
 import { missingHeaderFields, type HeaderFill } from './missing-headers';
@@ -44,8 +45,8 @@ const FILL_RESERVE_BYTES = 512;
 export interface Received {
   entry: QueueEntry;
   size: number;
-  /** the queued message bytes, when small enough to keep (saves reading them back) */
-  message?: Buffer;
+  /** the queued message bytes, when small enough to keep (saves reading them back); the caller releases them */
+  message?: HeldBytes;
   /** where the message starts in the queue file */
   bodyOffset: number;
 }
@@ -127,7 +128,7 @@ export async function receiveMessage(
   try {
     const entry = await writer.commit();
     // the size is that of the message as queued, trace header included
-    return { entry, size: writer.messageBytes, message: writer.committedMessage(), bodyOffset: writer.headerBytes };
+    return { entry, size: writer.messageBytes, message: writer.takeCommittedMessage(), bodyOffset: writer.headerBytes };
   } catch (err) {
     throw asSmtpError(err, 'spool commit failed');
   }

@@ -451,6 +451,7 @@ test('mail for a destination whose slots are all taken waits outside the active 
       const counts = await spoolCounts(join(relay.dir, 'spool'));
       return counts.incoming + counts.active + counts.deferred === 0 && counts.hold === 1;
     }, 5000, 'only the held message left');
+    assert.equal(relay.relay.spool.io.slabs.counts.lent, 0, 'the memory of every message is back, the held one included');
   } finally {
     await relay.stop();
     await fast.close();
@@ -480,6 +481,7 @@ test('at most ten messages per place in the active set wait for a busy destinati
     await new Promise((resolve) => setTimeout(resolve, 300));
     assert.equal(new Set(slow.state.delivered).size, 25, 'each once');
     assert.equal(slow.state.delivered.length, 25);
+    assert.equal(relay.relay.spool.io.slabs.counts.lent, 0, 'the memory of every message is back once its attempt ended');
   } finally {
     await relay.stop();
     await slow.close();

@@ -638,4 +638,55 @@ describe('SmtpDelivery', () => {
     assert.ok(lines.some((line) => line.includes('SMTP session ready')), 'sessions are logged at debug level');
     assert.ok(!lines.some((line) => line.includes('pa55-in-the-log?')));
   });
+
+  it('drops what a server that stopped reading mid-DATA has not taken, instead of sending it after the attempt ended', async () => {
+    // A server that answers up to 354 and then reads nothing: the kernel's buffers
+    // fill and the rest of the message waits in the client's socket. Once the
+    // attempt has ended, the memory the message was sent from may hold another
+    // message, so none of what waited may be sent later.
+    let afterDataBytes = 0;
+    let resumeReading: () => void = () => undefined;
+    const closed = new Promise<void>((resolveClosed) => {
+      const server = net.createServer((socket) => {
+        let inData = false;
+        socket.on('data', (chunk: Buffer) => {
+          if (inData) {
+            afterDataBytes += chunk.length;
+            return;
+          }
+          for (const line of chunk.toString('latin1').split('\r\n').filter(Boolean)) {
+            const verb = line.slice(0, 4).toUpperCase();
+            if (verb === 'EHLO') socket.write('250-stall.test\r\n250 8BITMIME\r\n');
+            else if (verb === 'DATA') {
+              inData = true;
+              socket.write('354 go on\r\n');
+              socket.pause();
+              resumeReading = () => socket.resume();
+            } else socket.write('250 ok\r\n');
+          }
+        });
+        socket.on('error', () => undefined);
+        socket.on('close', () => resolveClosed());
+        socket.write('220 stall.test ESMTP\r\n');
+      });
+      server.listen(0, '127.0.0.1', () => {
+        const port = (server.address() as net.AddressInfo).port;
+        cleanups.push(() => new Promise((done) => server.close(() => done())));
+        void start(port);
+      });
+    });
+    // far more than loopback's socket buffers hold
+    const body = Buffer.alloc(48 * 1024 * 1024, `${'x'.repeat(78)}\r\n`);
+    let results: RecipientResult[] = [];
+    async function start(port: number): Promise<void> {
+      const delivery = makeDelivery({ commandTimeoutMs: 500 });
+      results = await delivery.deliverViaNextHop(nextHop(port, { tls: 'none' }), outbound(['someone@elsewhere.test'], { body }));
+      resumeReading();
+    }
+    await closed;
+    assert.equal(results[0]?.outcome, 'deferred');
+    assert.ok(afterDataBytes > 0, 'part of the message reached the server');
+    assert.ok(afterDataBytes < body.length, `the server got ${afterDataBytes} of ${body.length} bytes: what waited in the socket was sent after the attempt ended`);
+  });
 });
+
