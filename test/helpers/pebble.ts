@@ -9,8 +9,8 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import https from 'node:https';
-import net from 'node:net';
 import { join } from 'node:path';
+import { freePort } from './ports';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
@@ -28,17 +28,6 @@ export interface PebbleHandle {
 }
 
 /** A free TCP port on 127.0.0.1 (for a peer whose port must be known before it starts). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 export async function startPebble(options: { dir: string; httpPort: number; dnsServer: string; certificateValiditySeconds?: number }): Promise<PebbleHandle> {
   const { dir } = options;
   const file = (name: string) => join(dir, name);

@@ -18,9 +18,10 @@
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePort } from './ports';
 
 const COMMAND_TIMEOUT_MS = 60_000;
 
@@ -55,17 +56,6 @@ export function runCommand(file: string, args: string[], opts: { timeoutMs?: num
 }
 
 /** A TCP port on 127.0.0.1 that was free a moment ago (for programs that cannot report the port they got). */
-export function freePort(): Promise<number> {
-  return new Promise((resolvePort, rejectPort) => {
-    const server = createServer();
-    server.once('error', rejectPort);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => (address && typeof address === 'object' ? resolvePort(address.port) : rejectPort(new Error('no port'))));
-    });
-  });
-}
-
 /** Polls `probe` every `intervalMs` until it returns true; rejects with `describe()` after `timeoutMs`. */
 export async function waitUntil(probe: () => boolean | Promise<boolean>, timeoutMs: number, describe: () => string, intervalMs = 100): Promise<void> {
   const deadline = Date.now() + timeoutMs;

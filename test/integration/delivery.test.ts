@@ -17,7 +17,7 @@ import { startDestination, type DestinationServer } from '../helpers/destination
 import { startGatedDestination } from '../helpers/gated-destination';
 import { runCli, runCliJson } from '../helpers/ownrelay-cli';
 import type { RelayStatus } from '../../server/admin/admin-api';
-import { filesIn, spoolCounts, waitFor } from '../helpers/spool-files';
+import { filesIn, spoolCounts, waitFor, waitForDrainedSpool } from '../helpers/spool-files';
 import { startTestRelay, type TestRelay } from '../helpers/test-relay';
 
 let dns: DnsServerHandle;
@@ -97,7 +97,7 @@ test('a message submitted with AUTH over STARTTLS is delivered to the MX found i
     assert.match(text, /Message-ID: <m1@relay\.test>/);
     assert.match(text, /\r\n\.line with a leading dot\r\n/);
     await relay.waitForLog((l) => l.event === 'delivered');
-    await waitFor(async () => { const c = await spoolCounts(join(relay.dir, 'spool')); return c.active + c.incoming === 0; });
+    await waitForDrainedSpool(join(relay.dir, 'spool'));
     assert.deepEqual(await spoolCounts(join(relay.dir, 'spool')), { tmp: 0, incoming: 0, active: 0, deferred: 0, hold: 0, corrupt: 0 });
   } finally {
     await relay.stop();
@@ -171,7 +171,7 @@ test('4xx for one recipient defers only that one; the retry delivers it alone, o
     const deferred = relay.logs.find((l) => l.event === 'deferred');
     assert.deepEqual(deferred?.to, ['later@dest.test']);
     assert.match(String(deferred?.reply), /^450 /);
-    await waitFor(async () => { const c = await spoolCounts(join(relay.dir, 'spool')); return c.active + c.incoming === 0; });
+    await waitForDrainedSpool(join(relay.dir, 'spool'));
     assert.equal(destination.messages.length, 2);
     assert.deepEqual(await spoolCounts(join(relay.dir, 'spool')), { tmp: 0, incoming: 0, active: 0, deferred: 0, hold: 0, corrupt: 0 });
   } finally {
@@ -218,7 +218,7 @@ test('a null MX domain fails at once with a DSN; mail from the null sender is ne
     await plain.sendMail({ envelope: { from: '', to: 'y@nullmx.test' }, raw: 'Subject: bounce of a bounce\r\n\r\nx\r\n' });
     const bounced = await relay.waitForLog((l) => l.event === 'bounced' && (l.to as string[])[0] === 'y@nullmx.test');
     assert.equal(bounced.bounceId, undefined);
-    await waitFor(async () => { const c = await spoolCounts(join(relay.dir, 'spool')); return c.active + c.incoming === 0; });
+    await waitForDrainedSpool(join(relay.dir, 'spool'));
     assert.equal((await mailboxFiles(relay, 'alice')).length, 1, 'only the first message bounced');
   } finally {
     await relay.stop();

@@ -9,10 +9,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
-import net from 'node:net';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { runCli } from '../helpers/ownrelay-cli';
+import { freePort } from '../helpers/ports';
 import { removeDir, startRelayProcess, writeTempDir, type RelayProcess } from '../helpers/relay-process';
 import { SmtpDialog } from '../helpers/smtp-dialog';
 import { filesIn, waitFor } from '../helpers/spool-files';
@@ -29,16 +29,6 @@ function configFor(dir: string, submissionPort: number, extra: Record<string, un
     metrics: { enabled: false },
     ...extra,
   };
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = net.createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /** One whole SMTP session delivering one message; throws on anything but the expected replies. */

@@ -22,7 +22,7 @@ import { startGatedDestination } from '../helpers/gated-destination';
 import { runCli } from '../helpers/ownrelay-cli';
 import { removeDir, startRelayProcess, viewOf, writeTempDir, type RelayProcess } from '../helpers/relay-process';
 import { SmtpDialog } from '../helpers/smtp-dialog';
-import { spoolCounts, waitFor } from '../helpers/spool-files';
+import { spoolCounts, waitFor, waitForDrainedSpool } from '../helpers/spool-files';
 
 const MiB = 1024 * 1024;
 
@@ -250,10 +250,7 @@ test('a DSN that cannot be queued on a full disk keeps its message queued, and i
     assert.match(dsn, /Final-Recipient: rfc822; ?nobody@remote\.test/i);
     assert.match(dsn, /550 5\.1\.1 no such user here/);
     assert.equal(bounced.bounceId !== undefined, true);
-    await waitFor(async () => {
-      const counts = await spoolCounts(join(small.disk, 'spool'));
-      return counts.incoming + counts.active + counts.deferred === 0;
-    }, 10_000, 'an empty queue');
+    await waitForDrainedSpool(join(small.disk, 'spool'));
     // the recipient was tried again while the disk was full, never dropped
     assert.ok(destination.state.rcptCount >= 2, `the destination saw ${destination.state.rcptCount} RCPT`);
   } finally {
@@ -276,10 +273,7 @@ test('a Maildir delivery onto a full disk is deferred with 452 4.3.1 and deliver
     small.unfill();
     await waitFor(async () => small.mailbox('alice').length === 1, 10_000, 'the message in the Maildir');
     assert.ok(readFileSync(small.mailbox('alice')[0]!, 'latin1').includes('Subject: no room in the mailbox'));
-    await waitFor(async () => {
-      const counts = await spoolCounts(join(small.disk, 'spool'));
-      return counts.incoming + counts.active + counts.deferred === 0;
-    }, 10_000, 'an empty queue');
+    await waitForDrainedSpool(join(small.disk, 'spool'));
   } finally {
     await small.stop();
   }

@@ -17,7 +17,8 @@ import { join } from 'node:path';
 import { acmeFiles } from '../../server/tls/acme';
 import { startDnsServer, type DnsServerHandle, type Zone } from '../helpers/dns-server';
 import { startRoute53Api } from '../helpers/route53-api';
-import { freePort, startPebble, type PebbleHandle } from '../helpers/pebble';
+import { startPebble, type PebbleHandle } from '../helpers/pebble';
+import { freePort } from '../helpers/ports';
 import { startTestRelay, type TestRelay } from '../helpers/test-relay';
 import { SmtpTlsSession } from '../helpers/tls-probe';
 

@@ -14,8 +14,9 @@ import assert from 'node:assert/strict';
 import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { freePort, postfixAvailable, runSmtpSource, startPostfix, waitUntil, type PostfixInstance, type PostfixOptions } from '../helpers/postfix';
+import { postfixAvailable, runSmtpSource, startPostfix, waitUntil, type PostfixInstance, type PostfixOptions } from '../helpers/postfix';
 import { removeDir, startRelayProcess, writeTempDir, type LogLine, type RelayProcess } from '../helpers/relay-process';
+import { freePort } from '../helpers/ports';
 import { SmtpDialog } from '../helpers/smtp-dialog';
 
 const MESSAGES = 20;
