@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { stringify } from 'yaml';
+import { adminTestRelayConfig } from '../helpers/admin-relay-config';
 import { runCli } from '../helpers/ownrelay-cli';
 import { closedPort } from '../helpers/ports';
 import { removeDir, startRelayProcess, writeTempDir } from '../helpers/relay-process';
@@ -20,19 +20,7 @@ test("ownrelay logs tells one message's story from the relay's log, filters by e
   const dir = writeTempDir('ownrelay-logs');
   const logFile = join(dir, 'relay.log');
   const relay = await startRelayProcess(
-    stringify({
-      hostname: 'relay.test',
-      listeners: [{ role: 'mx', address: '127.0.0.1', port: 0, earlyTalkerCheck: false }],
-      domains: [{ name: 'relay.test', delivery: 'maildir' }],
-      relay: { networks: ['127.0.0.0/8'] },
-      paths: { spool: join(dir, 'spool'), mail: join(dir, 'mail'), state: join(dir, 'state') },
-      metrics: { enabled: false },
-      delivery: {
-        allowedDestinations: ['127.0.0.0/8'],
-        retry: { minBackoffMs: 3_600_000, maxBackoffMs: 3_600_000 },
-        routes: { 'stuck.test': { host: '127.0.0.1', port: await closedPort(), tls: 'none' } },
-      },
-    }),
+    adminTestRelayConfig(dir, { 'stuck.test': await closedPort() }),
     { logFile },
   );
   try {

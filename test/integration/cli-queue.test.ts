@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { copyFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
-import { stringify } from 'yaml';
+import { adminTestRelayConfig } from '../helpers/admin-relay-config';
 import { startDestination } from '../helpers/destination-server';
 import { runCli, runCliJson } from '../helpers/ownrelay-cli';
 import { removeDir, startRelayProcess, writeTempDir, type RelayProcess } from '../helpers/relay-process';
@@ -21,24 +21,7 @@ import type { RelayStatus } from '../../server/admin/admin-api';
 import { freeBytes } from '../../server/queue/spool-space';
 
 function relayConfig(dir: string, destinationPort: number, hangPort: number): string {
-  return stringify({
-    hostname: 'relay.test',
-    listeners: [{ role: 'mx', address: '127.0.0.1', port: 0, earlyTalkerCheck: false }],
-    domains: [{ name: 'relay.test', delivery: 'maildir' }],
-    relay: { networks: ['127.0.0.0/8'] },
-    paths: { spool: join(dir, 'spool'), mail: join(dir, 'mail'), state: join(dir, 'state') },
-    metrics: { enabled: false },
-    delivery: {
-      allowedDestinations: ['127.0.0.0/8'],
-      // retries only when the administrator asks: nothing moves by itself during the test
-      retry: { minBackoffMs: 3_600_000, maxBackoffMs: 3_600_000 },
-      commandTimeoutMs: 120_000,
-      routes: {
-        'stuck.test': { host: '127.0.0.1', port: destinationPort, tls: 'none' },
-        'hang.test': { host: '127.0.0.1', port: hangPort, tls: 'none' },
-      },
-    },
-  });
+  return adminTestRelayConfig(dir, { 'stuck.test': destinationPort, 'hang.test': hangPort }, { commandTimeoutMs: 120_000 });
 }
 
 async function send(port: number, to: string, subject: string, dsn = { mail: '', rcpt: '' }, from = 'app@sender.test'): Promise<string> {
